@@ -1,0 +1,3 @@
+from gpu_preflight.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,86 @@
+"""Command-line entry point: `preflight VERB ...`.
+
+Each verb lives in `gpu_preflight.commands.<verb>` and exposes `register(subparsers)`, which
+adds its parser and sets `func=run` (a function taking the parsed args and returning the exit
+code). Command modules import only the standard library at module level, so `--help` stays fast;
+heavy work is imported inside `run`.
+
+Exit codes (documented in README.md):
+  0  all findings ok (or the command succeeded)
+  1  warnings only
+  2  at least one failure (doctor/compat), or the model does not fit (estimate)
+  3  usage or internal error
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from gpu_preflight import __version__
+from gpu_preflight.errors import PreflightError
+
+COMMANDS = ("doctor", "snapshot", "compat", "explain", "estimate", "plan", "measure", "watch")
+
+EXIT_OK, EXIT_WARN, EXIT_FAIL, EXIT_ERROR = 0, 1, 2, 3
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # usage errors: one line + hint, exit 3
+        self.print_usage(sys.stderr)
+        sys.stderr.write(f"preflight: error: {message}\n")
+        sys.exit(EXIT_ERROR)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="preflight",
+        description="Will this AI model run on this GPU machine, will it fit, and what do I change?",
+    )
+    parser.add_argument("--version", action="version", version=f"gpu-preflight {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"gpu_preflight.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"gpu_preflight.commands.{name}":
+                raise
+            continue  # verb not built yet
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return EXIT_ERROR
+    try:
+        return int(args.func(args) or 0)
+    except PreflightError as exc:
+        if args.debug:
+            raise
+        sys.stderr.write(f"preflight: error: {exc.message}\n")
+        if exc.hint:
+            sys.stderr.write(f"  hint: {exc.hint}\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("preflight: interrupted\n")
+        return 130
+    except BrokenPipeError:
+        # stdout closed early (e.g. `| head`): not an error worth a traceback
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+        except OSError:
+            pass
+        return EXIT_OK
+    except Exception as exc:  # noqa: BLE001 - last resort: never a bare traceback
+        if args.debug:
+            raise
+        sys.stderr.write(f"preflight: internal error: {type(exc).__name__}: {exc}\n")
+        sys.stderr.write("  hint: run again with --debug for the traceback, and report it\n")
+        return EXIT_ERROR
