@@ -1,0 +1,99 @@
+"""The check catalog: coded, documented, pure functions of (snapshot, facts) -> findings.
+
+Register a check with `@check("PF1xx", "slug", area=...)`; its docstring must have the sections
+What it checks / Why it matters / Example / Fix / Sources (a test enforces it), which
+`preflight explain PF1xx` prints.
+"""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+STATUSES = ("ok", "skip", "warn", "fail", "error")
+SEVERITY = {"ok": 0, "skip": 0, "warn": 1, "fail": 2, "error": 3}
+DOC_SECTIONS = ("What it checks", "Why it matters", "Example", "Fix", "Sources")
+AREAS = ("driver", "gpu", "torch", "libraries", "environment", "host")
+
+
+@dataclass
+class Finding:
+    code: str
+    status: str
+    title: str
+    message: str
+    fix: str | None = None
+    evidence: dict[str, Any] = field(default_factory=dict)
+    area: str = "driver"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"code": self.code, "status": self.status, "title": self.title, "message": self.message,
+                "fix": self.fix, "area": self.area, "evidence": self.evidence}
+
+
+@dataclass(frozen=True)
+class Check:
+    code: str
+    name: str
+    area: str
+    title: str
+    func: Callable[..., Any]
+
+    @property
+    def doc(self) -> str:
+        return textwrap.dedent(self.func.__doc__ or "").strip()
+
+    def sections(self) -> dict[str, str]:
+        parts = re.split(r"^(%s):\s*$" % "|".join(DOC_SECTIONS), self.doc, flags=re.M)
+        out = {}
+        for i in range(1, len(parts) - 1, 2):
+            out[parts[i]] = parts[i + 1].strip()
+        return out
+
+
+REGISTRY: dict[str, Check] = {}
+
+
+def check(code: str, name: str, area: str, title: str):
+    def wrap(func):
+        if code in REGISTRY:
+            raise ValueError(f"duplicate check code {code}")
+        REGISTRY[code] = Check(code, name, area, title, func)
+        return func
+
+    return wrap
+
+
+def all_checks() -> list[Check]:
+    from gpu_preflight.checks import stack  # noqa: F401 - registers the checks
+
+    return [REGISTRY[k] for k in sorted(REGISTRY)]
+
+
+def run_checks(snap: dict, only: list[str] | None = None) -> list[Finding]:
+    """Run every check; a check that raises becomes one `error` finding, never a crash."""
+    findings: list[Finding] = []
+    for chk in all_checks():
+        if only and chk.code not in only:
+            continue
+        try:
+            result = chk.func(snap)
+        except Exception as exc:  # noqa: BLE001
+            result = Finding(chk.code, "error", chk.title, f"check crashed: {type(exc).__name__}: {exc}",
+                             fix="report this with `preflight snapshot > box.json` attached")
+        for f in result if isinstance(result, list) else [result]:
+            f.area = chk.area
+            f.code = chk.code
+            findings.append(f)
+    return findings
+
+
+def worst(findings: list[Finding]) -> str:
+    order = ["ok", "skip", "warn", "error", "fail"]
+    return max((f.status for f in findings), key=order.index, default="ok")
+
+
+def exit_code(findings: list[Finding]) -> int:
+    return max((SEVERITY[f.status] for f in findings), default=0)

@@ -1,0 +1,26 @@
+"""`preflight doctor`: judge this machine's GPU software stack (or a saved snapshot)."""
+
+from __future__ import annotations
+
+from gpu_preflight.commands._common import add_output_flags, emit_report
+
+
+def register(sub) -> None:
+    p = sub.add_parser("doctor", help="check this machine's NVIDIA driver / CUDA / PyTorch stack",
+                       description="Check this machine's NVIDIA driver, GPUs, CUDA libraries and PyTorch, "
+                                   "each finding with its fix. Exit code: 0 ok, 1 warnings, 2 failures, 3 error.")
+    p.add_argument("--from", dest="from_file", metavar="SNAPSHOT.json",
+                   help="judge a snapshot saved with `preflight snapshot` instead of this machine")
+    p.add_argument("--deep", action="store_true",
+                   help="also import torch in a child process: arch list, cuDNN, a smoke test per dtype, SDPA backends "
+                        "(creates a CUDA context, takes seconds)")
+    p.add_argument("--python", metavar="PATH", help="with --deep: the Python interpreter whose torch to test")
+    add_output_flags(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from gpu_preflight import snapshot
+
+    snap = snapshot.load(args.from_file) if args.from_file else snapshot.collect(deep=args.deep, python=args.python)
+    return emit_report("doctor", snap, args)

@@ -1,0 +1,81 @@
+"""Compatibility rules as pure functions of versions; shared by the checks and the recommender.
+
+Rules and where they come from:
+- A CUDA application runs on a driver at or above its CUDA major's minor-version-compatibility
+  floor, with a limited feature set below the toolkit's own driver (no PTX JIT of newer PTX,
+  newer-driver APIs fail): NVIDIA CUDA Compatibility guide, "Minor Version Compatibility".
+- A cubin for compute capability X.y runs on X.z with z >= y, never across majors; `a` targets
+  run only on that exact capability; PTX is JIT-compiled for the same or newer capability:
+  NVIDIA Blackwell/Hopper compatibility guides, "Application Compatibility".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gpu_preflight import facts
+
+COMPAT_URL = "https://docs.nvidia.com/deploy/cuda-compatibility/minor-version-compatibility.html"
+BINARY_URL = "https://docs.nvidia.com/cuda/blackwell-compatibility-guide/index.html"
+
+
+@dataclass
+class Verdict:
+    status: str  # ok | warn | fail | unknown
+    message: str
+    floor: str | None = None
+    full: str | None = None
+
+
+def driver_for_cuda(driver: str, cuda: str) -> Verdict:
+    """Can this driver run a CUDA `cuda` (e.g. '12.8') application?"""
+    major, _minor = facts.parse_cuda(cuda)
+    fam = facts.cuda_family(major)
+    full, _row = facts.toolkit_driver(cuda)
+    if fam is None:
+        return Verdict("unknown", f"no minor-version-compatibility floor is known for CUDA {major}.x")
+    floor = fam.get("linux_floor")
+    if floor and not facts.driver_ge(driver, floor):
+        return Verdict("fail", f"driver {driver} is below {floor}, the lowest driver that runs any CUDA "
+                               f"{major}.x application: CUDA cannot initialize (error 35, \"CUDA driver version "
+                               f"is insufficient for CUDA runtime version\")", floor, full)
+    if full is None:
+        max_cuda = facts.driver_max_cuda(driver)
+        if max_cuda and facts.parse_cuda(max_cuda) >= (major, _minor):
+            return Verdict("ok", f"driver {driver} supports CUDA {max_cuda} >= {cuda}", floor, None)
+        return Verdict("warn", f"driver {driver} runs CUDA {major}.x applications (floor {floor}); the exact "
+                               f"driver for CUDA {cuda}'s full feature set is not in the tables", floor, None)
+    if facts.driver_ge(driver, full):
+        return Verdict("ok", f"driver {driver} meets CUDA {cuda}'s driver {full}", floor, full)
+    return Verdict("warn", f"driver {driver} is between the CUDA {major}.x floor ({floor}) and CUDA {cuda}'s "
+                           f"driver ({full}): it runs through minor-version compatibility, so precompiled "
+                           f"kernels (SASS) work, but PTX built by CUDA {cuda} cannot be JIT-compiled "
+                           f"(error 222, \"the provided PTX was compiled with an unsupported toolchain\") "
+                           f"and APIs that need a newer driver fail (error 36)", floor, full)
+
+
+def _cc_tuple(cc: str) -> tuple[int, int, str]:
+    base = cc.rstrip("af")
+    major, minor = facts.parse_cc(base)
+    return major, minor, cc[len(base):]
+
+
+def arch_coverage(cc: str, sass: list[str] | None, ptx: list[str] | None) -> tuple[str, str]:
+    """('sass'|'ptx'|'none'|'unknown', detail) for a GPU of capability `cc`."""
+    if sass is None:
+        return "unknown", "the wheel's compiled architectures are not known"
+    gmaj, gmin, _ = _cc_tuple(cc)
+    for entry in sass:
+        maj, mnr, suffix = _cc_tuple(entry)
+        if suffix == "a" and (maj, mnr) == (gmaj, gmin):
+            return "sass", f"cubin sm_{maj}{mnr}a matches exactly"
+        if suffix == "" and maj == gmaj and mnr <= gmin:
+            return "sass", f"cubin sm_{maj}{mnr} runs on {cc} (same major, minor {mnr} <= {gmin})"
+        if suffix == "f" and maj == gmaj and mnr <= gmin:
+            return "sass", f"family cubin sm_{maj}{mnr}f runs on {cc}"
+    candidates = [p for p in (ptx or []) if _cc_tuple(p)[2] == "" and _cc_tuple(p)[:2] <= (gmaj, gmin)]
+    if candidates:
+        best = max(candidates, key=_cc_tuple)
+        return "ptx", f"only PTX compute_{best.replace('.', '')} covers {cc}: the driver JIT-compiles it"
+    listed = " ".join(sass) or "none"
+    return "none", f"no cubin for {cc} (same major, lower or equal minor) and no PTX at or below it; wheel has: {listed}"

@@ -1,0 +1,78 @@
+"""The installed PyTorch and friends, read from package metadata without importing them."""
+
+from __future__ import annotations
+
+import re
+from importlib import metadata
+from typing import Any
+
+from gpu_preflight.fact import Fact, attempt, known, unknown
+
+SOURCE = "package metadata"
+RELATED = ("transformers", "diffusers", "accelerate", "flash-attn", "flash_attn", "xformers", "vllm",
+           "bitsandbytes", "triton", "nvidia-ml-py", "huggingface-hub")
+
+
+def _dist_version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _torch_version_py(dist: metadata.Distribution) -> dict[str, Any]:
+    """torch/version.py holds `cuda = '12.8'` and `git_version`; read it as text."""
+    for f in dist.files or ():
+        if str(f).replace("\\", "/") == "torch/version.py":
+            text = f.read_text() if hasattr(f, "read_text") else open(dist.locate_file(f)).read()
+            out: dict[str, Any] = {}
+            for key in ("cuda", "hip", "git_version", "__version__"):
+                m = re.search(rf"^{re.escape(key)}\s*(?::[^=]+)?=\s*(.+)$", text, re.M)
+                if m:
+                    raw = m.group(1).strip()
+                    out[key.strip("_")] = None if raw == "None" else raw.strip("'\"")
+            return out
+    raise FileNotFoundError("torch/version.py is not listed in the torch distribution")
+
+
+def _nvidia_packages() -> dict[str, str]:
+    out = {}
+    for dist in metadata.distributions():
+        name = (dist.metadata.get("Name") or "").lower()
+        if name.startswith("nvidia-") or name == "cuda-toolkit":
+            out[name] = dist.version
+    return dict(sorted(out.items()))
+
+
+def probe_torch(find_dist=metadata.distribution) -> dict[str, Fact]:
+    try:
+        dist = find_dist("torch")
+    except metadata.PackageNotFoundError:
+        reason = "torch is not installed in this Python environment"
+        return {"installed": known(False, SOURCE), "version": unknown(reason, SOURCE),
+                "local": unknown(reason, SOURCE), "cuda": unknown(reason, SOURCE),
+                "nvidia_packages": attempt(SOURCE, _nvidia_packages)}
+    version = dist.version
+    local = version.split("+", 1)[1] if "+" in version else None
+    vpy = attempt("torch/version.py", lambda: _torch_version_py(dist))
+    cuda = Fact(vpy.value.get("cuda"), vpy.source) if vpy.ok else vpy
+    return {
+        "installed": known(True, SOURCE),
+        "version": known(version, SOURCE),
+        "local": known(local, SOURCE),
+        "cuda": cuda,
+        "hip": Fact(vpy.value.get("hip"), vpy.source) if vpy.ok else vpy,
+        "requires": known([r for r in (dist.requires or []) if r.lower().startswith(("nvidia-", "cuda-", "triton"))],
+                          SOURCE),
+        "nvidia_packages": attempt(SOURCE, _nvidia_packages),
+    }
+
+
+def probe_related() -> dict[str, Fact]:
+    seen: dict[str, Fact] = {}
+    for name in RELATED:
+        key = name.replace("_", "-")
+        if key in seen and seen[key].value:
+            continue
+        seen[key] = known(_dist_version(name), SOURCE)
+    return seen

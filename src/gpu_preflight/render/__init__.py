@@ -1,0 +1,1 @@
+"""Renderers: findings and estimates to text (terminal) or JSON. Nothing below this layer prints."""

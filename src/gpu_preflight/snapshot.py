@@ -1,0 +1,146 @@
+"""The snapshot: everything the checks need to know about a machine, as plain data.
+
+A snapshot is a nested dict of sections whose leaves are Facts. It round-trips through JSON
+(`preflight snapshot > box.json`, `preflight doctor --from box.json`) and carries a schema
+version; a file from a newer schema or a truncated file is refused with a clear error.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from gpu_preflight import __version__
+from gpu_preflight.errors import SnapshotError
+from gpu_preflight.fact import Fact
+
+SCHEMA = "gpu-preflight.snapshot"
+SCHEMA_VERSION = 1
+
+Snapshot = dict  # sections -> Facts; see collect()
+
+
+def collect(ctx=None, deep: bool = False, python: str | None = None) -> Snapshot:
+    """Probe this machine. Cheap probes run concurrently; nothing here creates a CUDA context
+    unless `deep` is set (which imports torch in a child process)."""
+    from gpu_preflight.probes import cudadrv, host, nvml, system_cuda, torchmeta
+    from gpu_preflight.probes.context import ProbeContext
+
+    ctx = ctx or ProbeContext()
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        f_nvml = pool.submit(nvml.probe_nvml, ctx)
+        f_cuda = pool.submit(cudadrv.probe_cuda_driver, ctx.timeout_s, ctx.cuda_driver)
+        f_deep = None
+        if deep:
+            from gpu_preflight.probes import torchdeep
+
+            f_deep = pool.submit(torchdeep.probe_torch_deep, ctx, python)
+        snap: Snapshot = {
+            "schema": SCHEMA,
+            "schema_version": SCHEMA_VERSION,
+            "tool_version": __version__,
+            "created_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "origin": "probe",
+            "host": host.probe_host(ctx),
+            "env": host.probe_env(ctx),
+            "container": host.probe_container(ctx),
+            "kernel_module": system_cuda.probe_kernel_module(ctx),
+            "user_space": system_cuda.probe_user_space(ctx),
+            "toolkit": system_cuda.probe_toolkit(ctx),
+            "ld_library_path": {"entries": system_cuda.probe_ld_library_path(ctx)},
+            "torch": torchmeta.probe_torch(),
+            "packages": torchmeta.probe_related(),
+        }
+        snap["nvml"] = f_nvml.result()
+        snap["cuda_driver"] = f_cuda.result()
+        if f_deep is not None:
+            snap["torch_deep"] = {"result": f_deep.result()}
+    return snap
+
+
+def to_json(obj: Any) -> Any:
+    if isinstance(obj, Fact):
+        return {**obj.to_json(), "value": to_json(obj.value)} if obj.ok else obj.to_json()
+    if isinstance(obj, dict):
+        return {k: to_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_json(v) for v in obj]
+    return obj
+
+
+def _is_fact(obj: Any) -> bool:
+    return isinstance(obj, dict) and "source" in obj and "value" in obj and set(obj) <= {"value", "source",
+                                                                                          "unavailable"}
+
+
+def from_json(obj: Any) -> Any:
+    if _is_fact(obj):
+        if obj.get("unavailable") is not None:
+            return Fact(None, str(obj["source"]), str(obj["unavailable"]))
+        return Fact(from_json(obj["value"]), str(obj["source"]))
+    if isinstance(obj, dict):
+        return {k: from_json(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [from_json(v) for v in obj]
+    return obj
+
+
+def dumps(snap: Snapshot) -> str:
+    return json.dumps(to_json(snap), indent=2, sort_keys=False)
+
+
+def loads(text: str, where: str = "snapshot") -> Snapshot:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SnapshotError(
+            f"{where} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})",
+            hint="the file may be truncated; write it again with `preflight snapshot > box.json`",
+        ) from None
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+        raise SnapshotError(f"{where} is not a gpu-preflight snapshot (no \"schema\": \"{SCHEMA}\")",
+                            hint="create one with `preflight snapshot > box.json`")
+    version = data.get("schema_version")
+    if not isinstance(version, int):
+        raise SnapshotError(f"{where} has no integer schema_version")
+    if version > SCHEMA_VERSION:
+        raise SnapshotError(
+            f"{where} uses snapshot schema {version}, newer than this gpu-preflight understands ({SCHEMA_VERSION})",
+            hint="upgrade gpu-preflight: pip install -U gpu-preflight",
+        )
+    try:
+        return from_json(data)
+    except (TypeError, ValueError) as exc:
+        raise SnapshotError(f"{where} is malformed: {exc}") from None
+
+
+def load(path: str) -> Snapshot:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError as exc:
+        raise SnapshotError(f"cannot read snapshot {path}: {exc.strerror or exc}",
+                            hint="check the path; create one with `preflight snapshot > box.json`") from None
+    return loads(text, where=path)
+
+
+def fact(snap: Snapshot, path: str) -> Fact:
+    """`fact(snap, "nvml.driver_version")`; a missing section or field is an unavailable Fact."""
+    node: Any = snap
+    for part in path.split("."):
+        if isinstance(node, Fact):
+            if not node.ok:
+                return node
+            node = node.value
+        if not isinstance(node, dict) or part not in node:
+            return Fact(None, "snapshot", f"{path} is not in this snapshot")
+        node = node[part]
+    return node if isinstance(node, Fact) else Fact(node, "snapshot")
+
+
+def gpus(snap: Snapshot) -> list[dict[str, Fact]]:
+    """The GPUs NVML saw (described GPUs for `compat`); [] when unknown."""
+    f = fact(snap, "nvml.gpus")
+    return [g for g in (f.value or []) if isinstance(g, dict)] if f.ok else []
