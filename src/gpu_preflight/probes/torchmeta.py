@@ -35,12 +35,17 @@ def _torch_version_py(dist: metadata.Distribution) -> dict[str, Any]:
     raise FileNotFoundError("torch/version.py is not listed in the torch distribution")
 
 
-def _nvidia_packages() -> dict[str, str]:
+def _nvidia_packages(requires: list[str] | None) -> dict[str, str]:
+    """Installed versions of the nvidia-* / cuda-toolkit packages torch depends on (by name,
+    not by scanning every distribution: that is slow in big environments)."""
     out = {}
-    for dist in metadata.distributions():
-        name = (dist.metadata.get("Name") or "").lower()
+    for req in requires or ():
+        m = re.match(r"\s*([A-Za-z0-9_.\-]+)", req)
+        name = m.group(1).lower() if m else ""
         if name.startswith("nvidia-") or name == "cuda-toolkit":
-            out[name] = dist.version
+            version = _dist_version(name)
+            if version:
+                out[name] = version
     return dict(sorted(out.items()))
 
 
@@ -51,7 +56,7 @@ def probe_torch(find_dist=metadata.distribution) -> dict[str, Fact]:
         reason = "torch is not installed in this Python environment"
         return {"installed": known(False, SOURCE), "version": unknown(reason, SOURCE),
                 "local": unknown(reason, SOURCE), "cuda": unknown(reason, SOURCE),
-                "nvidia_packages": attempt(SOURCE, _nvidia_packages)}
+                "nvidia_packages": known({}, SOURCE)}
     version = dist.version
     local = version.split("+", 1)[1] if "+" in version else None
     vpy = attempt("torch/version.py", lambda: _torch_version_py(dist))
@@ -64,7 +69,7 @@ def probe_torch(find_dist=metadata.distribution) -> dict[str, Fact]:
         "hip": Fact(vpy.value.get("hip"), vpy.source) if vpy.ok else vpy,
         "requires": known([r for r in (dist.requires or []) if r.lower().startswith(("nvidia-", "cuda-", "triton"))],
                           SOURCE),
-        "nvidia_packages": attempt(SOURCE, _nvidia_packages),
+        "nvidia_packages": attempt(SOURCE, lambda: _nvidia_packages(dist.requires)),
     }
 
 
