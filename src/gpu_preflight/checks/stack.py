@@ -506,8 +506,11 @@ def cuda_compat(snap):
                       "remove /usr/local/cuda*/compat from LD_LIBRARY_PATH (or match the compat package to the driver)",
                       cu_init=init))
     entries = fact(snap, "ld_library_path.entries").get([]) or []
-    compat = [e for e in entries if e.get("libcuda_version")]
     drv = driver_version(snap) or fact(snap, "kernel_module.version").get()
+    # The driver's own library directory (e.g. /usr/local/nvidia/lib64 mounted into containers)
+    # holds libcuda of exactly the driver version: that is not forward compatibility.
+    compat = [e for e in entries if e.get("libcuda_version")
+              and (e.get("compat") or (drv and e["libcuda_version"] != drv))]
     for e in compat:
         cv = e["libcuda_version"]
         ev = {"path": e["path"], "compat_libcuda": cv, "driver": drv}

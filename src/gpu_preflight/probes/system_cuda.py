@@ -66,8 +66,7 @@ def _scan_dir(ctx: ProbeContext, d: str) -> dict:
         if m:
             entry["libcuda_version"] = m.group(1)
     entry["libs"] = sorted(libs)
-    entry["compat"] = "compat" in d.split(os.sep) or (entry["libcuda_version"] is not None and
-                                                     "cuda" in d and "nvidia" not in d)
+    entry["compat"] = "compat" in d.split(os.sep)
     return entry
 
 
