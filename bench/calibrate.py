@@ -1,0 +1,77 @@
+"""Run a measurement matrix on the local GPU: each model in a fresh child process (the same
+child `preflight measure` uses), all its workloads in that process, records appended to one
+JSONL file. Stops starting new models when the time budget is spent.
+
+Usage: python bench/calibrate.py MATRIX.json OUT.jsonl [--budget-s 540] [--only id,id]
+MATRIX: {"defaults": {"dtype", "attn"}, "workloads": {"name": {"batch", "input_len", "output_len"}},
+         "models": [{"id": catalog id, "workloads": [names], "config_overrides": {...}, "tag": "..."}]}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "src"))
+
+
+def catalog_entry(model_id: str) -> dict:
+    with open(os.path.join(ROOT, "src", "gpu_preflight", "data", "models", f"{model_id}.json"), encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("matrix")
+    ap.add_argument("out")
+    ap.add_argument("--budget-s", type=float, default=540)
+    ap.add_argument("--per-model-timeout-s", type=float, default=240)
+    ap.add_argument("--only", default="")
+    args = ap.parse_args()
+    with open(args.matrix, encoding="utf-8") as fh:
+        matrix = json.load(fh)
+    only = {s for s in args.only.split(",") if s}
+    t_start = time.perf_counter()
+    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    for m in matrix["models"]:
+        key = m.get("tag") or m["id"]
+        if only and key not in only and m["id"] not in only:
+            continue
+        left = args.budget_s - (time.perf_counter() - t_start)
+        if left < 30:
+            print(f"budget spent: skipping {key}", flush=True)
+            continue
+        entry = catalog_entry(m["id"])
+        config = dict(entry.get("config") or {})
+        if "text_config" in config and m.get("config_overrides"):
+            config["text_config"] = {**config["text_config"], **m["config_overrides"]}
+        else:
+            config.update(m.get("config_overrides") or {})
+        spec = {"model": {"id": key, "catalog_id": m["id"], "kind": entry.get("kind", "llm"), "config": config},
+                **matrix.get("defaults", {}), **{k: v for k, v in m.items() if k in ("dtype", "attn")},
+                "workloads": [{"name": w, **matrix["workloads"][w]} for w in m["workloads"]]}
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
+            json.dump(spec, fh)
+        t = time.perf_counter()
+        try:
+            proc = subprocess.run([sys.executable, "-m", "gpu_preflight.measure.child", fh.name, args.out],
+                                  env=env, timeout=min(args.per_model_timeout_s, left), capture_output=True, text=True)
+            status = f"exit {proc.returncode}"
+            if proc.returncode:
+                status += ": " + (proc.stderr.strip().splitlines() or ["?"])[-1][:200]
+        except subprocess.TimeoutExpired:
+            status = "timeout"
+            with open(args.out, "a", encoding="utf-8") as out:
+                out.write(json.dumps({"type": "error", "model": key, "error": "timeout"}) + "\n")
+        print(f"{key:<40} {status:<20} {time.perf_counter() - t:6.1f}s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

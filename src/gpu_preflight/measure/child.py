@@ -1,0 +1,195 @@
+"""Child process of `preflight measure`: build a model on the GPU and record memory per phase.
+
+Usage: python -m gpu_preflight.measure.child SPEC.json OUT.jsonl
+
+SPEC: {"model": {"id", "config"}, "dtype", "attn", "workloads": [{"name", "batch", "input_len",
+"output_len"}], "device_index", "weights_path"}. Weights are random (memory does not depend on
+their values) unless weights_path names a local folder. No code from a hub is ever run:
+configs are instantiated with transformers' own classes only (trust_remote_code stays off).
+Every finished phase is appended to OUT at once (flushed), so a crash keeps what was measured.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+
+MIB = 1 << 20
+
+
+class Recorder:
+    def __init__(self, path: str):
+        self.fh = open(path, "a", encoding="utf-8")  # noqa: SIM115
+
+    def write(self, record: dict) -> None:
+        self.fh.write(json.dumps(record) + "\n")
+        self.fh.flush()
+        os.fsync(self.fh.fileno())
+
+
+def environment(torch) -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    def v(name):
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    import pynvml
+
+    pynvml.nvmlInit()
+    return {"gpu": torch.cuda.get_device_name(), "capability": "%d.%d" % torch.cuda.get_device_capability(),
+            "gpu_memory_total_bytes": torch.cuda.get_device_properties(0).total_memory,
+            "driver": pynvml.nvmlSystemGetDriverVersion(), "cuda": torch.version.cuda,
+            "torch": torch.__version__, "transformers": v("transformers"), "diffusers": v("diffusers"),
+            "accelerate": v("accelerate"), "python": sys.version.split()[0],
+            "cudnn": torch.backends.cudnn.version(),
+            "alloc_conf": os.environ.get("PYTORCH_CUDA_ALLOC_CONF")}
+
+
+def text_config(config: dict) -> dict:
+    """Multimodal checkpoints (Gemma 3 4B+...) measure their language model."""
+    if "text_config" in config and isinstance(config["text_config"], dict):
+        tc = dict(config["text_config"])
+        tc.setdefault("model_type", config.get("model_type", "") + "_text")
+        return tc
+    return config
+
+
+def build_llm(torch, spec: dict):
+    import transformers
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    cfg_dict = text_config(dict(spec["model"]["config"]))
+    cfg_dict.pop("quantization_config", None)
+    model_type = cfg_dict.pop("model_type")
+    for k in ("architectures", "auto_map", "transformers_version", "_name_or_path"):
+        cfg_dict.pop(k, None)
+    cfg = AutoConfig.for_model(model_type, **cfg_dict)
+    dtype = getattr(torch, spec.get("dtype", "bfloat16"))
+    kwargs = {"attn_implementation": spec.get("attn", "sdpa")}
+    major = int(transformers.__version__.split(".")[0])
+    kwargs["dtype" if major >= 5 else "torch_dtype"] = dtype
+    if spec.get("weights_path"):
+        return AutoModelForCausalLM.from_pretrained(spec["weights_path"], device_map={"": 0}, **kwargs)
+    with torch.device("cuda"):
+        model = AutoModelForCausalLM.from_config(cfg, **kwargs)
+    return model.eval()
+
+
+def snapshot(torch, sampler, t0) -> dict:
+    torch.cuda.synchronize()
+    return {"allocated_bytes": torch.cuda.memory_allocated(), "reserved_bytes": torch.cuda.memory_reserved(),
+            "process_bytes": sampler.current_bytes(), "t_s": round(time.perf_counter() - t0, 3)}
+
+
+def run_phase(torch, sampler, rec, base: dict, name: str, fn) -> dict:
+    torch.cuda.synchronize()
+    before = {"allocated_bytes": torch.cuda.memory_allocated(), "reserved_bytes": torch.cuda.memory_reserved(),
+              "process_bytes": sampler.current_bytes()}
+    torch.cuda.reset_peak_memory_stats()
+    sampler.reset()
+    t = time.perf_counter()
+    out = {**base, "type": "phase", "phase": name, "before": before}
+    try:
+        fn()
+        torch.cuda.synchronize()
+        out["oom"] = False
+    except torch.cuda.OutOfMemoryError as exc:
+        out["oom"] = True
+        out["error"] = str(exc).splitlines()[0][:300]
+    out["time_s"] = round(time.perf_counter() - t, 3)
+    out["peak_allocated_bytes"] = torch.cuda.max_memory_allocated()
+    out["peak_reserved_bytes"] = torch.cuda.max_memory_reserved()
+    time.sleep(0.02)
+    out["peak_process_bytes"] = sampler.peak_bytes()
+    out["sampler_mode"] = sampler.mode
+    rec.write(out)
+    return out
+
+
+def run_llm(torch, spec, rec, sampler, t0) -> None:
+    model_id = spec["model"].get("id")
+    t = time.perf_counter()
+    model = build_llm(torch, spec)
+    load = {"type": "phase", "phase": "load", "model": model_id, "time_s": round(time.perf_counter() - t, 3),
+            **snapshot(torch, sampler, t0), "peak_allocated_bytes": torch.cuda.max_memory_allocated(),
+            "peak_reserved_bytes": torch.cuda.max_memory_reserved(), "peak_process_bytes": sampler.peak_bytes(),
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "param_bytes": sum(p.numel() * p.element_size() for p in model.parameters()),
+            "buffer_bytes": sum(b.numel() * b.element_size() for b in model.buffers())}
+    rec.write(load)
+    vocab = model.config.get_text_config().vocab_size if hasattr(model.config, "get_text_config") \
+        else model.config.vocab_size
+    for w in spec["workloads"]:
+        base = {"model": model_id, "workload": w, "dtype": spec.get("dtype", "bfloat16"),
+                "attn": spec.get("attn", "sdpa")}
+        gen = torch.Generator(device="cuda").manual_seed(0)
+        ids = torch.randint(10, max(vocab - 10, 11), (w["batch"], w["input_len"]), device="cuda", generator=gen)
+        mask = torch.ones_like(ids)
+
+        def generate(n):
+            with torch.inference_mode():
+                model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=n, min_new_tokens=n,
+                               do_sample=False, pad_token_id=0)
+
+        torch.cuda.empty_cache()
+        run_phase(torch, sampler, rec, base, "prefill", lambda: generate(1))
+        torch.cuda.empty_cache()
+        r = run_phase(torch, sampler, rec, base, "generate", lambda: generate(w["output_len"]))
+        del ids, mask
+        if r.get("oom"):
+            torch.cuda.empty_cache()
+
+
+def main(argv: list[str]) -> int:
+    spec_path, out_path = argv[1], argv[2]
+    with open(spec_path, encoding="utf-8") as fh:
+        spec = json.load(fh)
+    rec = Recorder(out_path)
+    t0 = time.perf_counter()
+    try:
+        import torch
+    except ImportError as exc:
+        rec.write({"type": "error", "error": f"torch is not installed: {exc}"})
+        return 2
+    if not torch.cuda.is_available():
+        rec.write({"type": "error", "error": "torch.cuda.is_available() is False: no usable GPU"})
+        return 2
+    from gpu_preflight.measure.nvml_sampler import ProcessMemorySampler
+
+    torch.cuda.set_device(spec.get("device_index", 0))
+    sampler = ProcessMemorySampler(spec.get("device_index", 0))
+    rec.write({"type": "env", **environment(torch), "import_s": round(time.perf_counter() - t0, 3)})
+    torch.empty(1, device="cuda")
+    torch.cuda.synchronize()
+    time.sleep(0.05)
+    rec.write({"type": "phase", "phase": "context", **snapshot(torch, sampler, t0)})
+    try:
+        kind = spec["model"].get("kind", "llm")
+        if kind == "llm":
+            run_llm(torch, spec, rec, sampler, t0)
+        else:
+            from gpu_preflight.measure.diffusion_child import run_diffusion
+
+            run_diffusion(torch, spec, rec, sampler, t0)
+    except torch.cuda.OutOfMemoryError as exc:
+        rec.write({"type": "error", "oom": True, "error": str(exc).splitlines()[0][:400],
+                   "allocated_bytes": torch.cuda.memory_allocated()})
+        return 3
+    except Exception as exc:  # noqa: BLE001
+        rec.write({"type": "error", "error": f"{type(exc).__name__}: {exc}"[:600],
+                   "traceback": traceback.format_exc()[-3000:]})
+        return 4
+    finally:
+        sampler.close()
+    rec.write({"type": "done", "t_s": round(time.perf_counter() - t0, 3)})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
