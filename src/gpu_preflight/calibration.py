@@ -1,0 +1,98 @@
+"""Calibration data: real measurements (calibration/raw/*.jsonl) vs the estimator.
+
+Used by bench/accuracy.py (the docs/accuracy.md table) and by the CPU tests that keep the
+estimator honest. Held-out cases (calibration/held_out.json) were never used to set any
+constant; they are reported separately.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CAL_DIR = os.path.join(ROOT, "calibration")
+MATRIX = os.path.join(ROOT, "bench", "matrix_llm.json")
+
+
+def load_records(paths: list[str]) -> list[dict[str, Any]]:
+    out = []
+    for p in paths:
+        with open(p, encoding="utf-8") as fh:
+            env = None
+            for line in fh:
+                line = line.strip()
+                if not line:
+                    continue
+                rec = json.loads(line)
+                if rec.get("type") == "env":
+                    env = rec
+                rec["_env"] = env
+                rec["_file"] = os.path.basename(p)
+                out.append(rec)
+    return out
+
+
+def _matrix_models() -> dict[str, dict[str, Any]]:
+    with open(MATRIX, encoding="utf-8") as fh:
+        matrix = json.load(fh)
+    return {m.get("tag") or m["id"]: {**matrix.get("defaults", {}), **m} for m in matrix["models"]}
+
+
+def held_out() -> set[str]:
+    with open(os.path.join(CAL_DIR, "held_out.json"), encoding="utf-8") as fh:
+        return set(json.load(fh)["models"])
+
+
+def compare_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    from gpu_preflight.estimate.arch import parse_llm
+    from gpu_preflight.estimate.llm import Workload, estimate_transformers
+    from gpu_preflight.estimate.overheads import process_overhead
+    from gpu_preflight.models.catalog import load_catalog
+
+    catalog = load_catalog()
+    models = _matrix_models()
+    hold = held_out()
+    rows = []
+    cache: dict[tuple, Any] = {}
+    for rec in records:
+        if rec.get("type") != "phase" or rec.get("phase") not in ("prefill", "generate") or rec.get("oom"):
+            continue
+        tag = rec["model"]
+        m = models.get(tag)
+        if m is None:
+            continue
+        entry = catalog.find(m["id"])
+        config = dict(entry.config)
+        if m.get("config_overrides"):
+            if "text_config" in config:
+                config["text_config"] = {**config["text_config"], **m["config_overrides"]}
+            else:
+                config.update(m["config_overrides"])
+        wl = rec["workload"]
+        env = rec.get("_env") or {}
+        cc = tuple(int(x) for x in env.get("capability", "9.0").split("."))
+        w = Workload(batch=wl["batch"], input_len=wl["input_len"],
+                     output_len=1 if rec["phase"] == "prefill" else wl["output_len"],
+                     dtype=rec.get("dtype", "bfloat16"), attn=rec.get("attn", "sdpa"))
+        key = (tag, w.batch, w.input_len, w.output_len, w.attn)
+        if key not in cache:
+            cache[key] = estimate_transformers(parse_llm(config), w, cc)
+        est = cache[key]
+        overhead, _src = process_overhead(cc, (env.get("torch") or "").split("+")[0])
+        est_proc = est.peak_reserved_bytes + overhead
+        meas_proc = rec["peak_process_bytes"]
+        rows.append({
+            "model": tag, "catalog_id": m["id"], "workload": wl["name"], "phase": rec["phase"],
+            "batch": w.batch, "input_len": wl["input_len"], "output_len": w.output_len, "attn": w.attn,
+            "measured_process_bytes": meas_proc, "estimated_process_bytes": est_proc,
+            "process_error": (est_proc - meas_proc) / meas_proc,
+            "measured_allocated_bytes": rec["peak_allocated_bytes"],
+            "estimated_allocated_bytes": est.peak_allocated_bytes,
+            "allocated_error": (est.peak_allocated_bytes - rec["peak_allocated_bytes"]) / rec["peak_allocated_bytes"],
+            "measured_reserved_bytes": rec["peak_reserved_bytes"], "estimated_reserved_bytes": est.peak_reserved_bytes,
+            "held_out": tag in hold, "gpu": env.get("gpu"), "torch": env.get("torch"),
+            "transformers": env.get("transformers"), "driver": env.get("driver"), "file": rec["_file"],
+        })
+    return rows
