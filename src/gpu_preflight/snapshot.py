@@ -31,7 +31,7 @@ def collect(ctx=None, deep: bool = False, python: str | None = None) -> Snapshot
     ctx = ctx or ProbeContext()
     with ThreadPoolExecutor(max_workers=4) as pool:
         f_nvml = pool.submit(nvml.probe_nvml, ctx)
-        f_cuda = pool.submit(cudadrv.probe_cuda_driver, ctx.timeout_s, ctx.cuda_driver)
+        f_cuda = pool.submit(cudadrv.probe_cuda_driver, ctx.timeout_s, ctx.cuda_driver, deep)
         f_deep = None
         if deep:
             from gpu_preflight.probes import torchdeep

@@ -256,7 +256,8 @@ def _mlp(r: _Replay, arch: LlmArch, w: Workload, i: int, rows: int, dt: int, dec
     r.f("prod")
 
 
-def _forward(r: _Replay, arch: LlmArch, w: Workload, new: int, past: int, dt: int, kv_dt: int) -> None:
+def _forward(r: _Replay, arch: LlmArch, w: Workload, new: int, past: int, dt: int, kv_dt: int,
+             opts: dict[str, bool]) -> None:
     """One forward over `new` tokens per sequence with `past` cached ones."""
     b, h = w.batch, arch.hidden
     rows = b * new
@@ -280,7 +281,7 @@ def _forward(r: _Replay, arch: LlmArch, w: Workload, new: int, past: int, dt: in
         r.a("h1", rows * h * dt)  # residual + attention output
         r.f("o")
         _norm(r, "x", rows, h, dt)
-        _mlp(r, arch, w, i, rows, dt, decode)
+        _mlp(r, arch, w, i, rows, dt, decode and opts["batched_mm"])
         r.f("x")
         r.a("h2", rows * h * dt)  # residual + mlp output
         r.f("mlp", "h1")
@@ -289,7 +290,12 @@ def _forward(r: _Replay, arch: LlmArch, w: Workload, new: int, past: int, dt: in
         r.rename("h2", f"hidden{i}")
         hidden = f"hidden{i}"
     _norm(r, "final", rows, h, dt)
-    r.a("logits", b * arch.vocab * dt)  # logits_to_keep=1: only the last position goes through lm_head
+    kept = rows if opts["full_logits"] else b  # logits_to_keep=1 (transformers >= 4.45): last position only
+    r.a("logits", kept * arch.vocab * dt)
+    if opts["full_logits"]:
+        r.a("logits32", kept * arch.vocab * FP32)  # older LlamaForCausalLM: logits.float()
+        r.f("logits")
+        r.rename("logits32", "logits")
     r.f("final", hidden, "embeds", "cos", "sin", *[f"mask.{k}" for k in kinds])
     r.a("next_logits", b * arch.vocab * FP32)  # generate copies the last logits to float32
     r.f("logits")
@@ -310,12 +316,17 @@ def _decode_may_matter(arch: LlmArch, w: Workload, dt: int, kv_dt: int, prefill_
 
 
 def estimate_transformers(arch: LlmArch, w: Workload, cc: tuple[int, int] | None = None,
-                          tensors: list[Tensor] | None = None, decode_samples: int = 2) -> LlmEstimate:
+                          tensors: list[Tensor] | None = None, decode_samples: int = 2,
+                          transformers_version: tuple[int, int] = (5, 17)) -> LlmEstimate:
     dt = DTYPE_BYTES.get(w.dtype, 2)
     kv_dt = DTYPE_BYTES.get(w.kv_dtype or w.dtype, dt)
     assumptions: list[str] = []
     method = quant_method(arch)
-    tensors = tensors or weight_tensors(arch, dt, dequantize_mxfp4=True)
+    v5 = transformers_version >= (5, 0)
+    tensors = tensors or weight_tensors(arch, dt, dequantize_mxfp4=True, fused_experts=v5)
+    if transformers_version < (4, 45):
+        assumptions.append("transformers < 4.45: the prefill computes logits for every prompt position and "
+                           "upcasts them to float32")
     if method == "mxfp4":
         assumptions.append("MXFP4 checkpoint: transformers dequantizes to bf16 unless its MXFP4 Triton kernels are "
                            "installed; estimated dequantized")
@@ -327,14 +338,15 @@ def estimate_transformers(arch: LlmArch, w: Workload, cc: tuple[int, int] | None
     r.reset_peaks()
     phase: dict[str, dict[str, int]] = {}
     base_alloc = r.al.allocated
-    _forward(r, arch, w, w.input_len, 0, dt, kv_dt)
+    opts = {"full_logits": transformers_version < (4, 45), "batched_mm": v5}
+    _forward(r, arch, w, w.input_len, 0, dt, kv_dt, opts)
     phase["prefill"] = {"peak_allocated_bytes": r.al.peak_allocated, "peak_reserved_bytes": r.al.peak_reserved}
     steps = max(w.output_len - 1, 0)
-    if steps and _decode_may_matter(arch, w, dt, kv_dt, r.al.peak_allocated - base_alloc):
+    if steps and decode_samples and _decode_may_matter(arch, w, dt, kv_dt, r.al.peak_allocated - base_alloc):
         # decode: sample a few steps spread over the generation; the cache grows in between
         picks = sorted({max(1, round(steps * (j + 1) / decode_samples)) for j in range(decode_samples)})
         for s in picks:
-            _forward(r, arch, w, 1, w.input_len + s - 1, dt, kv_dt)
+            _forward(r, arch, w, 1, w.input_len + s - 1, dt, kv_dt, opts)
         phase["decode"] = {"peak_allocated_bytes": r.al.peak_allocated, "peak_reserved_bytes": r.al.peak_reserved}
     elif steps:
         phase["decode"] = dict(phase["prefill"])

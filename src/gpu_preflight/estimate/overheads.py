@@ -14,6 +14,7 @@ MEASURED = {
     (9, "2.11"): {
         "context_bytes": 545_259_520,
         "process_overhead_bytes": int(0.680 * GIB),
+        "short": "measured on H100 + torch 2.11.0+cu130 (calibration/raw/llm-h100-a.jsonl)",
         "source": "calibration/raw/llm-h100-a.jsonl: H100 80GB HBM3, driver 580.159.04, torch 2.11.0+cu130, "
                   "transformers 5.17.0. 'context' record = 0.508 GiB after torch.empty(1); NVML process bytes minus "
                   "torch reserved bytes over 23 workloads of 10 models ranged 0.670-0.701 GiB (lazily loaded "
@@ -29,7 +30,6 @@ def process_overhead(cc: tuple[int, int] | None = None, torch_version: str | Non
     key = (cc[0] if cc else None, tv)
     if key in MEASURED:
         m = MEASURED[key]
-        return m["process_overhead_bytes"], m["source"]
+        return m["process_overhead_bytes"], m["short"]
     m = MEASURED[DEFAULT_KEY]
-    return m["process_overhead_bytes"], ("not measured for this GPU/torch; using the H100 + torch 2.11 "
-                                         "measurement: " + m["source"])
+    return m["process_overhead_bytes"], m["short"] + "; not measured for this GPU / torch, used as is"

@@ -41,13 +41,16 @@ def _libcuda_path() -> str | None:
     return None
 
 
-def _collect() -> dict[str, Any]:
+def _collect(init: bool = True) -> dict[str, Any]:
     try:
         lib = ctypes.CDLL("libcuda.so.1")
     except OSError as exc:
         return {"error": f"libcuda.so.1 could not be loaded: {exc}"}
     version = ctypes.c_int(0)
     rc_version = lib.cuDriverGetVersion(ctypes.byref(version))
+    if not init:  # cuDriverGetVersion needs no initialization; cuInit can take a second on big boxes
+        return {"path": _libcuda_path(), "driver_version": version.value if rc_version == 0 else None,
+                "cu_init": None, "device_count": None}
     rc_init = lib.cuInit(0)
     count = ctypes.c_int(0)
     rc_count = lib.cuDeviceGetCount(ctypes.byref(count)) if rc_init == 0 else None
@@ -59,12 +62,12 @@ def _collect() -> dict[str, Any]:
     }
 
 
-def probe_cuda_driver(timeout_s: float = 5.0, collect: Any = None) -> dict[str, Fact]:
+def probe_cuda_driver(timeout_s: float = 5.0, collect: Any = None, init: bool = True) -> dict[str, Fact]:
     result: dict[str, Any] = {}
 
     def work() -> None:
         try:
-            result.update((collect or _collect)())
+            result.update(collect() if collect else _collect(init))
         except Exception as exc:  # noqa: BLE001
             result["error"] = f"{type(exc).__name__}: {exc}"
 
@@ -77,6 +80,10 @@ def probe_cuda_driver(timeout_s: float = 5.0, collect: Any = None) -> dict[str, 
     if "error" in result:
         return {k: unknown(result["error"], SOURCE) for k in ("path", "driver_version", "cu_init", "device_count")}
     rc = result["cu_init"]
+    if rc is None:
+        return {"path": known(result.get("path"), SOURCE), "driver_version": known(result.get("driver_version"), SOURCE),
+                "cu_init": unknown("not run (cuInit runs with --deep)", SOURCE),
+                "device_count": unknown("not run (cuInit runs with --deep)", SOURCE)}
     return {
         "path": known(result.get("path"), SOURCE),
         "driver_version": known(result.get("driver_version"), SOURCE),

@@ -1,0 +1,126 @@
+"""`preflight estimate MODEL`: peak GPU memory before download, what fits, and what to change."""
+
+from __future__ import annotations
+
+import sys
+
+
+def _positive(text: str) -> int:
+    import argparse
+
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if n < 1 or n > 10_000_000:
+        raise argparse.ArgumentTypeError(f"{n} is out of range (1 to 10,000,000)")
+    return n
+
+
+def _fraction(text: str) -> float:
+    import argparse
+
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.05 <= v <= 1.0:
+        raise argparse.ArgumentTypeError("must be between 0.05 and 1.0")
+    return v
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "estimate", help="peak GPU memory of a model before you download it, and what fits",
+        description="Estimate the peak GPU memory (what nvidia-smi shows, and torch.cuda.max_memory_allocated) "
+                    "of running MODEL, per target GPU, with the largest context and batch that fit and the "
+                    "changes that make it fit. MODEL: a folder with config.json (+ safetensors headers), a "
+                    "config.json, a .gguf file, a built-in catalog name (see --list-models) or a Hugging Face "
+                    "repo id org/name[@revision]. Exit code: 0 fits, 2 does not fit on the first target, 3 error.")
+    p.add_argument("model", nargs="?", help="model folder, config.json, .gguf, catalog name or org/name[@rev]")
+    p.add_argument("--engine", choices=("transformers", "vllm"), default="transformers")
+    p.add_argument("--dtype", default="bfloat16", help="bfloat16 (default), float16 or float32")
+    p.add_argument("--batch", type=_positive, default=1, help="sequences per batch (default 1)")
+    p.add_argument("--input-len", type=_positive, default=512, help="prompt tokens (default 512)")
+    p.add_argument("--output-len", type=_positive, default=128, help="generated tokens (default 128)")
+    p.add_argument("--attn", choices=("sdpa", "eager", "flash_attention_2"), default="sdpa")
+    p.add_argument("--kv-cache-dtype", choices=("auto", "fp8"), default="auto", help="vllm: fp8 halves the KV cache")
+    p.add_argument("--gpu", action="append", default=[], metavar="NAME[:COUNT]",
+                   help="target GPU(s), e.g. rtx-4090 or h100:2; repeatable (default: this machine's GPUs)")
+    p.add_argument("--transformers", metavar="VER", help="transformers release to model (default: 5.x behaviour)")
+    p.add_argument("--torch", metavar="VER", help="torch release (selects the measured process overhead)")
+    p.add_argument("--gpu-memory-utilization", type=_fraction, default=0.9, help="vllm (default 0.9)")
+    p.add_argument("--max-num-batched-tokens", type=_positive, default=8192, help="vllm (default 8192)")
+    p.add_argument("--max-num-seqs", type=_positive, default=256, help="vllm (default 256)")
+    p.add_argument("--revision", help="hub revision (also accepted as org/name@revision)")
+    p.add_argument("--offline", action="store_true", help="never contact the Hugging Face Hub")
+    p.add_argument("--list-models", action="store_true", help="list the built-in catalog and exit")
+    p.add_argument("--json", action="store_true", help="print the JSON report (docs/json-schema.md)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from gpu_preflight.errors import UsageError
+
+    if args.list_models:
+        return _list_models()
+    if not args.model:
+        raise UsageError("no model given", hint="e.g. preflight estimate qwen2.5-7b-instruct --gpu rtx-4090 "
+                                                "(--list-models shows the built-in names)")
+    from gpu_preflight.estimate.llm import Workload
+    from gpu_preflight.estimate.plan import estimate_llm, parse_dtype, targets_from_machine, targets_from_specs
+    from gpu_preflight.estimate.vllm import VllmSettings
+    from gpu_preflight.models import load_model_source
+
+    source = load_model_source(args.model, revision=args.revision, offline=True if args.offline else None)
+    if source.kind != "llm" or source.components:
+        raise UsageError(f"{args.model} is an image/video pipeline ({source.kind}); this release estimates "
+                         f"language models only", hint="pipeline estimates are tracked in the project's issue 5")
+    if not args.gpu:
+        targets = _machine_targets()
+    else:
+        targets = targets_from_specs(args.gpu)
+    workload = Workload(batch=args.batch, input_len=args.input_len, output_len=args.output_len,
+                        dtype=parse_dtype(args.dtype), attn=args.attn,
+                        kv_dtype="float8_e4m3fn" if args.kv_cache_dtype == "fp8" and args.engine == "vllm" else None)
+    if args.attn == "flash_attention_2":
+        workload.attn = "sdpa"  # same memory shape: no materialized scores, O(S) extra
+    vllm = VllmSettings(gpu_memory_utilization=args.gpu_memory_utilization,
+                        max_num_batched_tokens=args.max_num_batched_tokens, max_num_seqs=args.max_num_seqs,
+                        kv_cache_dtype="fp8" if args.kv_cache_dtype == "fp8" else None)
+    report = estimate_llm(source.config, tensors=source.tensors, workload=workload, targets=targets,
+                          engine=args.engine, torch_version=args.torch, transformers_version=args.transformers,
+                          vllm=vllm, model_name=source.name)
+    report["assumptions"] = list(source.warnings) + report["assumptions"]
+    report["source"] = {"origin": source.origin, "url": source.source_url}
+    if args.attn == "flash_attention_2":
+        report["assumptions"].append("flash_attention_2 modelled like SDPA's flash kernel (no score matrix)")
+    if not targets:
+        report["assumptions"].append("no target GPU: this machine has none visible; pass --gpu NAME[:COUNT]")
+    if args.json:
+        import json
+
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+    else:
+        from gpu_preflight.render.estimate import render_estimate
+        from gpu_preflight.render.style import Style
+
+        sys.stdout.write(render_estimate(report, Style(sys.stdout)) + "\n")
+    return 0 if not report["fits"] or report["fits"][0]["fits"] else 2
+
+
+def _machine_targets():
+    from gpu_preflight.estimate.plan import targets_from_machine
+    from gpu_preflight.probes.context import ProbeContext
+    from gpu_preflight.probes.nvml import probe_nvml
+
+    return targets_from_machine({"nvml": probe_nvml(ProbeContext())})
+
+
+def _list_models() -> int:
+    from gpu_preflight.models.catalog import default_catalog
+
+    cat = default_catalog()
+    for e in sorted(cat.entries, key=lambda e: (e.kind, e.id)):
+        sys.stdout.write(f"{e.id:<34} {e.kind:<10} {e.hf_repo or ''}\n")
+    return 0

@@ -1,0 +1,291 @@
+"""From a model + workload + target GPUs to the estimate report: breakdown, verdict per target,
+largest context / batch that fit, and the changes that make a non-fitting setup fit.
+
+The report dict is the `preflight estimate --json` contract (docs/json-schema.md); keys are only
+ever added.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from gpu_preflight import facts
+from gpu_preflight.errors import UsageError
+from gpu_preflight.estimate.arch import DTYPE_BYTES, LlmArch, parse_llm
+from gpu_preflight.estimate.llm import Workload, estimate_transformers
+from gpu_preflight.estimate.overheads import process_overhead
+from gpu_preflight.estimate.vllm import VllmSettings, estimate_vllm
+from gpu_preflight.estimate.weights import Tensor
+
+REPORT_SCHEMA = "gpu-preflight.estimate"
+REPORT_SCHEMA_VERSION = 1
+GIB = 1 << 30
+HF_DTYPES = {"BF16": "bfloat16", "F16": "float16", "F32": "float32", "F8_E4M3": "float8_e4m3fn", "I8": "int8",
+             "U8": "int8", "I32": "int32", "F64": "float64"}
+DTYPE_ALIASES = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32": "float32", "float": "float32",
+                 "bfloat16": "bfloat16", "float16": "float16", "float32": "float32"}
+
+
+@dataclasses.dataclass
+class Target:
+    name: str          # display name
+    gpu_id: str | None
+    count: int
+    memory_bytes: int  # per GPU, what a process can use (total, or free on this machine)
+    cc: tuple[int, int] | None
+    source: str        # "catalog" | "this machine"
+
+
+def parse_dtype(text: str) -> str:
+    d = DTYPE_ALIASES.get(str(text).lower())
+    if d is None:
+        raise UsageError(f"unknown dtype {text!r}", hint="use bfloat16, float16 or float32")
+    return d
+
+
+def targets_from_specs(specs: list[str]) -> list[Target]:
+    out = []
+    for spec in specs:
+        row, count = facts.parse_gpu_spec(spec)
+        out.append(Target(row["name"], row["id"], count, facts.gpu_memory_bytes(row),
+                          facts.parse_cc(row["compute_capability"]), "catalog"))
+    return out
+
+
+def targets_from_machine(snap: dict) -> list[Target]:
+    from gpu_preflight.checks.context import gpu_views
+
+    groups: dict[tuple, Target] = {}
+    for g in gpu_views(snap):
+        if not g.memory_total_bytes:
+            continue
+        free = g.raw.get("memory_free_bytes").get() if g.raw.get("memory_free_bytes") else None
+        cc = facts.parse_cc(g.cc) if g.cc else None
+        key = (g.name, cc)
+        mem = free if free else g.memory_total_bytes
+        if key in groups:
+            groups[key].count += 1
+            groups[key].memory_bytes = min(groups[key].memory_bytes, mem)
+        else:
+            groups[key] = Target(g.name or "GPU", (g.catalog or {}).get("id"), 1, mem, cc, "this machine (free memory)")
+    return list(groups.values())
+
+
+def _tensors_in_dtype(tensors: list[Any] | None, dtype: str) -> list[Tensor] | None:
+    """Safetensors header tensors as they will sit on the GPU: float tensors cast to `dtype`."""
+    if not tensors:
+        return None
+    out = []
+    want = DTYPE_BYTES.get(dtype, 2)
+    for t in tensors:
+        numel = 1
+        for d in t.shape:
+            numel *= int(d)
+        if t.dtype in ("BF16", "F16", "F32", "F64"):
+            out.append(Tensor(t.name, numel, numel * want))
+        else:
+            out.append(Tensor(t.name, numel, int(t.nbytes), True))
+    return out
+
+
+def _peak_transformers(arch: LlmArch, w: Workload, target: Target | None, tensors, tv_torch: str | None,
+                       transformers_version: tuple[int, int] | None, replay_decode: bool = True) -> dict[str, Any]:
+    cc = target.cc if target else None
+    count = target.count if target else 1
+    a = arch
+    if count > 1:
+        # device_map="auto" splits whole layers across GPUs; the fullest GPU holds ceil(L/N) layers
+        # plus the embeddings (first GPU) - counted together: conservative.
+        per = -(-arch.layers // count)
+        a = dataclasses.replace(arch, layers=per, layer_kinds=arch.layer_kinds[:per], moe_layers=arch.moe_layers[:per])
+        tensors = None
+    est = estimate_transformers(a, w, cc, tensors, decode_samples=2 if replay_decode else 0,
+                                transformers_version=transformers_version)
+    overhead, provenance = process_overhead(cc, tv_torch)
+    return {"est": est, "peak_process_bytes": est.peak_reserved_bytes + overhead, "overhead": overhead,
+            "overhead_source": provenance}
+
+
+def estimate_llm(config: dict, *, tensors=None, workload: Workload, targets: list[Target], engine: str = "transformers",
+                 torch_version: str | None = None, transformers_version: str | None = None,
+                 vllm: VllmSettings | None = None, model_name: str = "model") -> dict[str, Any]:
+    arch = parse_llm(config)
+    assumptions = list(arch.warnings)
+    tf_ver = _version_tuple(transformers_version) if transformers_version else (5, 17)
+    if not transformers_version and engine == "transformers":
+        assumptions.append("transformers >= 5 behaviour assumed (fused MoE experts, batched_mm decode, "
+                           "logits_to_keep); pass --transformers VER to model another release")
+    dev_tensors = _tensors_in_dtype(tensors, workload.dtype)
+    if dev_tensors is None:
+        assumptions.append("weights computed from config.json shapes (no safetensors headers read)")
+    if arch.max_positions and workload.input_len + workload.output_len > arch.max_positions:
+        assumptions.append(f"context {workload.input_len + workload.output_len} exceeds max_position_embeddings "
+                           f"{arch.max_positions}: quality degrades unless RoPE scaling (rope_scaling) extends it")
+    first = targets[0] if targets else None
+    if engine == "vllm":
+        return _vllm_report(arch, workload, targets, vllm or VllmSettings(), dev_tensors, torch_version, assumptions,
+                            model_name)
+    base = _peak_transformers(arch, workload, first, dev_tensors, torch_version, tf_ver)
+    est = base["est"]
+    assumptions += est.assumptions
+    assumptions.append(f"process overhead {base['overhead'] / GIB:.2f} GiB (CUDA context, kernels, library "
+                       f"handles): {base['overhead_source']}")
+    breakdown = dict(est.breakdown)
+    breakdown["cuda_context_and_libraries"] = base["overhead"]
+    fits = []
+    for t in targets:
+        p = base if t is first else _peak_transformers(arch, workload, t, dev_tensors, torch_version, tf_ver)
+        fits.append(_fit_row(t, p["peak_process_bytes"]))
+    report = {
+        "schema": REPORT_SCHEMA, "schema_version": REPORT_SCHEMA_VERSION, "model": model_name, "kind": "llm",
+        "engine": "transformers",
+        "workload": dataclasses.asdict(workload),
+        "architecture": _arch_summary(arch),
+        "peak_allocated_bytes": est.peak_allocated_bytes,
+        "peak_reserved_bytes": est.peak_reserved_bytes,
+        "peak_process_bytes": base["peak_process_bytes"],
+        "breakdown": breakdown,
+        "phases": est.phase_peaks,
+        "fits": fits,
+        "max_context_tokens": None,
+        "max_batch": None,
+        "suggestions": [],
+        "assumptions": assumptions,
+    }
+    if first is not None:
+        report["max_context_tokens"] = _max_context(arch, workload, first, dev_tensors, torch_version, tf_ver)
+        report["max_batch"] = _max_batch(arch, workload, first, dev_tensors, torch_version, tf_ver)
+        if not fits[0]["fits"]:
+            report["suggestions"] = _suggestions(arch, workload, first, torch_version, tf_ver, report)
+    return report
+
+
+def _version_tuple(text: str) -> tuple[int, int]:
+    try:
+        parts = [int(p) for p in str(text).split(".")[:2]]
+    except ValueError:
+        raise UsageError(f"{text!r} is not a version", hint="use MAJOR.MINOR, e.g. 4.46") from None
+    return (parts + [0])[0], (parts + [0, 0])[1]
+
+
+def _fit_row(t: Target, peak: int) -> dict[str, Any]:
+    return {"gpu": t.name, "gpu_id": t.gpu_id, "count": t.count, "memory_bytes": t.memory_bytes,
+            "memory_source": t.source, "fits": peak <= t.memory_bytes, "headroom_bytes": t.memory_bytes - peak,
+            "peak_process_bytes_per_gpu": peak}
+
+
+def _fits(arch, w, t, tensors, tv, tf) -> bool:
+    return _peak_transformers(arch, w, t, tensors, tv, tf, replay_decode=False)["peak_process_bytes"] <= t.memory_bytes
+
+
+def _search_max(lo: int, hi: int, ok) -> int | None:
+    """Largest n in [lo, hi] with ok(n) (ok monotone decreasing); None if not even lo."""
+    if not ok(lo):
+        return None
+    if ok(hi):
+        return hi
+    while hi - lo > max(1, lo // 64):
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if ok(mid) else (lo, mid)
+    return lo
+
+
+def _max_context(arch, w, t, tensors, tv, tf) -> int | None:
+    cap = arch.max_positions or 131072
+
+    def ok(n: int) -> bool:
+        return _fits(arch, dataclasses.replace(w, input_len=max(n - w.output_len, 1)), t, tensors, tv, tf)
+
+    return _search_max(max(w.output_len + 1, 16), max(cap, w.output_len + 16), ok)
+
+
+def _max_batch(arch, w, t, tensors, tv, tf) -> int | None:
+    return _search_max(1, 1024, lambda b: _fits(arch, dataclasses.replace(w, batch=b), t, tensors, tv, tf))
+
+
+def _suggestions(arch: LlmArch, w: Workload, t: Target, tv, tf, report) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+
+    def add(change: str, flag: str, a: LlmArch, w2: Workload, target: Target = t) -> None:
+        p = _peak_transformers(a, w2, target, None, tv, tf)["peak_process_bytes"]
+        out.append({"change": change, "flag": flag, "peak_process_bytes": p, "fits": p <= target.memory_bytes,
+                    "headroom_bytes": target.memory_bytes - p})
+
+    if DTYPE_BYTES.get(w.dtype, 2) > 2:
+        add("load in bfloat16 instead of float32", "--dtype bfloat16", arch, dataclasses.replace(w, dtype="bfloat16"))
+    if not arch.quant:
+        q8 = dataclasses.replace(arch, quant={"quant_method": "bitsandbytes", "load_in_8bit": True})
+        add("8-bit weights (bitsandbytes LLM.int8)", "BitsAndBytesConfig(load_in_8bit=True)", q8, w)
+        q4 = dataclasses.replace(arch, quant={"quant_method": "bitsandbytes", "load_in_4bit": True,
+                                              "bnb_4bit_quant_type": "nf4"})
+        add("4-bit weights (bitsandbytes NF4, or an AWQ/GPTQ checkpoint of the model)",
+            "BitsAndBytesConfig(load_in_4bit=True)", q4, w)
+    ctx = report.get("max_context_tokens")
+    if ctx and ctx < w.input_len + w.output_len:
+        add(f"shorter context: at most {ctx} tokens (prompt + output) at batch {w.batch}",
+            f"--input-len {max(ctx - w.output_len, 1)}", arch, dataclasses.replace(w, input_len=max(ctx - w.output_len, 1)))
+    mb = report.get("max_batch")
+    if mb and mb < w.batch:
+        add(f"smaller batch: {mb}", f"--batch {mb}", arch, dataclasses.replace(w, batch=mb))
+    if w.attn == "eager":
+        add("SDPA attention instead of eager (no S x S score matrix)", "--attn sdpa", arch,
+            dataclasses.replace(w, attn="sdpa"))
+    for n in (2, 4, 8):
+        if n > t.count:
+            t2 = dataclasses.replace(t, count=n, name=t.name)
+            p = _peak_transformers(arch, w, t2, None, tv, tf)["peak_process_bytes"]
+            if p <= t.memory_bytes:
+                out.append({"change": f"{n} GPUs (device_map=\"auto\" splits the layers)", "flag": f"--gpu {t.gpu_id or t.name}:{n}",
+                            "peak_process_bytes": p, "fits": True, "headroom_bytes": t.memory_bytes - p})
+                break
+    out.sort(key=lambda s: (not s["fits"], s["peak_process_bytes"]))
+    return out
+
+
+def _vllm_report(arch, w, targets, s, tensors, tv, assumptions, model_name) -> dict[str, Any]:
+    if not targets:
+        raise UsageError("the vllm engine needs a target GPU", hint="pass --gpu NAME[:COUNT]")
+    t = targets[0]
+    s = dataclasses.replace(s, tensor_parallel=t.count)
+    overhead, provenance = process_overhead(t.cc, tv)
+    v = estimate_vllm(arch, t.memory_bytes, s, w.dtype, tensors, overhead)
+    need = w.batch * (w.input_len + w.output_len) * v.kv_bytes_per_token
+    max_len = v.max_tokens_in_cache
+    fits = []
+    for tt in targets:
+        vv = v if tt is t else estimate_vllm(arch, tt.memory_bytes, dataclasses.replace(s, tensor_parallel=tt.count),
+                                             w.dtype, tensors, overhead)
+        ok = vv.kv_cache_bytes >= need and vv.kv_cache_bytes > 0
+        fits.append({"gpu": tt.name, "gpu_id": tt.gpu_id, "count": tt.count, "memory_bytes": tt.memory_bytes,
+                     "memory_source": tt.source, "fits": ok, "headroom_bytes": vv.kv_cache_bytes - need,
+                     "peak_process_bytes_per_gpu": vv.budget_bytes})
+    return {
+        "schema": REPORT_SCHEMA, "schema_version": REPORT_SCHEMA_VERSION, "model": model_name, "kind": "llm",
+        "engine": "vllm", "workload": dataclasses.asdict(w), "architecture": _arch_summary(arch),
+        "peak_allocated_bytes": v.budget_bytes - overhead - v.cuda_graph_bytes,
+        "peak_process_bytes": v.budget_bytes,
+        "breakdown": {"weights": v.weights_bytes, "activations": v.activation_bytes, "kv_cache": v.kv_cache_bytes,
+                      "cuda_graphs": v.cuda_graph_bytes, "cuda_context_and_libraries": overhead},
+        "kv_cache_tokens": max_len, "kv_bytes_per_token": v.kv_bytes_per_token,
+        "fits": fits, "max_context_tokens": max_len if max_len > 0 else None,
+        "max_batch": (max_len // (w.input_len + w.output_len)) if max_len else None,
+        "suggestions": [], "assumptions": assumptions + v.assumptions + [f"process overhead: {provenance}"],
+    }
+
+
+def _arch_summary(a: LlmArch) -> dict[str, Any]:
+    out = {"model_type": a.model_type, "layers": a.layers, "hidden_size": a.hidden, "heads": a.heads,
+           "kv_heads": a.kv_heads, "head_dim": a.head_dim, "vocab_size": a.vocab, "tied_embeddings": a.tied,
+           "max_position_embeddings": a.max_positions}
+    if a.sliding_window:
+        out["sliding_window"] = a.sliding_window
+        out["sliding_layers"] = sum(1 for k in a.layer_kinds if k == "sliding")
+    if a.is_moe:
+        out.update({"experts": a.experts, "experts_per_token": a.experts_per_token,
+                    "moe_intermediate_size": a.moe_intermediate})
+    if a.mla:
+        out.update({"kv_lora_rank": a.kv_lora_rank, "mla": True})
+    if a.quant:
+        out["quantization"] = a.quant.get("quant_method") if isinstance(a.quant, dict) else str(a.quant)
+    return out
