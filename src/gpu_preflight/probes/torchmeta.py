@@ -21,18 +21,21 @@ def _dist_version(name: str) -> str | None:
 
 
 def _torch_version_py(dist: metadata.Distribution) -> dict[str, Any]:
-    """torch/version.py holds `cuda = '12.8'` and `git_version`; read it as text."""
-    for f in dist.files or ():
-        if str(f).replace("\\", "/") == "torch/version.py":
-            text = f.read_text() if hasattr(f, "read_text") else open(dist.locate_file(f)).read()
-            out: dict[str, Any] = {}
-            for key in ("cuda", "hip", "git_version", "__version__"):
-                m = re.search(rf"^{re.escape(key)}\s*(?::[^=]+)?=\s*(.+)$", text, re.M)
-                if m:
-                    raw = m.group(1).strip()
-                    out[key.strip("_")] = None if raw == "None" else raw.strip("'\"")
-            return out
-    raise FileNotFoundError("torch/version.py is not listed in the torch distribution")
+    """torch/version.py holds `cuda = '12.8'` and `git_version`; read it as text. Located directly
+    (dist.files would stat every one of torch's ~12,000 files)."""
+    path = dist.locate_file("torch/version.py")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read(65536)
+    except OSError as exc:
+        raise FileNotFoundError(f"torch/version.py not readable next to the torch distribution: {exc}") from None
+    out: dict[str, Any] = {}
+    for key in ("cuda", "hip", "git_version", "__version__"):
+        m = re.search(rf"^{re.escape(key)}\s*(?::[^=]+)?=\s*(.+)$", text, re.M)
+        if m:
+            raw = m.group(1).strip()
+            out[key.strip("_")] = None if raw == "None" else raw.strip("'\"")
+    return out
 
 
 def _nvidia_packages(requires: list[str] | None) -> dict[str, str]:
