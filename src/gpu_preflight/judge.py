@@ -65,14 +65,18 @@ def arch_coverage(cc: str, sass: list[str] | None, ptx: list[str] | None) -> tup
     if sass is None:
         return "unknown", "the wheel's compiled architectures are not known"
     gmaj, gmin, _ = _cc_tuple(cc)
+    best = None  # the closest cubin: same major, highest minor not above the GPU's
     for entry in sass:
         maj, mnr, suffix = _cc_tuple(entry)
         if suffix == "a" and (maj, mnr) == (gmaj, gmin):
             return "sass", f"cubin sm_{maj}{mnr}a matches exactly"
-        if suffix == "" and maj == gmaj and mnr <= gmin:
-            return "sass", f"cubin sm_{maj}{mnr} runs on {cc} (same major, minor {mnr} <= {gmin})"
-        if suffix == "f" and maj == gmaj and mnr <= gmin:
-            return "sass", f"family cubin sm_{maj}{mnr}f runs on {cc}"
+        if suffix in ("", "f") and maj == gmaj and mnr <= gmin and (best is None or mnr > best[1]):
+            best = (maj, mnr, suffix)
+    if best is not None:
+        maj, mnr, suffix = best
+        if mnr == gmin:
+            return "sass", f"cubin sm_{maj}{mnr}{suffix} matches exactly"
+        return "sass", f"cubin sm_{maj}{mnr}{suffix} runs on {cc} (same major, minor {mnr} <= {gmin})"
     candidates = [p for p in (ptx or []) if _cc_tuple(p)[2] == "" and _cc_tuple(p)[:2] <= (gmaj, gmin)]
     if candidates:
         best = max(candidates, key=_cc_tuple)

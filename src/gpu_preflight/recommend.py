@@ -1,8 +1,8 @@
 """Recommend the PyTorch wheel to install for a driver + GPUs (+ Python), from the fact tables.
 
-The newest release whose wheel runs with no limitation wins; if none does, the newest that runs
-at all (its limitation named). Candidates per release: the PyPI default first, then the other
-CUDA variants from newest CUDA down.
+The newest release that has a wheel which runs on this driver and these GPUs wins; within that
+release a wheel without limitations is preferred, and a remaining limitation is named. Candidates
+per release: the PyPI default first, then the other CUDA variants from newest CUDA down.
 """
 
 from __future__ import annotations
@@ -65,16 +65,23 @@ def candidates(release: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def recommend(driver: str | None, ccs: list[str], python: str | None = None) -> dict[str, Any] | None:
-    fallback = None
+    """The newest release with a wheel that runs here; within it, a wheel without limitations
+    if there is one (else the one with the fewest), the PyPI default first on ties."""
     for release in facts.torch_releases():
         if not _python_ok(release, python):
             continue
+        best = None
         for variant in candidates(release):
             status, reasons = evaluate(driver, ccs, variant)
             if status == "fail":
                 continue
+            rank = (status != "ok", len(reasons))
+            if best is None or rank < best[0]:
+                best = (rank, variant, reasons)
+        if best is not None:
+            _, variant, reasons = best
             version = release.get("latest_patch") or release["torch"]
-            rec = {
+            return {
                 "torch": version,
                 "variant": variant["variant"],
                 "cuda": variant["cuda"],
@@ -82,7 +89,4 @@ def recommend(driver: str | None, ccs: list[str], python: str | None = None) -> 
                 "limitations": reasons,
                 "source": variant.get("source") or release.get("source"),
             }
-            if status == "ok":
-                return rec
-            fallback = fallback or rec
-    return fallback
+    return None

@@ -60,6 +60,8 @@ def nvidia_driver(snap):
     if avail or (_described(snap) and drv):
         cuda = fact(snap, "nvml.cuda_driver_version").get()
         cuda_s = f" (supports CUDA {facts.cuda_int_to_str(cuda)})" if isinstance(cuda, int) else ""
+        if not gpus and _described(snap):
+            return _F("ok", "NVIDIA driver", f"driver {drv}{cuda_s} (no GPU described)", driver=drv)
         if not gpus:
             return _F("fail", "NVIDIA driver", f"driver {drv}{cuda_s} is loaded but NVML sees no GPU",
                       "check `nvidia-smi`; on a VM the GPU may not be passed through", driver=drv)
