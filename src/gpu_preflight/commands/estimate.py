@@ -73,7 +73,7 @@ def run(args) -> int:
     from gpu_preflight.models import load_model_source
 
     source = load_model_source(args.model, revision=args.revision, offline=True if args.offline else None)
-    if source.kind != "llm" or source.components:
+    if source.kind == "diffusion" or source.components:
         raise UsageError(f"{args.model} is an image/video pipeline ({source.kind}); this release estimates "
                          f"language models only", hint="pipeline estimates are tracked in the project's issue 5")
     if not args.gpu:

@@ -56,7 +56,7 @@ def run(args) -> int:
         raise DeviceUnavailable(f"no NVIDIA GPU to measure on: {nv.get('error').get() if nv.get('error') else 'none found'}",
                                 hint="run `preflight doctor`; to estimate without a GPU use `preflight estimate`")
     source = load_model_source(args.model)
-    if source.kind != "llm":
+    if source.kind == "diffusion" or source.components:
         raise UsageError("measure supports language models in this release", hint="pipelines: issue 5")
     dtype = parse_dtype(args.dtype)
     attn = "sdpa" if args.attn == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None else args.attn

@@ -359,8 +359,10 @@ def estimate_transformers(arch: LlmArch, w: Workload, cc: tuple[int, int] | None
         kv += w.batch * bpt * (min(total_len, win) if win and w.output_len > 1 else total_len)
     peak_alloc = r.al.peak_allocated
     ws = cublas_workspace_bytes(cc)
+    exact = sum(t.bytes for t in tensors)
     breakdown = {
-        "weights": weights_allocated,
+        "weights": exact,
+        "allocator_rounding": weights_allocated - exact,
         "kv_cache": kv,
         "activations": max(peak_alloc - base_alloc - kv, 0),
         "cublas_workspace": ws,
