@@ -104,7 +104,8 @@ def loads(text: str, where: str = "snapshot") -> Snapshot:
                             hint="create one with `preflight snapshot > box.json`")
     version = data.get("schema_version")
     if not isinstance(version, int):
-        raise SnapshotError(f"{where} has no integer schema_version")
+        raise SnapshotError(f"{where} has no integer schema_version",
+                            hint="create the file again with `preflight snapshot > box.json`")
     if version > SCHEMA_VERSION:
         raise SnapshotError(
             f"{where} uses snapshot schema {version}, newer than this gpu-preflight understands ({SCHEMA_VERSION})",
@@ -113,7 +114,8 @@ def loads(text: str, where: str = "snapshot") -> Snapshot:
     try:
         return from_json(data)
     except (TypeError, ValueError) as exc:
-        raise SnapshotError(f"{where} is malformed: {exc}") from None
+        raise SnapshotError(f"{where} is malformed: {exc}",
+                            hint="create the file again with `preflight snapshot > box.json`") from None
 
 
 def load(path: str) -> Snapshot:

@@ -79,7 +79,7 @@ def probe_cuda_driver(timeout_s: float = 5.0, collect: Any = None, init: bool = 
         return {k: unknown(reason, SOURCE) for k in ("path", "driver_version", "cu_init", "device_count")}
     if "error" in result:
         return {k: unknown(result["error"], SOURCE) for k in ("path", "driver_version", "cu_init", "device_count")}
-    rc = result["cu_init"]
+    rc = result.get("cu_init")
     if rc is None:
         return {"path": known(result.get("path"), SOURCE), "driver_version": known(result.get("driver_version"), SOURCE),
                 "cu_init": unknown("not run (cuInit runs with --deep)", SOURCE),

@@ -60,7 +60,16 @@ def probe_torch(find_dist=metadata.distribution) -> dict[str, Fact]:
         return {"installed": known(False, SOURCE), "version": unknown(reason, SOURCE),
                 "local": unknown(reason, SOURCE), "cuda": unknown(reason, SOURCE),
                 "nvidia_packages": known({}, SOURCE)}
-    version = dist.version
+    try:
+        version = dist.version
+    except Exception:  # noqa: BLE001 - newer Pythons raise KeyError for a missing Version field
+        version = None
+    if not isinstance(version, str) or not version:
+        # a torch-*.dist-info without METADATA (an interrupted pip install/uninstall)
+        reason = "torch's package metadata has no version (broken install: pip install --force-reinstall torch)"
+        return {"installed": unknown(reason, SOURCE), "version": unknown(reason, SOURCE),
+                "local": unknown(reason, SOURCE), "cuda": unknown(reason, SOURCE),
+                "nvidia_packages": known({}, SOURCE)}
     local = version.split("+", 1)[1] if "+" in version else None
     vpy = attempt("torch/version.py", lambda: _torch_version_py(dist))
     cuda = Fact(vpy.value.get("cuda"), vpy.source) if vpy.ok else vpy
