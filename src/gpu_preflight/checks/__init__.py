@@ -91,7 +91,7 @@ def run_checks(snap: dict, only: list[str] | None = None) -> list[Finding]:
 
 
 def worst(findings: list[Finding]) -> str:
-    order = ["ok", "skip", "warn", "error", "fail"]
+    order = ["ok", "skip", "warn", "fail", "error"]
     return max((f.status for f in findings), key=order.index, default="ok")
 
 

@@ -525,11 +525,19 @@ def cuda_compat(snap):
                           f"needed" + ("" if cv == drv else " and an older compat libcuda fails with error 803"),
                           f"remove {e['path']} from LD_LIBRARY_PATH", **ev))
             continue
-        consumer = [g for g in gpu_views(snap) if g.catalog and g.catalog.get("segment") == "consumer"]
-        if consumer:
-            out.append(_F("fail", title, f"forward compatibility ({e['path']}, libcuda {cv}) on {consumer[0].name}: "
-                                         f"only datacenter, select RTX and Jetson GPUs support it (error 804)",
+        rules = facts.table("cuda").get("forward_compat_rules", {})
+        allowed = set(rules.get("gpu_segments") or ["datacenter", "jetson"])
+        segs = {g.catalog.get("segment"): g for g in gpu_views(snap) if g.catalog}
+        if "consumer" in segs:
+            g = segs["consumer"]
+            out.append(_F("fail", title, f"forward compatibility ({e['path']}, libcuda {cv}) on {g.name}: "
+                                         f"only datacenter, select NGC-ready RTX and Jetson GPUs support it (error 804)",
                           f"upgrade the host driver instead, and remove {e['path']} from LD_LIBRARY_PATH", **ev))
+        elif "workstation" in segs and "workstation" not in allowed:
+            g = segs["workstation"]
+            out.append(_F("warn", title, f"forward compatibility ({e['path']}, libcuda {cv}) on {g.name}: supported "
+                                         f"only on select NGC Server Ready RTX systems, otherwise error 804",
+                          "if CUDA fails with error 804, upgrade the host driver instead", **ev))
         else:
             out.append(_F("ok", title, f"forward compatibility in use: libcuda {cv} from {e['path']} over driver {drv}",
                           **ev))

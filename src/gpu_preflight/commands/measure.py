@@ -85,7 +85,7 @@ def run(args) -> int:
     est = estimate_llm(source.config, tensors=source.tensors, workload=Workload(
         batch=args.batch, input_len=args.input_len, output_len=args.output_len, dtype=dtype,
         attn="sdpa" if attn == "flash_attention_2" else attn), targets=targets[:1], model_name=source.name)
-    report = {"model": source.name, "status": status or "ok", "records": records,
+    report = {"schema": "gpu-preflight.measure", "schema_version": 1, "model": source.name, "status": status or "ok", "records": records,
               "estimate": {k: est[k] for k in ("peak_process_bytes", "peak_allocated_bytes", "breakdown", "phases")}}
     if args.json:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")

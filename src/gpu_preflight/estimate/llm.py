@@ -5,8 +5,8 @@ tensor, then one prefill forward and a few decode steps are replayed as a sequen
 allocations and frees through a model of PyTorch's caching allocator (allocator.py). That gives
 `peak_allocated_bytes` (torch.cuda.max_memory_allocated) and the reserved peak; the process peak
 adds the CUDA context and library overhead measured per GPU architecture and torch release
-(overheads.py). Every tensor below is named after the line of transformers code that creates it;
-docs/estimator.md explains each one.
+(overheads.py). Every tensor below is named after the line of transformers code that creates it.
+docs/accuracy.md compares the result with measurements.
 
 vllm engine: the memory budget vLLM itself computes (gpu_memory_utilization x total), the
 weights, its profiled activation peak for max_num_batched_tokens, CUDA graphs, and the KV

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from gpu_preflight import facts
+from gpu_preflight import __version__, facts
 from gpu_preflight.errors import UsageError
 from gpu_preflight.estimate.arch import DTYPE_BYTES, LlmArch, parse_llm
 from gpu_preflight.estimate.llm import Workload, estimate_transformers
@@ -64,11 +64,12 @@ def targets_from_machine(snap: dict) -> list[Target]:
         cc = facts.parse_cc(g.cc) if g.cc else None
         key = (g.name, cc)
         mem = free if free else g.memory_total_bytes
+        label = "this machine (free memory)" if free else "this machine (total memory)"
         if key in groups:
             groups[key].count += 1
             groups[key].memory_bytes = min(groups[key].memory_bytes, mem)
         else:
-            groups[key] = Target(g.name or "GPU", (g.catalog or {}).get("id"), 1, mem, cc, "this machine (free memory)")
+            groups[key] = Target(g.name or "GPU", (g.catalog or {}).get("id"), 1, mem, cc, label)
     return list(groups.values())
 
 
@@ -138,8 +139,8 @@ def estimate_llm(config: dict, *, tensors=None, workload: Workload, targets: lis
         p = base if t is first else _peak_transformers(arch, workload, t, dev_tensors, torch_version, tf_ver)
         fits.append(_fit_row(t, p["peak_process_bytes"]))
     report = {
-        "schema": REPORT_SCHEMA, "schema_version": REPORT_SCHEMA_VERSION, "model": model_name, "kind": "llm",
-        "engine": "transformers",
+        "schema": REPORT_SCHEMA, "schema_version": REPORT_SCHEMA_VERSION, "tool_version": __version__,
+        "model": model_name, "kind": "llm", "engine": "transformers",
         "workload": dataclasses.asdict(workload),
         "architecture": _arch_summary(arch),
         "peak_allocated_bytes": est.peak_allocated_bytes,
@@ -251,7 +252,7 @@ def _vllm_report(arch, w, targets, s, tensors, tv, assumptions, model_name) -> d
     overhead, provenance = process_overhead(t.cc, tv)
     v = estimate_vllm(arch, t.memory_bytes, s, w.dtype, tensors, overhead)
     need = w.batch * (w.input_len + w.output_len) * v.kv_bytes_per_token
-    max_len = v.max_tokens_in_cache
+    max_len = min(v.max_tokens_in_cache, arch.max_positions or v.max_tokens_in_cache)
     fits = []
     for tt in targets:
         vv = v if tt is t else estimate_vllm(arch, tt.memory_bytes, dataclasses.replace(s, tensor_parallel=tt.count),
@@ -261,15 +262,16 @@ def _vllm_report(arch, w, targets, s, tensors, tv, assumptions, model_name) -> d
                      "memory_source": tt.source, "fits": ok, "headroom_bytes": vv.kv_cache_bytes - need,
                      "peak_process_bytes_per_gpu": vv.budget_bytes})
     return {
-        "schema": REPORT_SCHEMA, "schema_version": REPORT_SCHEMA_VERSION, "model": model_name, "kind": "llm",
-        "engine": "vllm", "workload": dataclasses.asdict(w), "architecture": _arch_summary(arch),
+        "schema": REPORT_SCHEMA, "schema_version": REPORT_SCHEMA_VERSION, "tool_version": __version__,
+        "model": model_name, "kind": "llm", "engine": "vllm", "workload": dataclasses.asdict(w), "architecture": _arch_summary(arch),
         "peak_allocated_bytes": v.budget_bytes - overhead - v.cuda_graph_bytes,
         "peak_process_bytes": v.budget_bytes,
         "breakdown": {"weights": v.weights_bytes, "activations": v.activation_bytes, "kv_cache": v.kv_cache_bytes,
                       "cuda_graphs": v.cuda_graph_bytes, "cuda_context_and_libraries": overhead},
         "kv_cache_tokens": max_len, "kv_bytes_per_token": v.kv_bytes_per_token,
         "fits": fits, "max_context_tokens": max_len if max_len > 0 else None,
-        "max_batch": (max_len // (w.input_len + w.output_len)) if max_len else None,
+        "max_batch": min(v.max_tokens_in_cache // (w.input_len + w.output_len), s.max_num_seqs) if max_len else None,
+        "peak_reserved_bytes": v.budget_bytes - overhead - v.cuda_graph_bytes, "phases": {},
         "suggestions": [], "assumptions": assumptions + v.assumptions + [f"process overhead: {provenance}"],
     }
 

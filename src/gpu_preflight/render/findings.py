@@ -13,7 +13,7 @@ REPORT_SCHEMA = "gpu-preflight.report"
 REPORT_SCHEMA_VERSION = 1
 AREA_TITLES = {"driver": "NVIDIA driver", "gpu": "GPUs", "torch": "PyTorch", "libraries": "CUDA libraries",
                "environment": "Environment", "host": "Host"}
-ORDER = ["ok", "skip", "warn", "error", "fail"]
+ORDER = ["ok", "skip", "warn", "fail", "error"]
 
 
 def report_json(kind: str, findings: list[Finding], recommended: dict[str, Any] | None,
@@ -50,7 +50,7 @@ def render_text(report: dict[str, Any], style: Style, verbose: bool = False) -> 
         items = by_area.get(area)
         if not items or (not verbose and all(f["status"] == "skip" for f in items)):
             continue
-        w = max((f["status"] for f in items), key=["skip", "ok", "warn", "error", "fail"].index)
+        w = max((f["status"] for f in items), key=["skip", "ok", "warn", "fail", "error"].index)
         lines.append(f"[{style.glyph(w)}] {style.paint(AREA_TITLES[area], 'bold')}")
         for f in items:
             if f["status"] == "skip" and not verbose:
