@@ -180,3 +180,50 @@ def test_unknown_model_type_falls_back_with_warning(capsys, tmp_path):
                              "num_attention_heads": 8, "intermediate_size": 4096, "vocab_size": 32000}))
     code, r = estimate_json(capsys, str(p), "--gpu", "h100")
     assert code == 0 and any("unknown model_type 'brandnew'" in a for a in r["assumptions"])
+
+
+def test_weights_come_from_safetensors_headers(tmp_path, capsys):
+    from models_helpers import write_model_folder
+
+    folder = write_model_folder(tmp_path / "m", shards=3)
+    # llama_tensors(): embed 100x64 + lm_head 100x64 + 2 layers x (q 64x64 + up 128x64 + norm 64) BF16
+    elements = 2 * 100 * 64 + 2 * (64 * 64 + 128 * 64 + 64)
+    _, r = estimate_json(capsys, str(folder), "--gpu", "h100")
+    assert r["breakdown"]["weights"] == elements * 2
+    assert not any("computed from config.json shapes" in a for a in r["assumptions"])
+    _, r32 = estimate_json(capsys, str(folder), "--gpu", "h100", "--dtype", "float32")
+    assert r32["breakdown"]["weights"] == elements * 4
+
+
+def test_gguf_is_dequantized_for_transformers(tmp_path, capsys):
+    from models_helpers import gguf_bytes, llama_gguf_metadata, llama_gguf_tensors
+
+    p = tmp_path / "tiny.gguf"
+    p.write_bytes(gguf_bytes(llama_gguf_metadata(), llama_gguf_tensors()))
+    # 256x8 + 256x256 + 256 + 256x512 + 256x8 elements, all as bf16 after loading
+    elements = 256 * 8 + 256 * 256 + 256 + 256 * 512 + 256 * 8
+    code, r = estimate_json(capsys, str(p), "--gpu", "h100")
+    assert code == 0 and r["breakdown"]["weights"] == elements * 2
+    assert any("dequantizes" in a for a in r["assumptions"])
+
+
+def test_gptq_layer_bytes_by_hand():
+    from gpu_preflight.estimate.weights import _linear
+
+    q = {"quant_method": "gptq", "bits": 4, "group_size": 128}
+    parts = {t.name.split(".")[-1]: t.bytes for t in _linear("q_proj", 4096, 4096, 2, False, "gptq", True, q)}
+    # qweight 4096*4096/2, scales 32 groups x 4096 x fp16, qzeros 32 x 4096 x 4 bits, g_idx 4096 x int32
+    assert parts == {"qweight": 8388608, "scales": 262144, "qzeros": 65536, "g_idx": 16384}
+
+
+def test_bnb4_model_is_about_a_quarter(capsys):
+    _, full = estimate_json(capsys, "llama-3.1-8b-instruct", "--gpu", "h100")
+    cat = load_catalog()
+    arch = parse_llm({**cat.find("llama-3.1-8b-instruct").config,
+                      "quantization_config": {"quant_method": "bitsandbytes", "load_in_4bit": True}})
+    w = sum(t.bytes for t in weight_tensors(arch))
+    # embeddings and lm_head (2 x 128256 x 4096 x 2 bytes) stay bf16; linear layers ~0.5 + 4/64 bytes per weight
+    linear = 8030261248 - 2 * 128256 * 4096 - 65 * 4096  # minus embeddings and norms
+    expected = 2 * 128256 * 4096 * 2 + 65 * 4096 * 2 + linear // 2 + (linear // 64) * 4
+    assert abs(w - expected) / expected < 0.001
+    assert w < full["breakdown"]["weights"] * 0.4

@@ -90,7 +90,7 @@ def run(args) -> int:
                         kv_cache_dtype="fp8" if args.kv_cache_dtype == "fp8" else None)
     report = estimate_llm(source.config, tensors=source.tensors, workload=workload, targets=targets,
                           engine=args.engine, torch_version=args.torch, transformers_version=args.transformers,
-                          vllm=vllm, model_name=source.name)
+                          vllm=vllm, model_name=source.name, gguf=source.origin == "gguf")
     report["assumptions"] = list(source.warnings) + report["assumptions"]
     report["source"] = {"origin": source.origin, "url": source.source_url}
     if args.attn == "flash_attention_2":

@@ -73,8 +73,9 @@ def targets_from_machine(snap: dict) -> list[Target]:
     return list(groups.values())
 
 
-def _tensors_in_dtype(tensors: list[Any] | None, dtype: str) -> list[Tensor] | None:
-    """Safetensors header tensors as they will sit on the GPU: float tensors cast to `dtype`."""
+def _tensors_in_dtype(tensors: list[Any] | None, dtype: str, dequantize: bool = False) -> list[Tensor] | None:
+    """Header tensors as they will sit on the GPU: float tensors cast to `dtype`; with `dequantize`
+    (GGUF through transformers) every tensor becomes `dtype`."""
     if not tensors:
         return None
     out = []
@@ -83,7 +84,7 @@ def _tensors_in_dtype(tensors: list[Any] | None, dtype: str) -> list[Tensor] | N
         numel = 1
         for d in t.shape:
             numel *= int(d)
-        if t.dtype in ("BF16", "F16", "F32", "F64"):
+        if dequantize or t.dtype in ("BF16", "F16", "F32", "F64"):
             out.append(Tensor(t.name, numel, numel * want))
         else:
             out.append(Tensor(t.name, numel, int(t.nbytes), True))
@@ -110,14 +111,17 @@ def _peak_transformers(arch: LlmArch, w: Workload, target: Target | None, tensor
 
 def estimate_llm(config: dict, *, tensors=None, workload: Workload, targets: list[Target], engine: str = "transformers",
                  torch_version: str | None = None, transformers_version: str | None = None,
-                 vllm: VllmSettings | None = None, model_name: str = "model") -> dict[str, Any]:
+                 vllm: VllmSettings | None = None, model_name: str = "model", gguf: bool = False) -> dict[str, Any]:
     arch = parse_llm(config)
     assumptions = list(arch.warnings)
     tf_ver = _version_tuple(transformers_version) if transformers_version else (5, 17)
     if not transformers_version and engine == "transformers":
         assumptions.append("transformers >= 5 behaviour assumed (fused MoE experts, batched_mm decode, "
                            "logits_to_keep); pass --transformers VER to model another release")
-    dev_tensors = _tensors_in_dtype(tensors, workload.dtype)
+    dev_tensors = _tensors_in_dtype(tensors, workload.dtype, dequantize=gguf)
+    if gguf:
+        assumptions.append(f"GGUF file: transformers dequantizes its weights to {workload.dtype} when loading "
+                           f"(https://huggingface.co/docs/transformers/gguf); llama.cpp would keep them quantized")
     if dev_tensors is None:
         assumptions.append("weights computed from config.json shapes (no safetensors headers read)")
     if arch.max_positions and workload.input_len + workload.output_len > arch.max_positions:
