@@ -231,29 +231,24 @@ def _mlp(r: _Replay, arch: LlmArch, w: Workload, i: int, rows: int, dt: int, dec
         r.a("mlp", rows * h * dt)
         r.f("e.down", "topk.w", "topk.i", "sort")
         if arch.shared_intermediate:
-            inter = arch.shared_intermediate
-            r.a("s.gate", rows * inter * dt)
-            r.a("s.act", rows * inter * dt)
-            r.f("s.gate")
-            r.a("s.up", rows * inter * dt)
-            r.a("s.prod", rows * inter * dt)
-            r.f("s.act", "s.up")
-            r.a("s.down", rows * h * dt)
-            r.f("s.prod")
+            _gated_mlp(r, "s.", rows, arch.shared_intermediate, h, dt)
             r.a("mlp.sum", rows * h * dt)
-            r.f("s.down", "mlp")
+            r.f("s.mlp", "mlp")
             r.rename("mlp.sum", "mlp")
         return
-    inter = arch.intermediate
-    # down_proj(act_fn(gate_proj(x)) * up_proj(x))
-    r.a("gate", rows * inter * dt)
-    r.a("act", rows * inter * dt)
-    r.f("gate")
-    r.a("up", rows * inter * dt)
-    r.a("prod", rows * inter * dt)
-    r.f("act", "up")
-    r.a("mlp", rows * h * dt)
-    r.f("prod")
+    _gated_mlp(r, "", rows, arch.intermediate, h, dt)
+
+
+def _gated_mlp(r: _Replay, p: str, rows: int, inter: int, h: int, dt: int) -> None:
+    """down_proj(act_fn(gate_proj(x)) * up_proj(x)): leaves `{p}mlp` allocated."""
+    r.a(p + "gate", rows * inter * dt)
+    r.a(p + "act", rows * inter * dt)
+    r.f(p + "gate")
+    r.a(p + "up", rows * inter * dt)
+    r.a(p + "prod", rows * inter * dt)
+    r.f(p + "act", p + "up")
+    r.a(p + "mlp", rows * h * dt)
+    r.f(p + "prod")
 
 
 def _forward(r: _Replay, arch: LlmArch, w: Workload, new: int, past: int, dt: int, kv_dt: int,
