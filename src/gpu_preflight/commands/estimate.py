@@ -52,6 +52,14 @@ def register(sub) -> None:
     p.add_argument("--gpu-memory-utilization", type=_fraction, default=0.9, help="vllm (default 0.9)")
     p.add_argument("--max-num-batched-tokens", type=_positive, default=8192, help="vllm (default 8192)")
     p.add_argument("--max-num-seqs", type=_positive, default=256, help="vllm (default 256)")
+    g = p.add_argument_group("image / video pipelines")
+    g.add_argument("--height", type=_positive, help="image height in pixels (default: the pipeline's)")
+    g.add_argument("--width", type=_positive, help="image width in pixels (default: the pipeline's)")
+    g.add_argument("--guidance-scale", type=float, help="CFG scale; > 1 doubles the denoiser batch unless distilled")
+    g.add_argument("--steps", type=_positive, help="denoising steps (memory does not depend on it)")
+    g.add_argument("--offload", choices=("none", "model", "sequential"), default="none")
+    g.add_argument("--vae-tiling", action="store_true")
+    g.add_argument("--drop-text-encoders", action="store_true", help="free the text encoders after encoding")
     p.add_argument("--revision", help="hub revision (also accepted as org/name@revision)")
     p.add_argument("--offline", action="store_true", help="never contact the Hugging Face Hub")
     p.add_argument("--list-models", action="store_true", help="list the built-in catalog and exit")
@@ -74,8 +82,7 @@ def run(args) -> int:
 
     source = load_model_source(args.model, revision=args.revision, offline=True if args.offline else None)
     if source.kind == "diffusion" or source.components:
-        raise UsageError(f"{args.model} is an image/video pipeline ({source.kind}); this release estimates "
-                         f"language models only", hint="pipeline estimates are tracked in the project's issue 5")
+        return _pipeline(args, source)
     if not args.gpu:
         targets = _machine_targets()
     else:
@@ -106,6 +113,38 @@ def run(args) -> int:
         from gpu_preflight.render.style import Style
 
         sys.stdout.write(render_estimate(report, Style(sys.stdout)) + "\n")
+    return 0 if not report["fits"] or report["fits"][0]["fits"] else 2
+
+
+def _pipeline(args, source) -> int:
+    import json
+
+    from gpu_preflight.estimate.diffusion import ImageWorkload, pipeline_report
+    from gpu_preflight.estimate.overheads import process_overhead
+    from gpu_preflight.estimate.plan import parse_dtype, targets_from_specs
+
+    entry = {"components": {n: {"class": c.metadata.get("class") or (c.config or {}).get("_class_name"),
+                                "config": c.config, "weights": c.metadata.get("weights")}
+                            for n, c in (source.components or {}).items()},
+             "defaults": source.metadata.get("defaults") or {},
+             "pipeline_class": (source.pipeline_index or {}).get("_class_name", "")}
+    d = entry["defaults"]
+    w = ImageWorkload(height=args.height or int(d.get("height", 1024)), width=args.width or int(d.get("width", 1024)),
+                      batch=args.batch, guidance_scale=args.guidance_scale, steps=args.steps,
+                      dtype=parse_dtype(args.dtype), offload=args.offload, vae_tiling=args.vae_tiling,
+                      drop_text_encoders=args.drop_text_encoders)
+    targets = targets_from_specs(args.gpu) if args.gpu else _machine_targets()
+    cc = targets[0].cc if targets else None
+    overhead, note = process_overhead(cc, args.torch)
+    report = pipeline_report(entry, w, targets, overhead, note, source.name)
+    report["assumptions"] = list(source.warnings) + report["assumptions"]
+    if args.json:
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+    else:
+        from gpu_preflight.render.estimate import render_pipeline
+        from gpu_preflight.render.style import Style
+
+        sys.stdout.write(render_pipeline(report, Style(sys.stdout)) + "\n")
     return 0 if not report["fits"] or report["fits"][0]["fits"] else 2
 
 
