@@ -5,6 +5,11 @@ JSONL file. Stops starting new models when the time budget is spent.
 Usage: python bench/calibrate.py MATRIX.json OUT.jsonl [--budget-s 540] [--only id,id]
 MATRIX: {"defaults": {"dtype", "attn"}, "workloads": {"name": {"batch", "input_len", "output_len"}},
          "models": [{"id": catalog id, "workloads": [names], "config_overrides": {...}, "tag": "..."}]}
+Diffusion catalog entries (kind != "llm") get the entry's components, defaults, pipeline_class and
+model_index in spec["model"]; their workloads are {"height", "width", "batch"}, and a model may carry
+"component_overrides": {component: {...} or null} and "defaults_overrides": {...}, merged into the
+entry (null drops the component; e.g. {"transformer": {"config": {"num_layers": 2}}}).
+"device" ("cuda" or "cpu", for tests) may be set in defaults or per model.
 """
 
 from __future__ import annotations
@@ -26,6 +31,34 @@ def catalog_entry(model_id: str) -> dict:
         return json.load(fh)
 
 
+def deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def model_spec(entry: dict, m: dict, key: str) -> dict:
+    kind = entry.get("kind", "llm")
+    config = dict(entry.get("config") or {})
+    if "text_config" in config and m.get("config_overrides"):
+        config["text_config"] = {**config["text_config"], **m["config_overrides"]}
+    else:
+        config.update(m.get("config_overrides") or {})
+    spec = {"id": key, "catalog_id": m["id"], "kind": kind, "config": config}
+    if kind != "llm":
+        components = dict(entry.get("components") or {})
+        for name, over in (m.get("component_overrides") or {}).items():
+            if over is None:
+                components.pop(name, None)
+            else:
+                components[name] = deep_merge(components.get(name) or {}, over)
+        spec.update(components=components,
+                    defaults=deep_merge(entry.get("defaults") or {}, m.get("defaults_overrides") or {}),
+                    pipeline_class=entry.get("pipeline_class"), model_index=entry.get("model_index") or {})
+    return spec
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("matrix")
@@ -33,6 +66,7 @@ def main() -> int:
     ap.add_argument("--budget-s", type=float, default=540)
     ap.add_argument("--per-model-timeout-s", type=float, default=240)
     ap.add_argument("--only", default="")
+    ap.add_argument("--device", default="", help="override the spec device (cpu: tests without a GPU)")
     args = ap.parse_args()
     with open(args.matrix, encoding="utf-8") as fh:
         matrix = json.load(fh)
@@ -48,14 +82,11 @@ def main() -> int:
             print(f"budget spent: skipping {key}", flush=True)
             continue
         entry = catalog_entry(m["id"])
-        config = dict(entry.get("config") or {})
-        if "text_config" in config and m.get("config_overrides"):
-            config["text_config"] = {**config["text_config"], **m["config_overrides"]}
-        else:
-            config.update(m.get("config_overrides") or {})
-        spec = {"model": {"id": key, "catalog_id": m["id"], "kind": entry.get("kind", "llm"), "config": config},
-                **matrix.get("defaults", {}), **{k: v for k, v in m.items() if k in ("dtype", "attn")},
+        spec = {"model": model_spec(entry, m, key),
+                **matrix.get("defaults", {}), **{k: v for k, v in m.items() if k in ("dtype", "attn", "device")},
                 "workloads": [{"name": w, **matrix["workloads"][w]} for w in m["workloads"]]}
+        if args.device:
+            spec["device"] = args.device
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
             json.dump(spec, fh)
         t = time.perf_counter()

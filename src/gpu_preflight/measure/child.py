@@ -3,9 +3,11 @@
 Usage: python -m gpu_preflight.measure.child SPEC.json OUT.jsonl
 
 SPEC: {"model": {"id", "config"}, "dtype", "attn", "workloads": [{"name", "batch", "input_len",
-"output_len"}], "device_index", "weights_path"}. Weights are random (memory does not depend on
-their values) unless weights_path names a local folder. No code from a hub is ever run:
-configs are instantiated with transformers' own classes only (trust_remote_code stays off).
+"output_len"}], "device_index", "weights_path"}; diffusion pipelines (model.kind != "llm"): see
+diffusion_child.py ("device": "cpu" runs them without a GPU, for tests). Weights are random
+(memory does not depend on their values) unless weights_path names a local folder. No code from
+a hub is ever run: configs are instantiated with transformers' own classes only (trust_remote_code
+stays off).
 Every finished phase is appended to OUT at once (flushed), so a crash keeps what was measured.
 """
 
@@ -28,6 +30,24 @@ class Recorder:
         self.fh.write(json.dumps(record) + "\n")
         self.fh.flush()
         os.fsync(self.fh.fileno())
+
+
+class NullSampler:
+    """Stands in for the NVML sampler when measuring on the CPU (tests): reports 0."""
+
+    mode = "none"
+
+    def reset(self) -> None:
+        pass
+
+    def peak_bytes(self) -> int:
+        return 0
+
+    def current_bytes(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass
 
 
 def environment(torch) -> dict:
@@ -157,18 +177,23 @@ def main(argv: list[str]) -> int:
     except ImportError as exc:
         rec.write({"type": "error", "error": f"torch is not installed: {exc}"})
         return 2
-    if not torch.cuda.is_available():
+    if spec.get("device", "cuda") == "cpu":  # tests without a GPU: no NVML, no CUDA statistics
+        sampler = NullSampler()
+        rec.write({"type": "env", "device": "cpu", "torch": torch.__version__, "python": sys.version.split()[0],
+                   "import_s": round(time.perf_counter() - t0, 3)})
+    elif not torch.cuda.is_available():
         rec.write({"type": "error", "error": "torch.cuda.is_available() is False: no usable GPU"})
         return 2
-    from gpu_preflight.measure.nvml_sampler import ProcessMemorySampler
+    else:
+        from gpu_preflight.measure.nvml_sampler import ProcessMemorySampler
 
-    torch.cuda.set_device(spec.get("device_index", 0))
-    sampler = ProcessMemorySampler(spec.get("device_index", 0))
-    rec.write({"type": "env", **environment(torch), "import_s": round(time.perf_counter() - t0, 3)})
-    torch.empty(1, device="cuda")
-    torch.cuda.synchronize()
-    time.sleep(0.05)
-    rec.write({"type": "phase", "phase": "context", **snapshot(torch, sampler, t0)})
+        torch.cuda.set_device(spec.get("device_index", 0))
+        sampler = ProcessMemorySampler(spec.get("device_index", 0))
+        rec.write({"type": "env", **environment(torch), "import_s": round(time.perf_counter() - t0, 3)})
+        torch.empty(1, device="cuda")
+        torch.cuda.synchronize()
+        time.sleep(0.05)
+        rec.write({"type": "phase", "phase": "context", **snapshot(torch, sampler, t0)})
     try:
         kind = spec["model"].get("kind", "llm")
         if kind == "llm":
