@@ -36,6 +36,15 @@ class ImageWorkload:
     drop_text_encoders: bool = False
 
 
+# The caching allocator keeps freed activation blocks of these phases cached, and their sizes do
+# not repeat, so torch's reserved memory (what the process holds) exceeds the allocated peak by
+# about this fraction of the phase's transient. Measured on flux.1-dev at 1024x1024 b1
+# (reserved peak minus allocated peak, over the transient); other cases are held out.
+RESERVE_FACTOR = {"denoise": (1.23, "flux.1-dev denoise 1024x1024 b1: reserved 32.50 vs allocated 31.93 GiB, transient 0.462"),
+                  "vae_decode": (0.761, "flux.1-dev vae_decode 1024x1024 b1: reserved 35.66 vs allocated 33.85 GiB, transient 2.377")}
+CUBLAS_WORKSPACE = 32 * 1024 * 1024  # allocated at the first matmul and kept (measured, H100 + torch 2.11)
+
+
 @dataclass
 class Phase:
     name: str
@@ -46,6 +55,11 @@ class Phase:
     @property
     def peak_allocated_bytes(self) -> int:
         return self.resident_bytes + self.transient_bytes
+
+    @property
+    def peak_reserved_bytes(self) -> int:
+        factor = RESERVE_FACTOR.get(self.name.split(":")[0], (0.0, ""))[0]
+        return self.peak_allocated_bytes + int(self.transient_bytes * factor)
 
 
 @dataclass
@@ -58,6 +72,10 @@ class PipelineEstimate:
     @property
     def peak_allocated_bytes(self) -> int:
         return max(p.peak_allocated_bytes for p in self.phases)
+
+    @property
+    def peak_reserved_bytes(self) -> int:
+        return max(p.peak_reserved_bytes for p in self.phases)
 
 
 def _c(cfg: dict, *keys, default=None):
@@ -94,19 +112,29 @@ def round_size(h: int, w: int, multiple: int) -> tuple[int, int]:
 
 def encoder_transient(cls: str, cfg: dict, rows_batch: int, seq: int, dt: int) -> tuple[int, str]:
     """One encoder layer at a time: hidden (rows x d) for input, attention q/k/v/out and the MLP
-    hidden (rows x ff) before and after the activation; T5 also keeps its relative-position bias
-    (heads x L x L, fp32) for every layer. The output hidden states stay."""
+    hidden (rows x ff) before and after the activation. T5 runs eager attention with its relative
+    position bias: scores, bias and softmax in float32 (heads x L x L x 12 bytes) and its
+    feed-forward in float32 (rows x d_ff x 8 bytes). Gemma/CLIP return every layer's hidden states
+    (the pipelines read hidden_states[-2])."""
     tc = cfg.get("text_config") if isinstance(cfg.get("text_config"), dict) else cfg
     d = int(_c(tc, "hidden_size", "d_model", default=768))
     ff = int(_c(tc, "intermediate_size", "d_ff", default=4 * d))
     heads = int(_c(tc, "num_attention_heads", "num_heads", default=12))
     rows = rows_batch * seq
+    if "T5" in cls:
+        return rows * ff * 8 + rows_batch * heads * seq * seq * 12, f"{rows} tokens x d_ff={ff}, {heads} heads"
+    if "Gemma" in cls:
+        width, _src = GEMMA_ENCODER_WIDTH
+        return int(rows * d * dt * width), f"{rows} tokens x d={d}"
     per_layer = rows * (6 * d + 3 * ff) * dt
-    bias = rows_batch * heads * seq * seq * FP32 if "T5" in cls else 0
-    # all hidden states are returned when the pipeline reads a middle layer (hidden_states[-2])
-    outputs = rows * d * dt * (int(_c(tc, "num_hidden_layers", "num_layers", default=12)) + 1
-                               if "Gemma" in cls or "CLIP" in cls else 1)
-    return per_layer + bias + outputs, f"{rows} tokens x d={d}, ff={ff}"
+    outputs = rows * d * dt * (int(_c(tc, "num_hidden_layers", "num_layers", default=12)) + 1)
+    return per_layer + outputs, f"{rows} tokens x d={d}, ff={ff}"
+
+
+# Gemma text encoders (eager attention, every layer's hidden states returned): live bytes per token
+# in units of hidden_size x dtype bytes, measured on lumina-image-2.0's Gemma-2-2B at 256 tokens
+# (+0.080 GiB); NewBie's Gemma-3-4B at 512 tokens is held out.
+GEMMA_ENCODER_WIDTH = (73.0, "lumina-image-2.0 encode:text_encoder 1024x1024: +0.080 GiB over 256 tokens x 2304")
 
 
 def dit_tokens(cls: str, cfg: dict, lat_h: int, lat_w: int) -> int:
@@ -116,24 +144,30 @@ def dit_tokens(cls: str, cfg: dict, lat_h: int, lat_w: int) -> int:
     return (lat_h // p) * (lat_w // p)
 
 
+# Activation width of one denoiser block (live bytes / (tokens x hidden x dtype bytes)), measured
+# once per family at 1024x1024, batch 1 on the H100 (calibration/raw/diffusion-h100.jsonl, phase
+# "denoise", peak minus resident); every other size, batch and pipeline is held out.
+DIT_WIDTH = {
+    "Flux": (17.52, "flux.1-dev 1024x1024 b1: +0.462 GiB over 4608 tokens x 3072"),
+    "SD3": (13.42, "sd3.5-medium 1024x1024 b1 (CFG batch 2): +0.340 GiB over 4429 tokens x 1536"),
+    "Lumina2": (26.7, "lumina-image-2.0 1024x1024 b1: +0.499 GiB over 4352 tokens x 2304"),
+}
+# SDXL UNet: bytes per latent pixel per image in the CFG batch, sdxl-base-1.0 1024x1024 b1 (+0.319 GiB, batch 2)
+UNET_BYTES_PER_LATENT_PIXEL = (10453, "sdxl-base-1.0 1024x1024 b1: +0.319 GiB over 2 x 128 x 128 latents")
+
+
 def denoiser_transient(cls: str, cfg: dict, w: ImageWorkload, lat_h: int, lat_w: int, txt: int, cfg_batch: int,
                        dt: int) -> tuple[int, str]:
     b = w.batch * cfg_batch
     if "UNet" in cls:
-        return unet_transient(cfg, b, lat_h, lat_w, txt, dt)
+        per, _src = UNET_BYTES_PER_LATENT_PIXEL
+        return int(b * lat_h * lat_w * per * dt / 2), f"{b} x {lat_h}x{lat_w} latents"
     n = dit_tokens(cls, cfg, lat_h, lat_w) + txt
     heads = int(_c(cfg, "num_attention_heads", "n_heads", default=24))
     hd = int(_c(cfg, "attention_head_dim", "head_dim", default=128))
     d = int(_c(cfg, "dim", "hidden_size", default=heads * hd))
-    if cls.startswith("Flux"):
-        # single-stream block: x, norm, proj_mlp (4d) + act (4d), q/k/v (3d) + rope copies (2d),
-        # attention out (d), cat(attn, mlp) (5d), proj_out (d)
-        width = 1 + 1 + 4 + 4 + 3 + 2 + 1 + 5 + 1
-    elif cls.startswith("SD3"):
-        width = 1 + 1 + 3 + 1 + 4 + 4 + 1 + 2
-    else:  # Lumina2 / Next-DiT: SwiGLU FFN w1, w3, act*w3 at ff ~ 4d, plus q/k/v, rope in fp32
-        ff = int(_c(cfg, "ffn_hidden_dim", default=4 * d))
-        width = 1 + 1 + 3 + 4 + 1 + 1 + 3 * ff / d
+    family = "Flux" if cls.startswith("Flux") else "SD3" if cls.startswith("SD3") else "Lumina2"
+    width, _src = DIT_WIDTH[family]
     return int(b * n * d * width * dt), f"{b} x {n} tokens (image + text) x d={d}"
 
 
@@ -153,21 +187,24 @@ def unet_transient(cfg: dict, b: int, lat_h: int, lat_w: int, txt: int, dt: int)
     return int(b * (skips + widest) * dt), f"{b} x {lat_h}x{lat_w} latents, channels {chans}"
 
 
+# AutoencoderKL decoder (block_out_channels 128/256/512/512): live bytes per output pixel per image
+# in bfloat16, measured on flux.1-dev at 1024x1024 b1 (+2.377 GiB); the other five pipelines,
+# 512 and 2048 and batch 4 are held out. A batch of 4 measured 16 % below 4x this.
+VAE_BYTES_PER_PIXEL = (2434, "flux.1-dev vae_decode 1024x1024 b1: +2.377 GiB")
+
+
 def vae_decode_transient(cfg: dict, b: int, h: int, w: int, dt: int, tiling: bool) -> tuple[int, str]:
-    """AutoencoderKL decoder at the output resolution: the last up block's first resnet holds its
-    input (channels[1]), the GroupNorm output and the SiLU output at full size; the 2x nearest
-    upsample before it runs in float32 for bfloat16 inputs. With tiling the decoder sees 512x512
-    pixel tiles (diffusers' default tile) one at a time, plus the blended output."""
-    chans = list(_c(cfg, "block_out_channels", default=[128, 256, 512, 512]))
+    """The decoder's full-resolution up blocks dominate; their activations scale with the pixel count.
+    With tiling the decoder sees 512x512 pixel tiles (diffusers' default) one at a time, plus the
+    blended float32 output."""
     if tiling:
         th, tw = min(h, 512), min(w, 512)
         t, _ = vae_decode_transient(cfg, 1, th, tw, dt, False)
         return t + b * 3 * h * w * FP32, f"tiles of {th}x{tw} + the {h}x{w} output"
-    c_in = chans[1] if len(chans) > 1 else chans[0]
-    pixels = h * w
-    resnet = 3 * c_in * pixels * dt
-    upsample = c_in * pixels * (FP32 + dt) if dt == 2 else c_in * pixels * dt
-    return int(b * max(resnet, upsample + c_in * pixels // 4 * dt)), f"{b} x {h}x{w} x {c_in} channels"
+    chans = list(_c(cfg, "block_out_channels", default=[128, 256, 512, 512]))
+    scale = (chans[1] if len(chans) > 1 else chans[0]) / 256
+    per, _src = VAE_BYTES_PER_PIXEL
+    return int(b * h * w * per * scale * dt / 2), f"{b} x {h}x{w} pixels"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -220,6 +257,9 @@ def estimate_pipeline(entry: dict, w: ImageWorkload) -> PipelineEstimate:
     total = sum(weights.values())
 
     def resident(active: str) -> int:
+        return CUBLAS_WORKSPACE + _weights_resident(active)
+
+    def _weights_resident(active: str) -> int:
         if w.offload == "model":
             return weights.get(active, 0)
         if w.offload == "sequential":
@@ -233,7 +273,8 @@ def estimate_pipeline(entry: dict, w: ImageWorkload) -> PipelineEstimate:
     for name in enc_names:
         cls = comps[name]["class"]
         seq = 77 if "CLIP" in cls and "Jina" not in cls else txt
-        t, detail = encoder_transient(cls, comps[name].get("config") or {}, w.batch * cfg_batch, seq, dt)
+        # each prompt is encoded once (the negative prompt in its own call) and repeated per image
+        t, detail = encoder_transient(cls, comps[name].get("config") or {}, 1, seq, dt)
         phases.append(Phase(f"encode:{name}", resident(name), t, detail))
     if den:
         cls = comps[den]["class"]
@@ -274,7 +315,7 @@ CHANGE_SETS = (  # cheapest first: what each costs in speed
 
 
 def process_peak(est: PipelineEstimate, overhead: int) -> int:
-    return est.peak_allocated_bytes + overhead
+    return est.peak_reserved_bytes + overhead
 
 
 def pipeline_report(entry: dict, w: ImageWorkload, targets: list, overhead: int, overhead_note: str,
@@ -295,12 +336,14 @@ def pipeline_report(entry: dict, w: ImageWorkload, targets: list, overhead: int,
         "breakdown": {**{f"weights:{k}": v for k, v in est.weights.items()},
                       "largest_transient": max(p.transient_bytes for p in est.phases),
                       "cuda_context_and_libraries": overhead},
+        "peak_reserved_bytes": est.peak_reserved_bytes,
         "phases": {p.name: {"peak_allocated_bytes": p.peak_allocated_bytes, "transient_bytes": p.transient_bytes,
+                            "peak_reserved_bytes": p.peak_reserved_bytes,
                             "resident_bytes": p.resident_bytes, "detail": p.detail} for p in est.phases},
-        "peak_phase": max(est.phases, key=lambda p: p.peak_allocated_bytes).name,
+        "peak_phase": max(est.phases, key=lambda p: p.peak_reserved_bytes).name,
         "fits": fits, "max_resolution": None, "suggestions": [],
         "assumptions": est.assumptions + [f"process overhead {overhead / (1 << 30):.2f} GiB: {overhead_note}",
-                                          "diffusion estimates are not yet checked against measurements"],
+                                          "checked against H100 measurements: docs/accuracy.md (pipelines)"],
     }
     if est.rounded:
         report["rounded_size"] = {"height": est.rounded[0], "width": est.rounded[1]}

@@ -1,0 +1,106 @@
+"""Image pipelines: the estimator against H100 measurements (calibration/raw/diffusion-h100.jsonl:
+torch 2.11.0+cu130, transformers 5.17.0, diffusers 0.42.1), and its own rules."""
+
+import json
+import statistics
+from collections import defaultdict
+
+import pytest
+
+from gpu_preflight.calibration_diffusion import compare, default_paths
+from gpu_preflight.cli import main
+from gpu_preflight.errors import UsageError
+from gpu_preflight.estimate.diffusion import ImageWorkload, estimate_pipeline
+from gpu_preflight.models.catalog import load_catalog
+
+MB50 = 50 * 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def rows():
+    return compare(default_paths())
+
+
+def test_matrix_covers_issue_4_and_5(rows):
+    pipelines = {r["pipeline"] for r in rows}
+    sizes = {r["height"] for r in rows}
+    assert len(pipelines) >= 4 and {512, 1024, 2048} <= sizes and {1, 4} <= {r["batch"] for r in rows}
+
+
+def test_pipeline_peak_process_within_5_percent(rows):
+    """Issue 5: <= 5 % on peak process memory with all components resident (per pipeline and size)."""
+    peaks = defaultdict(lambda: [0, 0])
+    for r in rows:
+        k = (r["pipeline"], r["workload"])
+        peaks[k][0] = max(peaks[k][0], r["measured_process_bytes"])
+        peaks[k][1] = max(peaks[k][1], r["estimated_process_bytes"])
+    errors = [abs(e - m) / m for m, e in peaks.values()]
+    assert len(errors) >= 12 and max(errors) <= 0.05
+
+
+def test_phase_transients(rows):
+    """Issue 5: median <= 10 %, worst <= 25 % on each phase's transient (phases above 50 MB; the
+    CLIP encoders' 2-9 MB transients are reported with their absolute error in docs/accuracy.md)."""
+    held = [abs(r["transient_error"]) for r in rows if r["held_out"] and r["measured_transient_bytes"] > MB50]
+    assert len(held) >= 40
+    assert statistics.median(held) <= 0.10 and max(held) <= 0.25
+    tiny = [abs(r["estimated_transient_bytes"] - r["measured_transient_bytes"]) for r in rows
+            if r["measured_transient_bytes"] <= MB50]
+    assert max(tiny) <= 10 * 1024 * 1024
+
+
+def entry(name):
+    return load_catalog().find(name).raw
+
+
+def test_vae_decode_is_the_peak_and_grows_with_pixels():
+    e = entry("flux.1-dev")
+    small = estimate_pipeline(e, ImageWorkload(height=1024, width=1024))
+    big = estimate_pipeline(e, ImageWorkload(height=2048, width=2048))
+    vae = {p.name: p for p in big.phases}["vae_decode"]
+    assert max(big.phases, key=lambda p: p.peak_allocated_bytes).name == "vae_decode"
+    assert vae.transient_bytes == 4 * {p.name: p for p in small.phases}["vae_decode"].transient_bytes
+
+
+def test_cfg_doubles_the_denoiser_batch_unless_distilled():
+    sd3 = {p.name: p for p in estimate_pipeline(entry("sd3.5-medium"), ImageWorkload()).phases}["denoise"]
+    flux = estimate_pipeline(entry("flux.1-dev"), ImageWorkload())
+    assert sd3.detail.startswith("2 x")
+    assert {p.name: p for p in flux.phases}["denoise"].detail.startswith("1 x")
+    assert any("guidance-distilled" in a for a in flux.assumptions)
+
+
+def test_sizes_round_to_what_diffusers_uses():
+    est = estimate_pipeline(entry("flux.1-dev"), ImageWorkload(height=1000, width=1000))
+    assert est.rounded == (992, 992)  # FLUX: multiples of vae_scale_factor (8) x 2 (packing)
+
+
+def test_absurd_size_is_refused():
+    with pytest.raises(UsageError) as exc:
+        estimate_pipeline(entry("sdxl-base-1.0"), ImageWorkload(height=100000, width=100000))
+    assert "100000x100000" in exc.value.message
+
+
+def test_offload_and_dropping_encoders_lower_the_peak():
+    e = entry("newbie-image-exp0.1")
+    base = estimate_pipeline(e, ImageWorkload()).peak_reserved_bytes
+    drop = estimate_pipeline(e, ImageWorkload(drop_text_encoders=True)).peak_reserved_bytes
+    model = estimate_pipeline(e, ImageWorkload(offload="model")).peak_reserved_bytes
+    tiled = estimate_pipeline(e, ImageWorkload(offload="model", vae_tiling=True)).peak_reserved_bytes
+    assert base > drop > model >= tiled  # with model offload the 8 GB Gemma encoder alone is the peak
+
+
+def test_cli_cheapest_change_for_a_16gb_card(capsys):
+    code = main(["estimate", "newbie-image-exp0.1", "--gpu", "rtx-4060-ti-16gb", "--json"])
+    r = json.loads(capsys.readouterr().out)
+    assert code == 2 and r["fits"][0]["fits"] is False
+    assert r["suggestions"] and r["suggestions"][0]["fits"]
+    assert set(r["phases"]["vae_decode"]) >= {"peak_allocated_bytes", "transient_bytes", "resident_bytes"}
+    assert "peak_process_bytes" in r
+
+
+def test_missing_component_sizes_are_named():
+    e = json.loads(json.dumps(entry("flux.1-dev")))
+    e["components"]["text_encoder_2"]["weights"] = None
+    est = estimate_pipeline(e, ImageWorkload())
+    assert any("text_encoder_2" in a and "not counted" in a for a in est.assumptions)
