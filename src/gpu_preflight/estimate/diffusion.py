@@ -265,10 +265,12 @@ def estimate_pipeline(entry: dict, w: ImageWorkload) -> PipelineEstimate:
         if w.offload == "sequential":
             layers = int(_c(comps.get(active, {}).get("config") or {}, "num_layers", "num_hidden_layers", default=24))
             return weights.get(active, 0) // max(layers, 1) * 2
-        r = total
-        if w.drop_text_encoders and active not in enc_names:
-            r -= sum(weights[n] for n in enc_names)
-        return r
+        enc = sum(weights[n] for n in enc_names)
+        if w.drop_text_encoders:
+            # prompts are encoded with only the encoders loaded; they are freed before the denoiser
+            # and VAE are loaded (encode -> del encoders -> load transformer + vae)
+            return enc if active in enc_names else total - enc
+        return total
 
     for name in enc_names:
         cls = comps[name]["class"]
@@ -304,9 +306,9 @@ def with_changes(w: ImageWorkload, **changes: Any) -> ImageWorkload:
 
 CHANGE_SETS = (  # cheapest first: what each costs in speed
     ((), "as is"),
-    ((("drop_text_encoders", True),), "free the text encoders after encoding (re-encode per prompt)"),
+    ((("drop_text_encoders", True),), "encode the prompt first, free the text encoders, then load the transformer and VAE"),
     ((("vae_tiling", True),), "VAE tiling (pipe.vae.enable_tiling(): slightly slower decode)"),
-    ((("drop_text_encoders", True), ("vae_tiling", True)), "free the text encoders + VAE tiling"),
+    ((("drop_text_encoders", True), ("vae_tiling", True)), "free the text encoders after encoding + VAE tiling"),
     ((("offload", "model"),), "model CPU offload (pipe.enable_model_cpu_offload(): a component on the GPU at a time)"),
     ((("offload", "model"), ("vae_tiling", True)), "model CPU offload + VAE tiling"),
     ((("offload", "sequential"), ("vae_tiling", True)),
