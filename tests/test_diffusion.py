@@ -104,3 +104,30 @@ def test_missing_component_sizes_are_named():
     e["components"]["text_encoder_2"]["weights"] = None
     est = estimate_pipeline(e, ImageWorkload())
     assert any("text_encoder_2" in a and "not counted" in a for a in est.assumptions)
+
+
+def test_diffusers_folder_uses_header_sizes(tmp_path, capsys):
+    from models_helpers import write_safetensors
+
+    root = tmp_path / "pipe"
+    (root / "vae").mkdir(parents=True)
+    (root / "transformer").mkdir()
+    (root / "model_index.json").write_text(json.dumps({"_class_name": "FluxPipeline",
+                                                       "vae": ["diffusers", "AutoencoderKL"],
+                                                       "transformer": ["diffusers", "FluxTransformer2DModel"]}))
+    (root / "vae" / "config.json").write_text(json.dumps({"_class_name": "AutoencoderKL",
+                                                          "block_out_channels": [128, 256, 512, 512]}))
+    (root / "transformer" / "config.json").write_text(json.dumps({"_class_name": "FluxTransformer2DModel",
+                                                                  "num_attention_heads": 24, "attention_head_dim": 128}))
+    write_safetensors(root / "vae" / "diffusion_pytorch_model.safetensors", {"w": ("BF16", (1000, 100))})
+    write_safetensors(root / "transformer" / "diffusion_pytorch_model.safetensors", {"w": ("BF16", (3000, 1000))})
+    code = main(["estimate", str(root), "--gpu", "h100", "--height", "1024", "--width", "1024", "--json"])
+    r = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert r["breakdown"]["weights:vae"] == 100000 * 2 and r["breakdown"]["weights:transformer"] == 3000000 * 2
+
+
+def test_video_pipeline_says_frames_are_not_modelled(capsys):
+    main(["estimate", "sonic", "--gpu", "h100", "--json"])
+    r = json.loads(capsys.readouterr().out)
+    assert any("video pipeline" in a and "lower bound" in a for a in r["assumptions"])

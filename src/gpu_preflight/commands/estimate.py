@@ -123,8 +123,19 @@ def _pipeline(args, source) -> int:
     from gpu_preflight.estimate.overheads import process_overhead
     from gpu_preflight.estimate.plan import parse_dtype, targets_from_specs
 
-    entry = {"components": {n: {"class": c.metadata.get("class") or (c.config or {}).get("_class_name"),
-                                "config": c.config, "weights": c.metadata.get("weights")}
+    def weights(c):
+        if c.metadata.get("weights"):
+            return c.metadata["weights"]
+        if c.tensors:  # safetensors headers of a diffusers folder or Hub repo
+            return {"parameters": sum(t.numel for t in c.tensors)}
+        return None
+
+    def cls(c):
+        value = c.metadata.get("class") or (c.config or {}).get("_class_name")
+        return value[-1] if isinstance(value, (list, tuple)) and value else value
+
+    entry = {"components": {n: {"class": cls(c),
+                                "config": c.config, "weights": weights(c)}
                             for n, c in (source.components or {}).items()},
              "defaults": source.metadata.get("defaults") or {},
              "pipeline_class": (source.pipeline_index or {}).get("_class_name", "")}

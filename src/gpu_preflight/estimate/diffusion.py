@@ -166,9 +166,12 @@ def denoiser_transient(cls: str, cfg: dict, w: ImageWorkload, lat_h: int, lat_w:
     heads = int(_c(cfg, "num_attention_heads", "n_heads", default=24))
     hd = int(_c(cfg, "attention_head_dim", "head_dim", default=128))
     d = int(_c(cfg, "dim", "hidden_size", default=heads * hd))
-    family = "Flux" if cls.startswith("Flux") else "SD3" if cls.startswith("SD3") else "Lumina2"
+    family = next((f for f in DIT_WIDTH if cls.startswith(f)), None)
+    note = ""
+    if family is None:  # an unknown transformer denoiser: the widest measured block, said so
+        family, note = max(DIT_WIDTH, key=lambda f: DIT_WIDTH[f][0]), f" (unknown class {cls}: widest measured block)"
     width, _src = DIT_WIDTH[family]
-    return int(b * n * d * width * dt), f"{b} x {n} tokens (image + text) x d={d}"
+    return int(b * n * d * width * dt), f"{b} x {n} tokens (image + text) x d={d}{note}"
 
 
 def unet_transient(cfg: dict, b: int, lat_h: int, lat_w: int, txt: int, dt: int) -> tuple[int, str]:
@@ -293,6 +296,9 @@ def estimate_pipeline(entry: dict, w: ImageWorkload) -> PipelineEstimate:
         phases.append(Phase("vae_decode", resident("vae") + extra, t, detail))
     if not phases:
         raise UsageError("this pipeline has no component with a known size", hint="pass a diffusers folder with configs")
+    if den and "SpatioTemporal" in comps[den]["class"]:
+        assumptions.append("video pipeline: frames, the temporal layers' activations and chunked VAE decoding are "
+                           "not modelled yet; this is the estimate for a single frame, a lower bound")
     return PipelineEstimate(weights, phases, assumptions, rounded)
 
 
