@@ -123,22 +123,7 @@ def _pipeline(args, source) -> int:
     from gpu_preflight.estimate.overheads import process_overhead
     from gpu_preflight.estimate.plan import parse_dtype, targets_from_specs
 
-    def weights(c):
-        if c.metadata.get("weights"):
-            return c.metadata["weights"]
-        if c.tensors:  # safetensors headers of a diffusers folder or Hub repo
-            return {"parameters": sum(t.numel for t in c.tensors)}
-        return None
-
-    def cls(c):
-        value = c.metadata.get("class") or (c.config or {}).get("_class_name")
-        return value[-1] if isinstance(value, (list, tuple)) and value else value
-
-    entry = {"components": {n: {"class": cls(c),
-                                "config": c.config, "weights": weights(c)}
-                            for n, c in (source.components or {}).items()},
-             "defaults": source.metadata.get("defaults") or {},
-             "pipeline_class": (source.pipeline_index or {}).get("_class_name", "")}
+    entry = pipeline_entry(source)
     d = entry["defaults"]
     w = ImageWorkload(height=args.height or int(d.get("height", 1024)), width=args.width or int(d.get("width", 1024)),
                       batch=args.batch, guidance_scale=args.guidance_scale, steps=args.steps,
@@ -157,6 +142,26 @@ def _pipeline(args, source) -> int:
 
         sys.stdout.write(render_pipeline(report, Style(sys.stdout)) + "\n")
     return 0 if not report["fits"] or report["fits"][0]["fits"] else 2
+
+
+def pipeline_entry(source) -> dict:
+    """A ModelSource of a pipeline as the dict the diffusion estimator and measurement child take."""
+    def weights(c):
+        if c.metadata.get("weights"):
+            return c.metadata["weights"]
+        if c.tensors:  # safetensors headers of a diffusers folder or Hub repo
+            return {"parameters": sum(t.numel for t in c.tensors)}
+        return None
+
+    def cls(c):
+        value = c.metadata.get("class") or (c.config or {}).get("_class_name")
+        return value[-1] if isinstance(value, (list, tuple)) and value else value
+
+    return {"components": {n: {"class": cls(c), "config": c.config, "weights": weights(c)}
+                           for n, c in (source.components or {}).items()},
+            "defaults": source.metadata.get("defaults") or {},
+            "pipeline_class": (source.pipeline_index or {}).get("_class_name", ""),
+            "model_index": source.pipeline_index or {}}
 
 
 def _machine_targets():

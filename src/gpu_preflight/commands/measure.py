@@ -24,7 +24,9 @@ def register(sub) -> None:
     p.add_argument("--input-len", type=_positive, default=512)
     p.add_argument("--output-len", type=_positive, default=128)
     p.add_argument("--attn", choices=("sdpa", "eager", "flash_attention_2"), default="sdpa")
-    p.add_argument("--weights", metavar="PATH", help="load real weights from this local folder instead")
+    p.add_argument("--weights", metavar="PATH", help="load real weights from this local folder instead (LLMs)")
+    p.add_argument("--height", type=_positive, help="pipelines: image height (default: the pipeline's)")
+    p.add_argument("--width", type=_positive, help="pipelines: image width (default: the pipeline's)")
     p.add_argument("--gpu-index", type=int, default=0)
     p.add_argument("--timeout-s", type=float, default=600, help="kill the child after this long (default 600)")
     p.add_argument("--python", metavar="PATH", help="interpreter that has torch (default: this one)")
@@ -56,14 +58,22 @@ def run(args) -> int:
         raise DeviceUnavailable(f"no NVIDIA GPU to measure on: {nv.get('error').get() if nv.get('error') else 'none found'}",
                                 hint="run `preflight doctor`; to estimate without a GPU use `preflight estimate`")
     source = load_model_source(args.model)
-    if source.kind == "diffusion" or source.components:
-        raise UsageError("measure supports language models in this release", hint="pipelines: issue 5")
     dtype = parse_dtype(args.dtype)
+    pipeline = source.kind == "diffusion" or bool(source.components)
     attn = "sdpa" if args.attn == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None else args.attn
-    spec = {"model": {"id": source.name, "kind": "llm", "config": source.config}, "dtype": dtype, "attn": attn,
-            "device_index": args.gpu_index, "weights_path": args.weights,
-            "workloads": [{"name": "run", "batch": args.batch, "input_len": args.input_len,
-                           "output_len": args.output_len}]}
+    if pipeline:
+        from gpu_preflight.commands.estimate import pipeline_entry
+
+        entry = pipeline_entry(source)
+        d = entry["defaults"]
+        size = {"height": args.height or int(d.get("height", 1024)), "width": args.width or int(d.get("width", 1024))}
+        spec = {"model": {"id": source.name, "catalog_id": source.name, "kind": "diffusion", **entry}, "dtype": dtype,
+                "attn": attn, "device_index": args.gpu_index, "workloads": [{"name": "run", "batch": args.batch, **size}]}
+    else:
+        spec = {"model": {"id": source.name, "kind": "llm", "config": source.config}, "dtype": dtype, "attn": attn,
+                "device_index": args.gpu_index, "weights_path": args.weights,
+                "workloads": [{"name": "run", "batch": args.batch, "input_len": args.input_len,
+                               "output_len": args.output_len}]}
     with tempfile.TemporaryDirectory(prefix="preflight-measure-") as tmp:
         spec_path, out_path = os.path.join(tmp, "spec.json"), args.keep or os.path.join(tmp, "out.jsonl")
         with open(spec_path, "w", encoding="utf-8") as fh:
@@ -81,6 +91,8 @@ def run(args) -> int:
         if os.path.exists(out_path):
             with open(out_path, encoding="utf-8") as fh:
                 records = [json.loads(line) for line in fh if line.strip().startswith("{")]
+    if pipeline:
+        return _report_pipeline(args, source.name, entry, spec, records, status, dtype)
     targets = targets_from_machine({"nvml": nv})
     est = estimate_llm(source.config, tensors=source.tensors, workload=Workload(
         batch=args.batch, input_len=args.input_len, output_len=args.output_len, dtype=dtype,
@@ -123,3 +135,38 @@ def _render(report: dict) -> str:
     if report["status"] != "ok":
         lines.append(f"  {report['status']} (phases finished before that are shown above)")
     return "\n".join(lines)
+
+
+def _report_pipeline(args, name: str, entry: dict, spec: dict, records: list, status, dtype: str) -> int:
+    import json
+
+    from gpu_preflight.estimate.diffusion import ImageWorkload, estimate_pipeline
+
+    w = spec["workloads"][0]
+    est = estimate_pipeline(entry, ImageWorkload(height=w["height"], width=w["width"], batch=w["batch"], dtype=dtype))
+    phases = {p.name: p for p in est.phases}
+    g = 1 << 30
+    rows = []
+    for r in records:
+        if r.get("type") == "phase" and r.get("phase") in phases:
+            p = phases[r["phase"]]
+            rows.append({"phase": r["phase"], "measured_transient_bytes": r["peak_allocated_bytes"] - r["before"]["allocated_bytes"],
+                         "estimated_transient_bytes": p.transient_bytes, "measured_process_bytes": r["peak_process_bytes"],
+                         "oom": r.get("oom", False), "error": r.get("error")})
+    report = {"schema": "gpu-preflight.measure", "schema_version": 1, "model": name, "status": status or "ok",
+              "phases": rows, "records": records}
+    if args.json:
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+    else:
+        lines = [f"{name} {w['height']}x{w['width']} x{w['batch']}: measured on this GPU vs estimated (transient per phase)"]
+        for row in rows:
+            lines.append(f"  {row['phase']:<24} measured {row['measured_transient_bytes'] / g:7.3f} GiB  estimated "
+                         f"{row['estimated_transient_bytes'] / g:7.3f} GiB  process {row['measured_process_bytes'] / g:6.2f} GiB"
+                         + ("  OOM" if row["oom"] else ""))
+        for r in records:
+            if r.get("type") == "error":
+                lines.append(f"  error: {r.get('error', '')[:200]}")
+        if status:
+            lines.append(f"  {status} (phases finished before that are shown above)")
+        sys.stdout.write("\n".join(lines) + "\n")
+    return 0 if status is None and not any(r["oom"] for r in rows) else 2
