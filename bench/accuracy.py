@@ -88,21 +88,14 @@ def markdown(rows: list[dict]) -> str:
 
 
 def diffusion_markdown() -> list[str]:
-    from collections import defaultdict
-
-    from gpu_preflight.calibration_diffusion import compare, default_paths
+    from gpu_preflight.calibration_diffusion import compare, default_paths, run_peaks
 
     paths = default_paths()
     if not paths:
         return []
     rows = compare(paths)
     G = 1 << 30
-    peaks = defaultdict(lambda: [0, 0])
-    for r in rows:
-        k = (r["pipeline"], r["workload"])
-        peaks[k][0] = max(peaks[k][0], r["measured_process_bytes"])
-        peaks[k][1] = max(peaks[k][1], r["estimated_process_bytes"])
-    perr = [abs(e - m) / m for m, e in peaks.values()]
+    perr = [abs(e - m) / m for m, e in run_peaks(rows).values()]
     big = [r for r in rows if r["measured_transient_bytes"] > 50 * 1024 * 1024]
     held = [abs(r["transient_error"]) for r in big if r["held_out"]]
     out = ["", "# Image pipelines", "",

@@ -3,11 +3,9 @@ torch 2.11.0+cu130, transformers 5.17.0, diffusers 0.42.1), and its own rules.""
 
 import json
 import statistics
-from collections import defaultdict
-
 import pytest
 
-from gpu_preflight.calibration_diffusion import compare, default_paths
+from gpu_preflight.calibration_diffusion import compare, default_paths, run_peaks
 from gpu_preflight.cli import main
 from gpu_preflight.errors import UsageError
 from gpu_preflight.estimate.diffusion import ImageWorkload, estimate_pipeline
@@ -29,12 +27,7 @@ def test_matrix_covers_issue_4_and_5(rows):
 
 def test_pipeline_peak_process_within_5_percent(rows):
     """Issue 5: <= 5 % on peak process memory with all components resident (per pipeline and size)."""
-    peaks = defaultdict(lambda: [0, 0])
-    for r in rows:
-        k = (r["pipeline"], r["workload"])
-        peaks[k][0] = max(peaks[k][0], r["measured_process_bytes"])
-        peaks[k][1] = max(peaks[k][1], r["estimated_process_bytes"])
-    errors = [abs(e - m) / m for m, e in peaks.values()]
+    errors = [abs(e - m) / m for m, e in run_peaks(rows).values()]
     assert len(errors) >= 12 and max(errors) <= 0.05
 
 

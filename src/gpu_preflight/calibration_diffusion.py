@@ -57,3 +57,13 @@ def compare(paths: list[str]) -> list[dict[str, Any]]:
 def default_paths() -> list[str]:
     raw = os.path.join(CAL_DIR, "raw")
     return sorted(os.path.join(raw, f) for f in os.listdir(raw) if f.startswith("diffusion-") and f.endswith(".jsonl"))
+
+
+def run_peaks(rows: list[dict[str, Any]]) -> dict[tuple[str, str], tuple[int, int]]:
+    """(pipeline, workload) -> (measured, estimated) peak process bytes over the run's phases."""
+    peaks: dict[tuple[str, str], tuple[int, int]] = {}
+    for r in rows:
+        k = (r["pipeline"], r["workload"])
+        m, e = peaks.get(k, (0, 0))
+        peaks[k] = (max(m, r["measured_process_bytes"]), max(e, r["estimated_process_bytes"]))
+    return peaks
