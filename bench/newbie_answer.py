@@ -23,6 +23,10 @@ CARDS = [("rtx-4090", "24 GB"), ("rtx-4060-ti-16gb", "16 GB"), ("rtx-3060", "12 
 COST = {(): "none", (("drop_text_encoders", True),): "encoders reload (or stay on CPU) for each new prompt",
         (("vae_tiling", True),): "decode a few % slower, tile seams are blended",
         (("drop_text_encoders", True), ("vae_tiling", True)): "both of the above",
+        (("quantize", "8bit"),): "bitsandbytes int8 matmuls: slower steps, small quality loss",
+        (("quantize", "4bit"),): "NF4 dequantization per step: slower steps, some quality loss",
+        (("quantize", "4bit"), ("drop_text_encoders", True), ("vae_tiling", True)): "all three of the above",
+        (("offload", "group"), ("vae_tiling", True)): "blocks stream over PCIe, overlapped with compute",
         (("offload", "model"),): "each component moves over PCIe when its phase starts: seconds per image",
         (("offload", "model"), ("vae_tiling", True)): "as above, plus tiled decode",
         (("offload", "sequential"), ("vae_tiling", True)): "every layer moves over PCIe at every step: several times slower"}
@@ -64,7 +68,8 @@ def main() -> int:
     print("\nEach card lists the settings from the cheapest down to the first that fits. Notes: Jina CLIP v2 is "
           "counted at 865M parameters as jina.ai states (1.61 GiB); NewBie's demo keeps the VAE in float32, which "
           "adds 0.16 GiB of weights and doubles the decode activations - the table assumes the bfloat16 VAE of the "
-          "diffusers-style pipeline. The process overhead is the H100 + torch 2.11 measurement "
+          "diffusers-style pipeline. Rows with 8-bit or 4-bit weights come from the bitsandbytes formats' byte "
+          "counts and are not yet measured. The process overhead is the H100 + torch 2.11 measurement "
           f"({note}). Estimates for this architecture are checked against H100 runs in docs/accuracy.md "
           "(NewBie measured as a Lumina2 transformer with its dimensions).")
     return 0

@@ -124,3 +124,16 @@ def test_video_pipeline_says_frames_are_not_modelled(capsys):
     main(["estimate", "sonic", "--gpu", "h100", "--json"])
     r = json.loads(capsys.readouterr().out)
     assert any("video pipeline" in a and "lower bound" in a for a in r["assumptions"])
+
+
+def test_quantization_and_vae_slicing_by_bytes():
+    e = entry("flux.1-dev")
+    full = estimate_pipeline(e, ImageWorkload())
+    q4 = estimate_pipeline(e, ImageWorkload(quantize="4bit"))
+    # NF4: 0.5 byte + one fp32 absmax per 64 weights = 0.5625 byte per parameter, vs 2 bytes in bf16
+    assert q4.weights["transformer"] == int(full.weights["transformer"] / 2 * 0.5625)
+    assert q4.weights["vae"] == full.weights["vae"]
+    b4 = {p.name: p for p in estimate_pipeline(e, ImageWorkload(batch=4)).phases}["vae_decode"]
+    sliced = {p.name: p for p in estimate_pipeline(e, ImageWorkload(batch=4, vae_slicing=True)).phases}["vae_decode"]
+    one = {p.name: p for p in full.phases}["vae_decode"]
+    assert sliced.transient_bytes == one.transient_bytes < b4.transient_bytes

@@ -57,8 +57,10 @@ def register(sub) -> None:
     g.add_argument("--width", type=_positive, help="image width in pixels (default: the pipeline's)")
     g.add_argument("--guidance-scale", type=float, help="CFG scale; > 1 doubles the denoiser batch unless distilled")
     g.add_argument("--steps", type=_positive, help="denoising steps (memory does not depend on it)")
-    g.add_argument("--offload", choices=("none", "model", "sequential"), default="none")
+    g.add_argument("--offload", choices=("none", "model", "sequential", "group"), default="none")
     g.add_argument("--vae-tiling", action="store_true")
+    g.add_argument("--vae-slicing", action="store_true", help="decode a batch one image at a time")
+    g.add_argument("--quantize", choices=("8bit", "4bit"), help="bitsandbytes weights for the denoiser and text encoders")
     g.add_argument("--drop-text-encoders", action="store_true", help="free the text encoders after encoding")
     p.add_argument("--revision", help="hub revision (also accepted as org/name@revision)")
     p.add_argument("--offline", action="store_true", help="never contact the Hugging Face Hub")
@@ -128,7 +130,7 @@ def _pipeline(args, source) -> int:
     w = ImageWorkload(height=args.height or int(d.get("height", 1024)), width=args.width or int(d.get("width", 1024)),
                       batch=args.batch, guidance_scale=args.guidance_scale, steps=args.steps,
                       dtype=parse_dtype(args.dtype), offload=args.offload, vae_tiling=args.vae_tiling,
-                      drop_text_encoders=args.drop_text_encoders)
+                      vae_slicing=args.vae_slicing, quantize=args.quantize, drop_text_encoders=args.drop_text_encoders)
     targets = targets_from_specs(args.gpu) if args.gpu else _machine_targets()
     cc = targets[0].cc if targets else None
     overhead, note = process_overhead(cc, args.torch)

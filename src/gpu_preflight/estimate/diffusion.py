@@ -31,8 +31,10 @@ class ImageWorkload:
     guidance_scale: float | None = None
     steps: int | None = None
     dtype: str = "bfloat16"
-    offload: str = "none"          # none | model | sequential
+    offload: str = "none"          # none | model | sequential | group
     vae_tiling: bool = False
+    vae_slicing: bool = False      # decode the images of a batch one at a time
+    quantize: str | None = None    # None | "8bit" | "4bit": bitsandbytes on the denoiser and text encoders
     drop_text_encoders: bool = False
 
 
@@ -235,6 +237,15 @@ def estimate_pipeline(entry: dict, w: ImageWorkload) -> PipelineEstimate:
         weights[name] = b
     if missing:
         assumptions.append(f"no weight size known for {', '.join(missing)}: not counted")
+    if w.quantize:
+        # bitsandbytes: int8 weights + one fp32 scale per row (~1 byte/param), or 4-bit NF4 + one fp32
+        # absmax per 64 weights (~0.5625 byte/param); norms, embeddings and the VAE stay in `dtype`
+        per_param = {"8bit": 1.0, "4bit": 0.5625}[w.quantize]
+        for name in list(weights):
+            if name in TEXT_ENCODERS or name in DENOISERS:
+                weights[name] = int(weights[name] / dt * per_param)
+        assumptions.append(f"{w.quantize} bitsandbytes quantization of the denoiser and text encoders: weight bytes "
+                           f"from the format; activations unchanged; not yet checked against measurements")
     vae = comps.get("vae", {}).get("config") or {}
     factor = int(defaults.get("vae_scale_factor") or vae_factor(vae))
     mult = factor * int(defaults.get("latent_packing") or defaults.get("patch_size") or 1)
@@ -265,7 +276,8 @@ def estimate_pipeline(entry: dict, w: ImageWorkload) -> PipelineEstimate:
     def _weights_resident(active: str) -> int:
         if w.offload == "model":
             return weights.get(active, 0)
-        if w.offload == "sequential":
+        if w.offload in ("sequential", "group"):
+            # sequential: one submodule at a time; group offload (block level, with prefetch): about two blocks
             layers = int(_c(comps.get(active, {}).get("config") or {}, "num_layers", "num_hidden_layers", default=24))
             return weights.get(active, 0) // max(layers, 1) * 2
         enc = sum(weights[n] for n in enc_names)
@@ -291,7 +303,7 @@ def estimate_pipeline(entry: dict, w: ImageWorkload) -> PipelineEstimate:
             "StableDiffusionXL")) else dt
         if vdt != dt:
             assumptions.append("SDXL upcasts the VAE to float32 for the decode (force_upcast with float16)")
-        t, detail = vae_decode_transient(vae, w.batch, rh, rw, vdt, w.vae_tiling)
+        t, detail = vae_decode_transient(vae, 1 if w.vae_slicing else w.batch, rh, rw, vdt, w.vae_tiling)
         extra = weights["vae"] if vdt != dt else 0
         phases.append(Phase("vae_decode", resident("vae") + extra, t, detail))
     if not phases:
@@ -315,8 +327,14 @@ CHANGE_SETS = (  # cheapest first: what each costs in speed
     ((("drop_text_encoders", True),), "encode the prompt first, free the text encoders, then load the transformer and VAE"),
     ((("vae_tiling", True),), "VAE tiling (pipe.vae.enable_tiling(): slightly slower decode)"),
     ((("drop_text_encoders", True), ("vae_tiling", True)), "free the text encoders after encoding + VAE tiling"),
+    ((("quantize", "8bit"),), "8-bit weights for the denoiser and text encoders (bitsandbytes)"),
+    ((("quantize", "4bit"),), "4-bit NF4 weights for the denoiser and text encoders (bitsandbytes)"),
+    ((("quantize", "4bit"), ("drop_text_encoders", True), ("vae_tiling", True)),
+     "4-bit weights + free the text encoders after encoding + VAE tiling"),
     ((("offload", "model"),), "model CPU offload (pipe.enable_model_cpu_offload(): a component on the GPU at a time)"),
     ((("offload", "model"), ("vae_tiling", True)), "model CPU offload + VAE tiling"),
+    ((("offload", "group"), ("vae_tiling", True)),
+     "group offload at block level + VAE tiling (apply_group_offloading(..., offload_type='block_level'))"),
     ((("offload", "sequential"), ("vae_tiling", True)),
      "sequential CPU offload + VAE tiling (pipe.enable_sequential_cpu_offload(): much slower)"),
 )
