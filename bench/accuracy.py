@@ -104,10 +104,13 @@ def diffusion_markdown() -> list[str]:
            "values) and kept on the GPU; per size, each text encoder once, ONE denoiser forward at the pipeline's "
            "input shapes (CFG batch doubled where the pipeline batches it) and the VAE decode. NewBie-image is "
            "measured as a Lumina2 transformer with NewBie's dimensions and without Jina CLIP (it needs "
-           "trust_remote_code); the comparison leaves Jina CLIP out of the estimate too.", "",
+           "trust_remote_code); the comparison leaves Jina CLIP out of the estimate too. Video: `bench/matrix_video.json`, "
+           "Sonic's SVD-XT structure in float16 (its audio modules, face detector and frame interpolation are custom "
+           "code, not built, and left out of the comparison), 25 or 14 frames per call, decode chunks of 8 or 4.", "",
            "Fitted constants (each from one case, `estimate/diffusion.py` names it; all other cases are held out): "
            "the activation width of a FLUX, SD3 and Lumina2 block and of the SDXL UNet, the VAE decoder's bytes per "
-           "pixel, the Gemma encoder width, and the allocator's reserve over the denoise and decode transients.", "",
+           "pixel, the Gemma encoder width, the video UNet's bytes per latent pixel and frame, the temporal VAE's bytes per "
+           "pixel and frame, and the allocator's reserve over the denoise and decode transients.", "",
            "| what | cases | median abs error | worst abs error |", "|---|---|---|---|",
            f"| peak process memory of a run (max over phases), all components resident | {len(perr)} | "
            f"{statistics.median(perr) * 100:.2f}% | {max(perr) * 100:.2f}% |",

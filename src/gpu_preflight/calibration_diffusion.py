@@ -11,7 +11,8 @@ from gpu_preflight.calibration import CAL_DIR, load_records
 # Cases whose numbers set a constant in estimate/diffusion.py; every other case is held out.
 FITTED = {("flux.1-dev", "1024", "denoise"),  # also the RESERVE_FACTORs ("sd3.5-medium", "1024", "denoise"),
           ("lumina-image-2.0", "1024", "denoise"), ("sdxl-base-1.0", "1024", "denoise"),
-          ("flux.1-dev", "1024", "vae_decode"), ("lumina-image-2.0", "1024", "encode:text_encoder")}
+          ("flux.1-dev", "1024", "vae_decode"), ("lumina-image-2.0", "1024", "encode:text_encoder"),
+          ("sonic", "f25", "denoise"), ("sonic", "f25", "vae_decode")}
 
 
 def compare(paths: list[str]) -> list[dict[str, Any]]:
@@ -29,10 +30,14 @@ def compare(paths: list[str]) -> list[dict[str, Any]]:
             with open(os.path.join(os.path.dirname(__file__), "data", "models", f"{pid}.json"), encoding="utf-8") as fh:
                 entries[pid] = json.load(fh)
         entry = dict(entries[pid])
-        if pid == "newbie-image-exp0.1":  # Jina CLIP could not be built on the GPU machine: compare like with like
-            entry["components"] = {k: v for k, v in entry["components"].items() if k != "clip_model"}
+        # components the GPU machine could not build (custom code): compare like with like
+        unbuilt = {"newbie-image-exp0.1": {"clip_model"},
+                   "sonic": {"audio2token", "audio2bucket", "face_detector", "frame_interpolation"}}.get(pid, set())
+        entry["components"] = {k: v for k, v in entry["components"].items() if k not in unbuilt}
         wl = rec["workload"]
-        est = estimate_pipeline(entry, ImageWorkload(height=wl["height"], width=wl["width"], batch=wl["batch"]))
+        est = estimate_pipeline(entry, ImageWorkload(height=wl["height"], width=wl["width"], batch=wl["batch"],
+                                                     dtype=rec.get("dtype", "bfloat16"), frames=wl.get("frames"),
+                                                     decode_chunk=wl.get("decode_chunk")))
         phase = next((p for p in est.phases if p.name == rec["phase"]), None)
         if phase is None:
             continue

@@ -60,6 +60,8 @@ def register(sub) -> None:
     g.add_argument("--offload", choices=("none", "model", "sequential", "group"), default="none")
     g.add_argument("--vae-tiling", action="store_true")
     g.add_argument("--vae-slicing", action="store_true", help="decode a batch one image at a time")
+    g.add_argument("--frames", type=_positive, help="video: frames per denoiser call (default: the pipeline's)")
+    g.add_argument("--decode-chunk", type=_positive, help="video: frames per VAE decode call (decode_chunk_size)")
     g.add_argument("--quantize", choices=("8bit", "4bit"), help="bitsandbytes weights for the denoiser and text encoders")
     g.add_argument("--drop-text-encoders", action="store_true", help="free the text encoders after encoding")
     p.add_argument("--revision", help="hub revision (also accepted as org/name@revision)")
@@ -130,7 +132,8 @@ def _pipeline(args, source) -> int:
     w = ImageWorkload(height=args.height or int(d.get("height", 1024)), width=args.width or int(d.get("width", 1024)),
                       batch=args.batch, guidance_scale=args.guidance_scale, steps=args.steps,
                       dtype=parse_dtype(args.dtype), offload=args.offload, vae_tiling=args.vae_tiling,
-                      vae_slicing=args.vae_slicing, quantize=args.quantize, drop_text_encoders=args.drop_text_encoders)
+                      vae_slicing=args.vae_slicing, quantize=args.quantize, drop_text_encoders=args.drop_text_encoders,
+                      frames=args.frames, decode_chunk=args.decode_chunk)
     targets = targets_from_specs(args.gpu) if args.gpu else _machine_targets()
     cc = targets[0].cc if targets else None
     overhead, note = process_overhead(cc, args.torch)

@@ -35,6 +35,8 @@ class ImageWorkload:
     vae_tiling: bool = False
     vae_slicing: bool = False      # decode the images of a batch one at a time
     quantize: str | None = None    # None | "8bit" | "4bit": bitsandbytes on the denoiser and text encoders
+    frames: int | None = None      # video: frames the denoiser sees per call (default: the pipeline's)
+    decode_chunk: int | None = None  # video: frames per VAE decode call (default: the pipeline's)
     drop_text_encoders: bool = False
 
 
@@ -43,7 +45,9 @@ class ImageWorkload:
 # about this fraction of the phase's transient. Measured on flux.1-dev at 1024x1024 b1
 # (reserved peak minus allocated peak, over the transient); other cases are held out.
 RESERVE_FACTOR = {"denoise": (1.23, "flux.1-dev denoise 1024x1024 b1: reserved 32.50 vs allocated 31.93 GiB, transient 0.462"),
-                  "vae_decode": (0.761, "flux.1-dev vae_decode 1024x1024 b1: reserved 35.66 vs allocated 33.85 GiB, transient 2.377")}
+                  "vae_decode": (0.761, "flux.1-dev vae_decode 1024x1024 b1: reserved 35.66 vs allocated 33.85 GiB, transient 2.377"),
+                  "video:denoise": (0.241, "sonic denoise 512x512 x 25 frames: reserved 10.74 vs allocated 9.49 GiB, transient 5.19"),
+                  "video:vae_decode": (1.089, "sonic vae_decode chunk 8: reserved 12.69 vs allocated 8.33 GiB, transient 4.00")}
 CUBLAS_WORKSPACE = 32 * 1024 * 1024  # allocated at the first matmul and kept (measured, H100 + torch 2.11)
 
 
@@ -53,6 +57,7 @@ class Phase:
     resident_bytes: int
     transient_bytes: int
     detail: str = ""
+    reserve_key: str | None = None  # RESERVE_FACTOR entry, default: the phase kind
 
     @property
     def peak_allocated_bytes(self) -> int:
@@ -60,7 +65,7 @@ class Phase:
 
     @property
     def peak_reserved_bytes(self) -> int:
-        factor = RESERVE_FACTOR.get(self.name.split(":")[0], (0.0, ""))[0]
+        factor = RESERVE_FACTOR.get(self.reserve_key or self.name.split(":")[0], (0.0, ""))[0]
         return self.peak_allocated_bytes + int(self.transient_bytes * factor)
 
 
@@ -95,7 +100,9 @@ def component_bytes(comp: dict, dt: int) -> int | None:
         buf = buffers if isinstance(buffers, int) else 0
         return int(params) * dt + buf * dt
     if w.get("total_bytes"):
-        return int(w["total_bytes"])
+        stored = DTYPE_BYTES.get(str(w.get("dtype") or ""))
+        # a file stored in another float width is cast to the run dtype when loaded
+        return int(w["total_bytes"]) // stored * dt if stored else int(w["total_bytes"])
     return None
 
 
@@ -161,6 +168,10 @@ UNET_BYTES_PER_LATENT_PIXEL = (10453, "sdxl-base-1.0 1024x1024 b1: +0.319 GiB ov
 def denoiser_transient(cls: str, cfg: dict, w: ImageWorkload, lat_h: int, lat_w: int, txt: int, cfg_batch: int,
                        dt: int) -> tuple[int, str]:
     b = w.batch * cfg_batch
+    if "SpatioTemporal" in cls:
+        per, _src = VIDEO_UNET_BYTES
+        frames = w.frames or 14
+        return int(b * frames * lat_h * lat_w * per * dt / 2), f"{b} x {frames} frames x {lat_h}x{lat_w} latents"
     if "UNet" in cls:
         per, _src = UNET_BYTES_PER_LATENT_PIXEL
         return int(b * lat_h * lat_w * per * dt / 2), f"{b} x {lat_h}x{lat_w} latents"
@@ -191,6 +202,12 @@ def unet_transient(cfg: dict, b: int, lat_h: int, lat_w: int, txt: int, dt: int)
     widest = (2 * c0 + 2 * c0 + c0) * s0
     return int(b * (skips + widest) * dt), f"{b} x {lat_h}x{lat_w} latents, channels {chans}"
 
+
+# Video (StableVideoDiffusion structure, as Sonic uses it), measured in float16 on the H100
+# (calibration/raw/diffusion-video-h100.jsonl, sonic 512x512, 25 frames, decode chunk 8); the 14-frame,
+# chunk-4 and 576x1024 cases are held out.
+VIDEO_UNET_BYTES = (18141, "sonic denoise 512x512 x 25 frames, CFG batch 3: +5.19 GiB over 3 x 25 x 64 x 64 latents")
+VIDEO_VAE_BYTES_PER_PIXEL_FRAME = (2048.6, "sonic vae_decode 512x512, chunk 8: +4.001 GiB over 8 x 512 x 512 pixels")
 
 # AutoencoderKL decoder (block_out_channels 128/256/512/512): live bytes per output pixel per image
 # in bfloat16, measured on flux.1-dev at 1024x1024 b1 (+2.377 GiB); the other five pipelines,
@@ -259,7 +276,8 @@ def estimate_pipeline(entry: dict, w: ImageWorkload) -> PipelineEstimate:
     distilled = bool(defaults.get("guidance_distilled"))
     cfg_batched = bool(defaults.get("cfg_batched", True))
     cfg_passes = int(defaults.get("cfg_passes", 2))
-    cfg_batch = 2 if (not distilled and (guidance or 0) > 1 and cfg_batched and cfg_passes >= 2) else 1
+    guided = guidance is None or guidance > 1  # no scale given: the pipeline's own guidance passes apply
+    cfg_batch = cfg_passes if (not distilled and guided and cfg_batched and cfg_passes >= 2) else 1
     if distilled:
         assumptions.append("guidance-distilled model: one denoiser pass per step, no CFG batch doubling")
     elif cfg_batch == 1 and (guidance or 0) > 1:
@@ -293,12 +311,27 @@ def estimate_pipeline(entry: dict, w: ImageWorkload) -> PipelineEstimate:
         # each prompt is encoded once (the negative prompt in its own call) and repeated per image
         t, detail = encoder_transient(cls, comps[name].get("config") or {}, 1, seq, dt)
         phases.append(Phase(f"encode:{name}", resident(name), t, detail))
+    if den and "SpatioTemporal" in comps[den]["class"] and not w.frames:
+        w = dataclasses.replace(w, frames=int(defaults.get("frames") or 14))
     if den:
         cls = comps[den]["class"]
         t, detail = denoiser_transient(cls, comps[den].get("config") or {}, w, lat_h, lat_w, txt if "UNet" not in cls else 77,
                                        cfg_batch, dt)
-        phases.append(Phase("denoise", resident(den), t, detail))
-    if "vae" in weights:
+        phases.append(Phase("denoise", resident(den), t, detail,
+                            "video:denoise" if "SpatioTemporal" in cls else None))
+    video = bool(den and "SpatioTemporal" in comps[den]["class"])
+    if video:
+        w = dataclasses.replace(w, frames=w.frames or int(defaults.get("frames") or 14),
+                                decode_chunk=w.decode_chunk or int(defaults.get("decode_chunk_size") or 8))
+    if "vae" in weights and video:
+        per, _src = VIDEO_VAE_BYTES_PER_PIXEL_FRAME
+        chunk = min(w.decode_chunk, w.frames)
+        t = int(chunk * rh * rw * per * dt / 2)
+        # all frames' latents stay on the GPU while they are decoded chunk by chunk
+        latents = w.batch * w.frames * int(defaults.get("latent_channels") or 4) * lat_h * lat_w * dt
+        phases.append(Phase("vae_decode", resident("vae") + latents, t, f"{chunk} frames x {rh}x{rw} per call",
+                            "video:vae_decode"))
+    elif "vae" in weights:
         vdt = FP32 if (w.dtype == "float16" and vae.get("force_upcast") and entry.get("pipeline_class", "").startswith(
             "StableDiffusionXL")) else dt
         if vdt != dt:
@@ -308,9 +341,10 @@ def estimate_pipeline(entry: dict, w: ImageWorkload) -> PipelineEstimate:
         phases.append(Phase("vae_decode", resident("vae") + extra, t, detail))
     if not phases:
         raise UsageError("this pipeline has no component with a known size", hint="pass a diffusers folder with configs")
-    if den and "SpatioTemporal" in comps[den]["class"]:
-        assumptions.append("video pipeline: frames, the temporal layers' activations and chunked VAE decoding are "
-                           "not modelled yet; this is the estimate for a single frame, a lower bound")
+    if video:
+        assumptions.append(f"video: {w.frames} frames per denoiser call, VAE decode in chunks of {w.decode_chunk} frames; "
+                           "model-specific extra modules (Sonic's audio attention, face and frame-interpolation "
+                           "models) are counted by their weights only")
     return PipelineEstimate(weights, phases, assumptions, rounded)
 
 

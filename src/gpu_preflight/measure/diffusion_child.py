@@ -345,6 +345,16 @@ def denoise_inputs(torch, pipe: dict, model, w: dict, dtype, device: str) -> tup
               "return_dict": False}
         meta["image_tokens"] = (H // vsf // c.patch_size) * (W // vsf // c.patch_size)
         meta["text_tokens"] = valid
+    elif cls == "UNetSpatioTemporalConditionModel":
+        # StableVideoDiffusion-style: (batch, frames, channels, h, w); image latents concatenated
+        # on channels (in_channels 8); one image embedding token; 3 added time ids
+        frames = int(w.get("frames") or defaults.get("frames") or 14)
+        kw = {"sample": randn(n, frames, c.in_channels, H // vsf, W // vsf),
+              "timestep": torch.tensor(1.0, device=device),
+              "encoder_hidden_states": randn(n, 1, c.cross_attention_dim),
+              "added_time_ids": randn(n, 3),
+              "return_dict": False}
+        meta["frames"] = frames
     else:
         raise NotImplementedError(f"no denoiser input recipe for {cls}")
     return kw, meta
@@ -470,11 +480,18 @@ def run_diffusion(torch, spec: dict, rec, sampler, t0) -> None:
             ch = int(_get(vae.config, "latent_channels", defaults.get("latent_channels", 4)))
             shape = [B, ch, 2 * (int(w["height"]) // (vsf * 2)), 2 * (int(w["width"]) // (vsf * 2))]
             vdt = next(vae.parameters()).dtype
+            temporal = "Temporal" in type(vae).__name__
+            if temporal:  # video: the pipeline decodes decode_chunk_size frames per call
+                chunk = int(w.get("decode_chunk") or defaults.get("decode_chunk_size") or 8)
+                shape = [chunk, ch, shape[2], shape[3]]
 
             def decode(v=vae, s=shape, dt=vdt):
                 z = torch.randn(*s, device=device, dtype=dt)
                 with torch.inference_mode():
-                    v.decode(z, return_dict=False)
+                    if temporal:
+                        v.decode(z, num_frames=s[0], return_dict=False)
+                    else:
+                        v.decode(z, return_dict=False)
 
             mem.empty_cache()
             _phase(ctx, base, "vae_decode", decode,
