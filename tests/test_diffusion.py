@@ -133,3 +133,18 @@ def test_video_memory_scales_with_frames_and_decode_chunk(capsys):
 def test_video_cases_are_in_the_calibration(rows):
     sonic = [r for r in rows if r["pipeline"] == "sonic" and r["phase"] in ("denoise", "vae_decode")]
     assert len(sonic) >= 8 and max(abs(r["process_error"]) for r in sonic) <= 0.05
+
+
+def test_eager_attention_adds_the_score_matrix():
+    e = entry("flux.1-dev")
+    sdpa = {p.name: p for p in estimate_pipeline(e, ImageWorkload()).phases}["denoise"]
+    eager = {p.name: p for p in estimate_pipeline(e, ImageWorkload(attn="eager")).phases}["denoise"]
+    # FLUX 1024x1024: 4096 image + 512 text tokens, 24 heads, about 10 bytes per score
+    assert eager.transient_bytes - sdpa.transient_bytes == 24 * 4608 * 4608 * 10
+
+
+def test_fp8_components_are_one_byte_per_parameter():
+    e = entry("sd3.5-medium")
+    full = estimate_pipeline(e, ImageWorkload())
+    fp8 = estimate_pipeline(e, ImageWorkload(quantize="fp8"))
+    assert fp8.weights["transformer"] == full.weights["transformer"] // 2

@@ -62,7 +62,8 @@ def register(sub) -> None:
     g.add_argument("--vae-slicing", action="store_true", help="decode a batch one image at a time")
     g.add_argument("--frames", type=_positive, help="video: frames per denoiser call (default: the pipeline's)")
     g.add_argument("--decode-chunk", type=_positive, help="video: frames per VAE decode call (decode_chunk_size)")
-    g.add_argument("--quantize", choices=("8bit", "4bit"), help="bitsandbytes weights for the denoiser and text encoders")
+    g.add_argument("--quantize", choices=("8bit", "4bit", "fp8"),
+                   help="weights of the denoiser and text encoders: bitsandbytes 8bit / 4bit (NF4), or fp8")
     g.add_argument("--drop-text-encoders", action="store_true", help="free the text encoders after encoding")
     p.add_argument("--revision", help="hub revision (also accepted as org/name@revision)")
     p.add_argument("--offline", action="store_true", help="never contact the Hugging Face Hub")
@@ -133,7 +134,8 @@ def _pipeline(args, source) -> int:
                       batch=args.batch, guidance_scale=args.guidance_scale, steps=args.steps,
                       dtype=parse_dtype(args.dtype), offload=args.offload, vae_tiling=args.vae_tiling,
                       vae_slicing=args.vae_slicing, quantize=args.quantize, drop_text_encoders=args.drop_text_encoders,
-                      frames=args.frames, decode_chunk=args.decode_chunk)
+                      frames=args.frames, decode_chunk=args.decode_chunk,
+                      attn="eager" if args.attn == "eager" else "sdpa")
     targets = targets_from_specs(args.gpu) if args.gpu else _machine_targets()
     cc = targets[0].cc if targets else None
     overhead, note = process_overhead(cc, args.torch)

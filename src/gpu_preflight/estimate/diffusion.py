@@ -34,7 +34,8 @@ class ImageWorkload:
     offload: str = "none"          # none | model | sequential | group
     vae_tiling: bool = False
     vae_slicing: bool = False      # decode the images of a batch one at a time
-    quantize: str | None = None    # None | "8bit" | "4bit": bitsandbytes on the denoiser and text encoders
+    quantize: str | None = None    # None | "8bit" | "4bit" (bitsandbytes) | "fp8": denoiser and text encoders
+    attn: str = "sdpa"             # sdpa (diffusers' default processor) | eager (materialized scores)
     frames: int | None = None      # video: frames the denoiser sees per call (default: the pipeline's)
     decode_chunk: int | None = None  # video: frames per VAE decode call (default: the pipeline's)
     drop_text_encoders: bool = False
@@ -179,12 +180,18 @@ def denoiser_transient(cls: str, cfg: dict, w: ImageWorkload, lat_h: int, lat_w:
     heads = int(_c(cfg, "num_attention_heads", "n_heads", default=24))
     hd = int(_c(cfg, "attention_head_dim", "head_dim", default=128))
     d = int(_c(cfg, "dim", "hidden_size", default=heads * hd))
+    scores = 0
+    if w.attn == "eager":
+        # without SDPA the attention probabilities are materialized: bf16 scores, then softmax in float32
+        # (input converted, output) and the cast back: about 10 bytes per score, for all heads
+        scores = b * heads * n * n * 10
     family = next((f for f in DIT_WIDTH if cls.startswith(f)), None)
     note = ""
     if family is None:  # an unknown transformer denoiser: the widest measured block, said so
         family, note = max(DIT_WIDTH, key=lambda f: DIT_WIDTH[f][0]), f" (unknown class {cls}: widest measured block)"
     width, _src = DIT_WIDTH[family]
-    return int(b * n * d * width * dt), f"{b} x {n} tokens (image + text) x d={d}{note}"
+    return int(b * n * d * width * dt) + scores, f"{b} x {n} tokens (image + text) x d={d}{note}" + \
+        (" + eager attention scores" if scores else "")
 
 
 def unet_transient(cfg: dict, b: int, lat_h: int, lat_w: int, txt: int, dt: int) -> tuple[int, str]:
@@ -257,12 +264,14 @@ def estimate_pipeline(entry: dict, w: ImageWorkload) -> PipelineEstimate:
     if w.quantize:
         # bitsandbytes: int8 weights + one fp32 scale per row (~1 byte/param), or 4-bit NF4 + one fp32
         # absmax per 64 weights (~0.5625 byte/param); norms, embeddings and the VAE stay in `dtype`
-        per_param = {"8bit": 1.0, "4bit": 0.5625}[w.quantize]
+        per_param = {"8bit": 1.0, "4bit": 0.5625, "fp8": 1.0}[w.quantize]
         for name in list(weights):
             if name in TEXT_ENCODERS or name in DENOISERS:
                 weights[name] = int(weights[name] / dt * per_param)
-        assumptions.append(f"{w.quantize} bitsandbytes quantization of the denoiser and text encoders: weight bytes "
-                           f"from the format; activations unchanged; not yet checked against measurements")
+        fmt = "float8 weights (e.g. torchao float8 weight-only or layerwise casting)" if w.quantize == "fp8" \
+            else f"{w.quantize} bitsandbytes quantization"
+        assumptions.append(f"{fmt} of the denoiser and text encoders: weight bytes from the format; activations "
+                           f"unchanged; not yet checked against measurements")
     vae = comps.get("vae", {}).get("config") or {}
     factor = int(defaults.get("vae_scale_factor") or vae_factor(vae))
     mult = factor * int(defaults.get("latent_packing") or defaults.get("patch_size") or 1)
@@ -341,6 +350,9 @@ def estimate_pipeline(entry: dict, w: ImageWorkload) -> PipelineEstimate:
         phases.append(Phase("vae_decode", resident("vae") + extra, t, detail))
     if not phases:
         raise UsageError("this pipeline has no component with a known size", hint="pass a diffusers folder with configs")
+    if w.attn == "eager":
+        assumptions.append("eager attention: the S x S attention probabilities of the denoiser are materialized "
+                           "(physics from the tensor sizes; the measured constants are for SDPA)")
     if video:
         assumptions.append(f"video: {w.frames} frames per denoiser call, VAE decode in chunks of {w.decode_chunk} frames; "
                            "model-specific extra modules (Sonic's audio attention, face and frame-interpolation "
