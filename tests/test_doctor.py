@@ -229,3 +229,14 @@ def test_golden_text_render(monkeypatch):
     golden = open(os.path.join(os.path.dirname(__file__), "fixtures", "golden", "doctor-h100.txt")).read()
     assert text + "\n" == golden
     assert "\033[" not in text  # NO_COLOR respected even on a TTY
+
+
+def test_nvcc_too_old_for_the_gpu():
+    # ptxas of CUDA 12.6 lists no sm_120 (cuda.json sm_targets); an RTX 5090 is 12.0
+    snap = load()
+    g = gpu(snap)
+    g["name"] = Fact("NVIDIA GeForce RTX 5090", "nvml")
+    g["compute_capability"] = Fact("12.0", "nvml")
+    snap["toolkit"]["nvcc_version"] = Fact("12.6.85", "nvcc --version")
+    f = run_checks(snap)
+    assert any("cannot compile" in x.message and "sm_120" in x.message for x in by_code(f)["PF111"])

@@ -557,11 +557,12 @@ def toolkit_nvcc(snap):
 
     Why it matters:
     torch.utils.cpp_extension refuses to build when nvcc's CUDA major differs from the one
-    PyTorch was built with, and a PATH nvcc that differs from /usr/local/cuda mixes headers
-    and compiler versions.
+    PyTorch was built with, a PATH nvcc that differs from /usr/local/cuda mixes headers
+    and compiler versions, and an nvcc too old for the GPU cannot emit code for it.
 
     Example:
-    nvcc 11.8 on PATH, /usr/local/cuda -> cuda-12.4, torch 2.7.1+cu126.
+    nvcc 11.8 on PATH, /usr/local/cuda -> cuda-12.4, torch 2.7.1+cu126; or nvcc 12.6 on an RTX 5090
+    (sm_120 needs CUDA 12.8 or newer).
 
     Fix:
     Point PATH and CUDA_HOME at one toolkit whose major matches torch.version.cuda, e.g.
@@ -592,6 +593,14 @@ def toolkit_nvcc(snap):
                                      f"CUDA extensions against this torch will fail (running models is unaffected)",
                       f"install a CUDA {facts.parse_cuda(tv.cuda)[0]}.x toolkit for builds, or prefer prebuilt wheels",
                       toolkit=tk, torch_cuda=tv.cuda))
+    targets = facts.sm_targets(tk) if tk else None
+    if targets and targets.get("sm"):
+        for g in gpu_views(snap):
+            if g.cc and g.cc not in targets["sm"]:
+                out.append(_F("warn", title, f"nvcc {tk} cannot compile for GPU {g.index} {g.name} (sm_{g.cc.replace('.', '')}): "
+                                             f"its targets are {', '.join(targets['sm'])} (building extensions only)",
+                              "install a CUDA toolkit that lists this architecture", toolkit=tk, gpu=g.name,
+                              compute_capability=g.cc, source=targets.get("source")))
     return out or _F("ok", title, f"system toolkit {tk}" + (f", matches torch's CUDA {tv.cuda} major" if tv.cuda else ""))
 
 

@@ -360,10 +360,6 @@ def estimate_pipeline(entry: dict, w: ImageWorkload) -> PipelineEstimate:
     return PipelineEstimate(weights, phases, assumptions, rounded)
 
 
-def with_changes(w: ImageWorkload, **changes: Any) -> ImageWorkload:
-    return dataclasses.replace(w, **changes)
-
-
 # ----------------------------------------------------------------------------------------------
 # report
 

@@ -364,7 +364,3 @@ def estimate_transformers(arch: LlmArch, w: Workload, cc: tuple[int, int] | None
         "allocator_slack": r.al.peak_reserved - peak_alloc,
     }
     return LlmEstimate(weights_allocated, kv, peak_alloc, r.al.peak_reserved, phase, breakdown, assumptions)
-
-
-def parameters_summary(tensors: list[Tensor]) -> dict[str, Any]:
-    return {"tensors": len(tensors), "bytes": sum(t.bytes for t in tensors)}
