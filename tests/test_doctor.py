@@ -240,3 +240,12 @@ def test_nvcc_too_old_for_the_gpu():
     snap["toolkit"]["nvcc_version"] = Fact("12.6.85", "nvcc --version")
     f = run_checks(snap)
     assert any("cannot compile" in x.message and "sm_120" in x.message for x in by_code(f)["PF111"])
+
+
+def test_two_gpu_machine():
+    """Captured on a 2x H200 machine (driver 580.159.04, torch 2.11.0+cu130)."""
+    f = run_checks(load("h200x2-torch2.11.json"))
+    pf104 = by_code(f)["PF104"]
+    assert len(pf104) == 2 and {x.status for x in pf104} == {"ok"}
+    assert "2 GPU(s)" in by_code(f)["PF101"][0].message
+    assert exit_code(f) == 0
