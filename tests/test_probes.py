@@ -22,44 +22,22 @@ import pytest
 from gpu_preflight.fact import Fact
 from gpu_preflight.probes import cudadrv, host, nvml, system_cuda, torchmeta
 from gpu_preflight.probes.context import ProbeContext, ProbeTimeout, RunResult
+from nvml_fakes import (  # shared with the watch tests
+    NVMLError,
+    NVMLError_NotSupported,
+    NVMLError_LibraryNotFound,
+    NVMLError_LibRmVersionMismatch,
+    NVMLError_DriverNotLoaded,
+    NVMLError_NoPermission,
+    NVMLError_GpuIsLost,
+    NVMLError_Unknown,
+)
 
 GiB = 1024**3
 
 
 # --------------------------------------------------------------------------- fake NVML
 
-
-class NVMLError(Exception):
-    pass
-
-
-# pynvml builds these classes at import time; the probe keys its reasons on the class names.
-class NVMLError_NotSupported(NVMLError):  # noqa: N801 - pynvml's naming
-    pass
-
-
-class NVMLError_LibraryNotFound(NVMLError):  # noqa: N801
-    pass
-
-
-class NVMLError_LibRmVersionMismatch(NVMLError):  # noqa: N801
-    pass
-
-
-class NVMLError_DriverNotLoaded(NVMLError):  # noqa: N801
-    pass
-
-
-class NVMLError_NoPermission(NVMLError):  # noqa: N801
-    pass
-
-
-class NVMLError_GpuIsLost(NVMLError):  # noqa: N801
-    pass
-
-
-class NVMLError_Unknown(NVMLError):  # noqa: N801
-    pass
 
 
 @dataclass

@@ -14,19 +14,9 @@ import textwrap
 import types
 from pathlib import Path
 
+from nvml_fakes import NVMLError, NVMLError_LibraryNotFound, NVMLError_NotSupported  # noqa: F401
+
 GiB = 1024**3
-
-
-class NVMLError(Exception):
-    pass
-
-
-class NVMLError_NotSupported(NVMLError):  # noqa: N801 - pynvml's naming
-    pass
-
-
-class NVMLError_LibraryNotFound(NVMLError):  # noqa: N801
-    pass
 
 
 def descendants(root: int) -> list[int]:
