@@ -14,7 +14,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "src"))
 
-from gpu_preflight.calibration import compare_records, load_records  # noqa: E402
+from gpu_preflight.measure.calibration import compare_records, load_records  # noqa: E402
 
 
 def _summary(rows: list[dict]) -> str:
@@ -88,9 +88,9 @@ def markdown(rows: list[dict]) -> str:
 
 
 def diffusion_markdown() -> list[str]:
-    from gpu_preflight.calibration_diffusion import compare, default_paths, run_peaks
+    from gpu_preflight.measure.calibration_diffusion import compare, default_paths, run_peaks
 
-    paths = default_paths()
+    paths = default_paths(ROOT)
     if not paths:
         return []
     rows = compare(paths)
@@ -135,7 +135,7 @@ def main() -> int:
     ap.add_argument("--markdown")
     ap.add_argument("--json")
     args = ap.parse_args()
-    rows = compare_records(load_records(args.files))
+    rows = compare_records(load_records(args.files), ROOT)
     G = 1 << 30
     for r in rows:
         print(f"{r['model']:<34} {r['workload']:<8} {r['phase']:<8} meas {r['measured_process_bytes'] / G:7.2f} "

@@ -13,7 +13,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src"))
 
-from gpu_preflight import facts  # noqa: E402
+from gpu_preflight.compat import facts  # noqa: E402
 from gpu_preflight.estimate.diffusion import CHANGE_SETS, ImageWorkload, estimate_pipeline, process_peak  # noqa: E402
 from gpu_preflight.estimate.overheads import process_overhead  # noqa: E402
 from gpu_preflight.models.catalog import load_catalog  # noqa: E402

@@ -2,21 +2,24 @@
 torch 2.11.0+cu130, transformers 5.17.0, diffusers 0.42.1), and its own rules."""
 
 import json
+import os
 import statistics
 import pytest
 
-from gpu_preflight.calibration_diffusion import compare, default_paths, run_peaks
+from gpu_preflight.measure.calibration_diffusion import compare, default_paths, run_peaks
 from gpu_preflight.cli import main
 from gpu_preflight.errors import UsageError
 from gpu_preflight.estimate.diffusion import ImageWorkload, estimate_pipeline
 from gpu_preflight.models.catalog import load_catalog
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository: calibration/, bench/
 
 MB50 = 50 * 1024 * 1024
 
 
 @pytest.fixture(scope="module")
 def rows():
-    return compare(default_paths())
+    return compare(default_paths(ROOT))
 
 
 def test_matrix_covers_issue_4_and_5(rows):

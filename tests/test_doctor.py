@@ -14,7 +14,7 @@ import pytest
 from gpu_preflight import snapshot
 from gpu_preflight.checks import exit_code, run_checks
 from gpu_preflight.cli import main
-from gpu_preflight.fact import Fact
+from gpu_preflight.snapshot.field import Fact
 from gpu_preflight.render.findings import render_text, report_json
 from gpu_preflight.render.style import Style
 
@@ -215,7 +215,7 @@ def test_doctor_from_snapshot_cli(capsys):
 def test_golden_text_render(monkeypatch):
     monkeypatch.setenv("NO_COLOR", "1")
     snap = load()
-    from gpu_preflight.machine import summary
+    from gpu_preflight.compat.described import summary
 
     report = report_json("doctor", run_checks(snap), None, summary(snap))
 

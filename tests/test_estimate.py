@@ -8,7 +8,7 @@ import statistics
 
 import pytest
 
-from gpu_preflight.calibration import CAL_DIR, compare_records, load_records
+from gpu_preflight.measure.calibration import cal_dir, compare_records, load_records
 from gpu_preflight.cli import main
 from gpu_preflight.errors import ModelSourceError
 from gpu_preflight.estimate.allocator import Allocator, round_size, segment_size
@@ -16,13 +16,15 @@ from gpu_preflight.estimate.arch import parse_llm
 from gpu_preflight.estimate.weights import parameter_count, weight_tensors
 from gpu_preflight.models.catalog import load_catalog
 
-RAW = sorted(glob.glob(os.path.join(CAL_DIR, "raw", "llm-h100-*.jsonl")))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository: calibration/, bench/
+
+RAW = sorted(glob.glob(os.path.join(cal_dir(ROOT), "raw", "llm-h100-*.jsonl")))
 MIB = 1 << 20
 
 
 @pytest.fixture(scope="module")
 def rows():
-    return compare_records(load_records(RAW))
+    return compare_records(load_records(RAW), ROOT)
 
 
 def test_calibration_covers_the_issue_matrix(rows):

@@ -6,10 +6,10 @@ import re
 
 import pytest
 
-from gpu_preflight import facts
+from gpu_preflight.compat import facts
 from gpu_preflight.errors import UsageError
 
-DATA = os.path.join(os.path.dirname(facts.__file__), "data")
+DATA = facts.DATA_DIR
 URL = re.compile(r"^https://\S+$")
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from gpu_preflight import snapshot
 from gpu_preflight.errors import SnapshotError
-from gpu_preflight.fact import Fact
+from gpu_preflight.snapshot.field import Fact
 from gpu_preflight.probes import torchmeta
 from gpu_preflight.probes.context import ProbeContext, RunResult
 from test_probes import (CPUINFO, MEMINFO, NVCC_OUT, OPEN, OS_RELEASE, REQUIRES_CU128, VERSION_JSON,

@@ -105,12 +105,10 @@ class FakeNvml:
 
 
 def child_script(tmp: Path, body: str) -> list[str]:
-    """A Python child with `set_mem(bytes)` (drives FakeNvml) and gpu_preflight on its path."""
-    src = Path(__file__).resolve().parents[1] / "src"
+    """A Python child with `set_mem(bytes)` (drives FakeNvml); it imports the installed gpu_preflight."""
     path = tmp / "child.py"
     path.write_text(textwrap.dedent(f"""\
         import os, sys, time
-        sys.path.insert(0, {str(src)!r})
         import gpu_preflight
         GiB = 1024**3
         def set_mem(n):

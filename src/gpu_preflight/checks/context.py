@@ -6,8 +6,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from gpu_preflight import facts
-from gpu_preflight.snapshot import fact, gpus
+from gpu_preflight.compat import facts
+from gpu_preflight.snapshot.schema import fact, gpus
 
 GIB = 1 << 30
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import re
 
-from gpu_preflight import facts
+from gpu_preflight.compat import facts
 from gpu_preflight.checks import Finding, check
 from gpu_preflight.checks.context import GIB, driver_version, gib, gpu_views, torch_view
-from gpu_preflight.judge import arch_coverage, driver_for_cuda
-from gpu_preflight.recommend import recommend
-from gpu_preflight.snapshot import fact
+from gpu_preflight.compat.rules import arch_coverage, driver_for_cuda
+from gpu_preflight.compat.recommend import recommend
+from gpu_preflight.snapshot.schema import fact
 
 NVIDIA_DOWNLOAD = "https://www.nvidia.com/Download/index.aspx"
 

@@ -13,11 +13,11 @@ def add_output_flags(p) -> None:
 def emit_report(kind: str, snap: dict, args, only: list[str] | None = None) -> int:
     from gpu_preflight.checks import run_checks
     from gpu_preflight.checks.context import driver_version, gpu_views
-    from gpu_preflight.machine import summary
-    from gpu_preflight.recommend import recommend
+    from gpu_preflight.compat.described import summary
+    from gpu_preflight.compat.recommend import recommend
     from gpu_preflight.render.findings import render_json, render_text, report_json
     from gpu_preflight.render.style import Style
-    from gpu_preflight.snapshot import fact
+    from gpu_preflight.snapshot.schema import fact
 
     findings = run_checks(snap, only)
     ccs = [g.cc for g in gpu_views(snap) if g.cc]

@@ -27,9 +27,9 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from gpu_preflight import facts
+    from gpu_preflight.compat import facts
     from gpu_preflight.errors import UsageError
-    from gpu_preflight.machine import describe
+    from gpu_preflight.compat.described import describe
 
     if args.list_gpus:
         for row in sorted(facts.gpus(), key=lambda r: (r["segment"], r["name"])):

@@ -10,7 +10,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from gpu_preflight import __version__, facts
+from gpu_preflight import __version__
+from gpu_preflight.compat import facts
 from gpu_preflight.errors import UsageError
 from gpu_preflight.estimate.arch import DTYPE_BYTES, LlmArch, parse_llm
 from gpu_preflight.estimate.llm import Workload, estimate_transformers

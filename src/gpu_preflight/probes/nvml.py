@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable
 
-from gpu_preflight.fact import Fact, describe_exception, known, unknown
+from gpu_preflight.snapshot.field import Fact, describe_exception, known, unknown
 from gpu_preflight.probes.context import ProbeContext
 
 SOURCE = "nvml"

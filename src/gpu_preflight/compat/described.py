@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from gpu_preflight import __version__, facts
+from gpu_preflight import __version__
+from gpu_preflight.compat import facts
 from gpu_preflight.errors import UsageError
-from gpu_preflight.fact import Fact, known
-from gpu_preflight.snapshot import SCHEMA, SCHEMA_VERSION, fact, gpus
+from gpu_preflight.snapshot.field import Fact, known
+from gpu_preflight.snapshot.schema import SCHEMA, SCHEMA_VERSION, fact, gpus
 
 USER = "described"
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from gpu_preflight import facts
-from gpu_preflight.judge import arch_coverage, driver_for_cuda
+from gpu_preflight.compat import facts
+from gpu_preflight.compat.rules import arch_coverage, driver_for_cuda
 
 
 def _python_ok(release: dict[str, Any], python: str | None) -> bool:

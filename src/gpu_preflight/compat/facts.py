@@ -14,7 +14,7 @@ from typing import Any
 
 from gpu_preflight.errors import UsageError
 
-DATA_DIR = os.path.join(os.path.dirname(__file__), "data")
+DATA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data")
 TORCH_INDEX = "https://download.pytorch.org/whl"
 
 

@@ -1,4 +1,4 @@
-"""The snapshot: everything the checks need to know about a machine, as plain data.
+"""The snapshot's data format: sections of Facts, their JSON form, and reading a field.
 
 A snapshot is a nested dict of sections whose leaves are Facts. It round-trips through JSON
 (`preflight snapshot > box.json`, `preflight doctor --from box.json`) and carries a schema
@@ -7,57 +7,16 @@ version; a file from a newer schema or a truncated file is refused with a clear 
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from gpu_preflight import __version__
 from gpu_preflight.errors import SnapshotError
-from gpu_preflight.fact import Fact
+from gpu_preflight.snapshot.field import Fact
 
 SCHEMA = "gpu-preflight.snapshot"
 SCHEMA_VERSION = 1
 
-Snapshot = dict  # sections -> Facts; see collect()
-
-
-def collect(ctx=None, deep: bool = False, python: str | None = None) -> Snapshot:
-    """Probe this machine. Cheap probes run concurrently; nothing here creates a CUDA context
-    unless `deep` is set (which imports torch in a child process)."""
-    from gpu_preflight.probes import cudadrv, host, nvml, system_cuda, torchmeta
-    from gpu_preflight.probes.context import ProbeContext
-
-    ctx = ctx or ProbeContext()
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        f_nvml = pool.submit(nvml.probe_nvml, ctx)
-        f_cuda = pool.submit(cudadrv.probe_cuda_driver, ctx.timeout_s, ctx.cuda_driver, deep)
-        f_deep = None
-        if deep:
-            from gpu_preflight.probes import torchdeep
-
-            f_deep = pool.submit(torchdeep.probe_torch_deep, ctx, python)
-        snap: Snapshot = {
-            "schema": SCHEMA,
-            "schema_version": SCHEMA_VERSION,
-            "tool_version": __version__,
-            "created_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "origin": "probe",
-            "host": host.probe_host(ctx),
-            "env": host.probe_env(ctx),
-            "container": host.probe_container(ctx),
-            "kernel_module": system_cuda.probe_kernel_module(ctx),
-            "user_space": system_cuda.probe_user_space(ctx),
-            "toolkit": system_cuda.probe_toolkit(ctx),
-            "ld_library_path": {"entries": system_cuda.probe_ld_library_path(ctx)},
-            "torch": torchmeta.probe_torch(),
-            "packages": torchmeta.probe_related(),
-        }
-        snap["nvml"] = f_nvml.result()
-        snap["cuda_driver"] = f_cuda.result()
-        if f_deep is not None:
-            snap["torch_deep"] = {"result": f_deep.result()}
-    return snap
+Snapshot = dict  # sections -> Facts; see collector.collect()
 
 
 def to_json(obj: Any) -> Any:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gpu_preflight import facts
+from gpu_preflight.compat import facts
 
 COMPAT_URL = "https://docs.nvidia.com/deploy/cuda-compatibility/minor-version-compatibility.html"
 BINARY_URL = "https://docs.nvidia.com/cuda/blackwell-compatibility-guide/index.html"

@@ -6,7 +6,8 @@ import json
 import os
 from typing import Any
 
-from gpu_preflight.calibration import CAL_DIR, load_records
+from gpu_preflight.compat.facts import DATA_DIR
+from gpu_preflight.measure.calibration import cal_dir, load_records
 
 # Cases whose numbers set a constant in estimate/diffusion.py; every other case is held out.
 FITTED = {("flux.1-dev", "1024", "denoise"),  # also the RESERVE_FACTORs ("sd3.5-medium", "1024", "denoise"),
@@ -27,7 +28,7 @@ def compare(paths: list[str]) -> list[dict[str, Any]]:
             continue
         pid = rec.get("pipeline") or rec["model"]
         if pid not in entries:
-            with open(os.path.join(os.path.dirname(__file__), "data", "models", f"{pid}.json"), encoding="utf-8") as fh:
+            with open(os.path.join(DATA_DIR, "models", f"{pid}.json"), encoding="utf-8") as fh:
                 entries[pid] = json.load(fh)
         entry = dict(entries[pid])
         # components the GPU machine could not build (custom code): compare like with like
@@ -59,8 +60,8 @@ def compare(paths: list[str]) -> list[dict[str, Any]]:
     return rows
 
 
-def default_paths() -> list[str]:
-    raw = os.path.join(CAL_DIR, "raw")
+def default_paths(root: str) -> list[str]:
+    raw = os.path.join(cal_dir(root), "raw")
     return sorted(os.path.join(raw, f) for f in os.listdir(raw) if f.startswith("diffusion-") and f.endswith(".jsonl"))
 
 

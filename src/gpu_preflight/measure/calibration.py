@@ -11,9 +11,13 @@ import json
 import os
 from typing import Any
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CAL_DIR = os.path.join(ROOT, "calibration")
-MATRIX = os.path.join(ROOT, "bench", "matrix_llm.json")
+# The measurements live in the repository, not in the installed package: every function that
+# reads them takes `root`, the repository's top folder (tests pass it from their own location,
+# bench scripts from theirs).
+
+
+def cal_dir(root: str) -> str:
+    return os.path.join(root, "calibration")
 
 
 def load_records(paths: list[str]) -> list[dict[str, Any]]:
@@ -34,26 +38,26 @@ def load_records(paths: list[str]) -> list[dict[str, Any]]:
     return out
 
 
-def _matrix_models() -> dict[str, dict[str, Any]]:
-    with open(MATRIX, encoding="utf-8") as fh:
+def _matrix_models(root: str) -> dict[str, dict[str, Any]]:
+    with open(os.path.join(root, "bench", "matrix_llm.json"), encoding="utf-8") as fh:
         matrix = json.load(fh)
     return {m.get("tag") or m["id"]: {**matrix.get("defaults", {}), **m} for m in matrix["models"]}
 
 
-def held_out() -> set[str]:
-    with open(os.path.join(CAL_DIR, "held_out.json"), encoding="utf-8") as fh:
+def held_out(root: str) -> set[str]:
+    with open(os.path.join(cal_dir(root), "held_out.json"), encoding="utf-8") as fh:
         return set(json.load(fh)["models"])
 
 
-def compare_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def compare_records(records: list[dict[str, Any]], root: str) -> list[dict[str, Any]]:
     from gpu_preflight.estimate.arch import parse_llm
     from gpu_preflight.estimate.llm import Workload, estimate_transformers
     from gpu_preflight.estimate.overheads import process_overhead
     from gpu_preflight.models.catalog import load_catalog
 
     catalog = load_catalog()
-    models = _matrix_models()
-    hold = held_out()
+    models = _matrix_models(root)
+    hold = held_out(root)
     rows = []
     cache: dict[tuple, Any] = {}
     for rec in records:
