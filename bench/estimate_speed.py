@@ -70,7 +70,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=9)
     args = ap.parse_args()
-    from gpu_preflight.estimate.llm import Workload
+    from gpu_preflight.estimate.engines.transformers import Workload
     from gpu_preflight.estimate.plan import estimate_llm, targets_from_specs
     from gpu_preflight.models import load_model_source
 

@@ -2,7 +2,7 @@
 
     python bench/newbie_answer.py > docs/newbie-image.md
 
-Every number comes from `preflight estimate` (gpu_preflight.estimate.diffusion), whose accuracy
+Every number comes from `preflight estimate` (gpu_preflight.estimate.engines.diffusers), whose accuracy
 on this architecture is in docs/accuracy.md.
 """
 
@@ -14,7 +14,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src"))
 
 from gpu_preflight.compat import facts  # noqa: E402
-from gpu_preflight.estimate.diffusion import CHANGE_SETS, ImageWorkload, estimate_pipeline, process_peak  # noqa: E402
+from gpu_preflight.estimate.engines.diffusers import CHANGE_SETS, ImageWorkload, estimate_pipeline, process_peak  # noqa: E402
 from gpu_preflight.estimate.overheads import process_overhead  # noqa: E402
 from gpu_preflight.models.catalog import load_catalog  # noqa: E402
 

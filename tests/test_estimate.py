@@ -92,7 +92,7 @@ def test_allocator_rules():
 
 def test_gqa_kv_cache_bytes_by_hand():
     # Llama-3.1-8B: 32 layers x 8 KV heads x 128 dims x K and V x 2 bytes = 131072 bytes per token
-    from gpu_preflight.estimate.llm import kv_bytes_per_token
+    from gpu_preflight.estimate.engines.transformers import kv_bytes_per_token
 
     a = parse_llm(load_catalog().find("llama-3.1-8b-instruct").config)
     assert sum(kv_bytes_per_token(a, 2)) == 131072

@@ -80,9 +80,9 @@ def run(args) -> int:
     if not args.model:
         raise UsageError("no model given", hint="e.g. preflight estimate qwen2.5-7b-instruct --gpu rtx-4090 "
                                                 "(--list-models shows the built-in names)")
-    from gpu_preflight.estimate.llm import Workload
+    from gpu_preflight.estimate.engines.transformers import Workload
     from gpu_preflight.estimate.plan import estimate_llm, parse_dtype, targets_from_machine, targets_from_specs
-    from gpu_preflight.estimate.vllm import VllmSettings
+    from gpu_preflight.estimate.engines.vllm import VllmSettings
     from gpu_preflight.models import load_model_source
 
     source = load_model_source(args.model, revision=args.revision, offline=True if args.offline else None)
@@ -124,7 +124,7 @@ def run(args) -> int:
 def _pipeline(args, source) -> int:
     import json
 
-    from gpu_preflight.estimate.diffusion import ImageWorkload, pipeline_report
+    from gpu_preflight.estimate.engines.diffusers import ImageWorkload, pipeline_report
     from gpu_preflight.estimate.overheads import process_overhead
     from gpu_preflight.estimate.plan import parse_dtype, targets_from_specs
 

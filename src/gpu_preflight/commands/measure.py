@@ -43,7 +43,7 @@ def run(args) -> int:
     import tempfile
 
     from gpu_preflight.errors import DependencyMissing, DeviceUnavailable, UsageError
-    from gpu_preflight.estimate.llm import Workload
+    from gpu_preflight.estimate.engines.transformers import Workload
     from gpu_preflight.estimate.plan import estimate_llm, parse_dtype, targets_from_machine
     from gpu_preflight.models import load_model_source
     from gpu_preflight.probes.context import ProbeContext
@@ -140,7 +140,7 @@ def _render(report: dict) -> str:
 def _report_pipeline(args, name: str, entry: dict, spec: dict, records: list, status, dtype: str) -> int:
     import json
 
-    from gpu_preflight.estimate.diffusion import ImageWorkload, estimate_pipeline
+    from gpu_preflight.estimate.engines.diffusers import ImageWorkload, estimate_pipeline
 
     w = spec["workloads"][0]
     est = estimate_pipeline(entry, ImageWorkload(height=w["height"], width=w["width"], batch=w["batch"], dtype=dtype))

@@ -14,9 +14,9 @@ from gpu_preflight import __version__
 from gpu_preflight.compat import facts
 from gpu_preflight.errors import UsageError
 from gpu_preflight.estimate.arch import DTYPE_BYTES, LlmArch, parse_llm
-from gpu_preflight.estimate.llm import Workload, estimate_transformers
+from gpu_preflight.estimate.engines.transformers import Workload, estimate_transformers
 from gpu_preflight.estimate.overheads import process_overhead
-from gpu_preflight.estimate.vllm import VllmSettings, estimate_vllm
+from gpu_preflight.estimate.engines.vllm import VllmSettings, estimate_vllm
 from gpu_preflight.estimate.weights import Tensor
 
 REPORT_SCHEMA = "gpu-preflight.estimate"

@@ -51,7 +51,7 @@ def held_out(root: str) -> set[str]:
 
 def compare_records(records: list[dict[str, Any]], root: str) -> list[dict[str, Any]]:
     from gpu_preflight.estimate.arch import parse_llm
-    from gpu_preflight.estimate.llm import Workload, estimate_transformers
+    from gpu_preflight.estimate.engines.transformers import Workload, estimate_transformers
     from gpu_preflight.estimate.overheads import process_overhead
     from gpu_preflight.models.catalog import load_catalog
 

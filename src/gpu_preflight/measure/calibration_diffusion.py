@@ -9,7 +9,7 @@ from typing import Any
 from gpu_preflight.compat.facts import DATA_DIR
 from gpu_preflight.measure.calibration import cal_dir, load_records
 
-# Cases whose numbers set a constant in estimate/diffusion.py; every other case is held out.
+# Cases whose numbers set a constant in estimate/engines/diffusers.py; every other case is held out.
 FITTED = {("flux.1-dev", "1024", "denoise"),  # also the RESERVE_FACTORs ("sd3.5-medium", "1024", "denoise"),
           ("lumina-image-2.0", "1024", "denoise"), ("sdxl-base-1.0", "1024", "denoise"),
           ("flux.1-dev", "1024", "vae_decode"), ("lumina-image-2.0", "1024", "encode:text_encoder"),
@@ -17,7 +17,7 @@ FITTED = {("flux.1-dev", "1024", "denoise"),  # also the RESERVE_FACTORs ("sd3.5
 
 
 def compare(paths: list[str]) -> list[dict[str, Any]]:
-    from gpu_preflight.estimate.diffusion import ImageWorkload, estimate_pipeline
+    from gpu_preflight.estimate.engines.diffusers import ImageWorkload, estimate_pipeline
     from gpu_preflight.estimate.overheads import process_overhead
 
     overhead, _ = process_overhead((9, 0), "2.11")

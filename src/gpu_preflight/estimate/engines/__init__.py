@@ -1,0 +1,1 @@
+"""One module per engine: what that engine allocates, with its sources and measured constants."""
