@@ -62,7 +62,7 @@ def run(args) -> int:
     pipeline = source.kind == "diffusion" or bool(source.components)
     attn = "sdpa" if args.attn == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None else args.attn
     if pipeline:
-        from gpu_preflight.commands.estimate import pipeline_entry
+        from gpu_preflight.estimate.engines.diffusers import pipeline_entry
 
         entry = pipeline_entry(source)
         d = entry["defaults"]

@@ -112,9 +112,19 @@ def _peak_transformers(arch: LlmArch, w: Workload, target: Target | None, tensor
 
 def estimate_llm(config: dict, *, tensors=None, workload: Workload, targets: list[Target], engine: str = "transformers",
                  torch_version: str | None = None, transformers_version: str | None = None,
-                 vllm: VllmSettings | None = None, model_name: str = "model", gguf: bool = False) -> dict[str, Any]:
+                 vllm: VllmSettings | None = None, model_name: str = "model", gguf: bool = False,
+                 quantize: str | None = None, double_quant: bool = False) -> dict[str, Any]:
     arch = parse_llm(config)
     assumptions = list(arch.warnings)
+    if quantize:
+        if arch.quant:
+            raise UsageError(f"this checkpoint is already quantized ({_quant_name(arch)}); --quantize loads a "
+                             f"16-bit checkpoint quantized", hint="drop --quantize")
+        arch.quant = bnb_config(quantize, double_quant)
+        tensors = None  # the quantized layout follows from the shapes in config.json
+        assumptions.append(f"bitsandbytes {quantize} {'with' if double_quant else 'without'} double quantization: "
+                           f"every nn.Linear but lm_head quantized, embeddings and norms kept in {workload.dtype} "
+                           f"(transformers' replace_with_bnb_linear skips the output head)")
     tf_ver = _version_tuple(transformers_version) if transformers_version else (5, 17)
     if not transformers_version and engine == "transformers":
         assumptions.append("transformers >= 5 behaviour assumed (fused MoE experts, batched_mm decode, "
@@ -165,6 +175,19 @@ def estimate_llm(config: dict, *, tensors=None, workload: Workload, targets: lis
         if not fits[0]["fits"]:
             report["suggestions"] = _suggestions(arch, workload, first, torch_version, tf_ver, report)
     return report
+
+
+def bnb_config(quantize: str, double_quant: bool = False) -> dict[str, Any]:
+    """The quantization_config transformers writes for BitsAndBytesConfig(load_in_8bit / load_in_4bit)."""
+    if quantize == "8bit":
+        return {"quant_method": "bitsandbytes", "load_in_8bit": True}
+    return {"quant_method": "bitsandbytes", "load_in_4bit": True,
+            "bnb_4bit_quant_type": "fp4" if quantize == "fp4" else "nf4",
+            "bnb_4bit_use_double_quant": bool(double_quant)}
+
+
+def _quant_name(arch: LlmArch) -> str:
+    return str(arch.quant.get("quant_method", "quantized")) if isinstance(arch.quant, dict) else str(arch.quant)
 
 
 def _version_tuple(text: str) -> tuple[int, int]:
@@ -222,11 +245,11 @@ def _suggestions(arch: LlmArch, w: Workload, t: Target, tv, tf, report) -> list[
         add("load in bfloat16 instead of float32", "--dtype bfloat16", arch, dataclasses.replace(w, dtype="bfloat16"))
     if not arch.quant:
         q8 = dataclasses.replace(arch, quant={"quant_method": "bitsandbytes", "load_in_8bit": True})
-        add("8-bit weights (bitsandbytes LLM.int8)", "BitsAndBytesConfig(load_in_8bit=True)", q8, w)
+        add("8-bit weights (bitsandbytes LLM.int8)", "--quantize 8bit", q8, w)
         q4 = dataclasses.replace(arch, quant={"quant_method": "bitsandbytes", "load_in_4bit": True,
                                               "bnb_4bit_quant_type": "nf4"})
         add("4-bit weights (bitsandbytes NF4, or an AWQ/GPTQ checkpoint of the model)",
-            "BitsAndBytesConfig(load_in_4bit=True)", q4, w)
+            "--quantize 4bit", q4, w)
     ctx = report.get("max_context_tokens")
     if ctx and ctx < w.input_len + w.output_len:
         add(f"shorter context: at most {ctx} tokens (prompt + output) at batch {w.batch}",

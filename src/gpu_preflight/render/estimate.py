@@ -81,3 +81,10 @@ def render_pipeline(r: dict[str, Any], style: Style) -> str:
     for a in r.get("assumptions") or []:
         lines.append(style.paint(style.wrap(f"- {a}", 2), "dim"))
     return "\n".join(lines)
+
+
+def render_report(r: dict[str, Any], style: Style) -> str:
+    """The text form of any estimate report, by its kind."""
+    if r.get("kind") == "diffusion":
+        return render_pipeline(r, style)
+    return render_estimate(r, style)

@@ -87,3 +87,38 @@ def estimate_vllm(arch: LlmArch, total_bytes: int, s: VllmSettings, dtype: str =
         "vLLM estimates are not yet checked against measurements",
     ]
     return VllmEstimate(budget, weights, act, non_torch_bytes, graphs, max(kv, 0), per_tok, tokens, assumptions)
+
+
+# ---- the engine's flags and entry point (commands/estimate.py builds its parser from these) ----
+
+from gpu_preflight.estimate.engines.base import Engine, Option, bounded_float, positive_int  # noqa: E402
+from gpu_preflight.estimate.engines.transformers import LLM_WORKLOAD_OPTIONS  # noqa: E402
+
+OPTIONS = LLM_WORKLOAD_OPTIONS + (
+    Option("--kv-cache-dtype", "kv_cache_dtype", "KV cache type: auto (the model's dtype) or fp8 (half the bytes)",
+           default="auto", choices=("auto", "fp8")),
+    Option("--gpu-memory-utilization", "gpu_memory_utilization", "share of each GPU vLLM may take (default 0.9)",
+           type=bounded_float(0.05, 1.0), default=0.9),
+    Option("--max-num-batched-tokens", "max_num_batched_tokens", "tokens per scheduler step (default 8192)",
+           type=positive_int, default=8192),
+    Option("--max-num-seqs", "max_num_seqs", "concurrent sequences (default 256)", type=positive_int, default=256),
+)
+
+
+def run_engine(source, o: dict, targets: list, common: dict) -> dict:
+    from gpu_preflight.estimate.engines.transformers import Workload
+    from gpu_preflight.estimate.plan import estimate_llm, parse_dtype
+
+    fp8 = o["kv_cache_dtype"] == "fp8"
+    w = Workload(batch=o["batch"], input_len=o["input_len"], output_len=o["output_len"],
+                 dtype=parse_dtype(o["dtype"]), attn="sdpa", kv_dtype="float8_e4m3fn" if fp8 else None)
+    settings = VllmSettings(gpu_memory_utilization=o["gpu_memory_utilization"],
+                            max_num_batched_tokens=o["max_num_batched_tokens"], max_num_seqs=o["max_num_seqs"],
+                            kv_cache_dtype="fp8" if fp8 else None)
+    return estimate_llm(source.config, tensors=source.tensors, workload=w, targets=targets, engine="vllm",
+                        torch_version=common.get("torch"), vllm=settings, model_name=source.name,
+                        gguf=source.origin == "gguf")
+
+
+ENGINES = (Engine("vllm", ("llm",), "vLLM serving: its start-up memory budget and KV-cache capacity",
+                  OPTIONS, run_engine),)
