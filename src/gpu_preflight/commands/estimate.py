@@ -102,6 +102,8 @@ def run(args) -> int:
     source = load_model_source(args.model, revision=args.revision, offline=True if args.offline else None)
     kind = "pipeline" if source.kind == "diffusion" or source.components else "llm"
     label = "an image/video pipeline" if kind == "pipeline" else "an LLM"
+    if not args.engine and getattr(args, "train", None):  # fine-tuning flags select the training engine
+        args.engine = "training"
     engine = find_engine(args.engine, engines) if args.engine else default_engine(kind, engines)
     if kind not in engine.kinds:
         fitting = [e.name for e in engines if kind in e.kinds]

@@ -147,11 +147,31 @@ def build_model(torch, config: dict, dtype_name: str, dev: Device):
     kwargs = {"attn_implementation": "sdpa"}
     major = int(transformers.__version__.split(".")[0])
     kwargs["dtype" if major >= 5 else "torch_dtype"] = dtype
-    with dev.tracking(), torch.device(dev.kind):
+    with dev.tracking(), torch.device(dev.kind), _skip_hf_init():
         model = AutoModelForCausalLM.from_config(cfg, **kwargs)
     if dev.tracker is not None:
         dev.tracker.track_module(model)
     return model
+
+
+def _skip_hf_init():
+    """Skip transformers' initialize_weights (its per-module init is slow on big models; torch's own
+    layer constructors still give random values) but keep init_weights' tie_weights, so tied
+    embeddings stay one tensor as in a real run."""
+    import contextlib
+
+    from transformers.modeling_utils import PreTrainedModel
+
+    @contextlib.contextmanager
+    def patch():
+        orig = PreTrainedModel.initialize_weights
+        PreTrainedModel.initialize_weights = lambda self: None
+        try:
+            yield
+        finally:
+            PreTrainedModel.initialize_weights = orig
+
+    return patch()
 
 
 def wrap_lora(model, case: dict, dev: Device):
@@ -294,7 +314,8 @@ def run(torch, spec: dict, rec: Recorder, dev: Device) -> None:
                    "allocated_bytes": dev.allocated() - before, "reserved_bytes": dev.reserved(),
                    "parameters": sum(p.numel() for p in model.parameters()),
                    "param_bytes": sum(p.numel() * p.element_size() for p in model.parameters()),
-                   "buffer_bytes": sum(b.numel() * b.element_size() for b in model.buffers())})
+                   "buffer_bytes": sum(b.numel() * b.element_size() for b in model.buffers()),
+                   "config": spec["model"]["config"]})
         vocab = model.config.get_text_config().vocab_size if hasattr(model.config, "get_text_config") \
             else model.config.vocab_size
         if mode == "lora":

@@ -838,7 +838,8 @@ class Forward:
         self.act_per_layer = 0
         for li, lay in enumerate(self.m.layers):
             if self.lump is not None and li == self.lump["after"]:
-                self.lump["act"] = s.alloc(self.act_per_layer * self.lump["layers"])
+                # the middle layers keep what layer 1 kept, one block each (their ops are not replayed)
+                self.lump["act"] = [s.alloc(self.act_per_layer) for _ in range(self.lump["layers"])]
                 self.lump["seq"] = s.seq + 0.5
             a0 = s.al.allocated
             if st.grad_ckpt:
@@ -1019,20 +1020,25 @@ def recompute_layer(s: Sim, fwd: Forward, region: int) -> None:
 
 
 def _lump_backward(s: Sim, lump: dict) -> None:
-    """The middle layers as one block: free their saved activations, then add their gradients."""
-    s.dec(lump.pop("act"))
-    for p in lump["params"]:
-        if p.rg and p.grad is None:
-            p.grad = s.alloc(p.grad_keep, "grads")
+    """The middle layers, last first: free each one's saved activations, then add its gradients."""
+    for blk, params in zip(reversed(lump.pop("act")), reversed(lump["params_by_layer"])):
+        s.dec(blk)
+        for p in params:
+            if p.rg and p.grad is None:
+                p.grad = s.alloc(p.grad_keep, "grads")
 
 
 # ---------------------------------------------------------------------------------------------
 # Optimizer step
 # ---------------------------------------------------------------------------------------------
 
-def optimizer_states(p: Param, opt: str) -> list[int]:
-    """Bytes of each state tensor the optimizer creates for a trainable parameter."""
+def optimizer_states(p: Param, opt: str, deepspeed: bool = False) -> list[int]:
+    """Bytes of each state tensor the optimizer creates for a trainable parameter. DeepSpeed ZeRO keeps
+    an fp32 master copy, an fp32 gradient and fp32 Adam moments in its partition: 16 bytes per parameter
+    (its estimators' "18" minus the 16-bit gradient)."""
     n, dt = p.numel, p.dt
+    if deepspeed and opt in ("adamw", "adamw_foreach"):
+        return [n * FP32] * 4
     if opt in ("adamw", "adamw_foreach"):
         out = [n * dt, n * dt]                 # exp_avg, exp_avg_sq: zeros_like(param)
         if opt == "adamw":
@@ -1063,9 +1069,10 @@ def optimizer_step(s: Sim, params: list[Param], st: TrainSetup, states: dict[int
     live = [p for p in params if p.rg and p.grad is not None]
     for p in live:
         if id(p) not in states:
-            states[id(p)] = [s.alloc(max(int(b * shard), 1), "optimizer_states") for b in optimizer_states(p, opt)]
+            states[id(p)] = [s.alloc(max(int(b * shard), 1), "optimizer_states")
+                             for b in optimizer_states(p, opt, deepspeed=st.zero > 0)]
     temps: list[Buf] = []
-    if opt == "adamw_foreach":
+    if opt == "adamw_foreach" and not st.zero:
         temps = [s.alloc(max(int(p.numel * p.dt * shard), 1)) for p in live]
     elif opt == "adafactor":
         temps = [s.alloc(max(int(p.numel * p.dt * shard), 1)) for p in live]
@@ -1112,13 +1119,13 @@ def replay(shape: Shape, st: TrainSetup, cc: tuple[int, int] | None = None, step
     for p in m.lora_params:
         _alloc_param(s, p, shard)
     if lump is not None:
-        lump["params"] = _lump_params(m, lump["layers"], s, shard)
+        lump["params_by_layer"] = _lump_params(m, lump["layers"], s, shard)
     weights = s.al.allocated
     s.alloc(2 * st.micro_batch * st.seq_len * I64)          # input_ids and labels
     if st.device == "cuda":
         s.alloc(cublas_workspace(cc))                        # first matmul of the forward
     states: dict[int, list[Buf]] = {}
-    all_params = m.params + (lump["params"] if lump else [])
+    all_params = m.params + ([p for ps in lump["params_by_layer"] for p in ps] if lump else [])
     fwd = None
     for step in range(steps):
         fwd = Forward(s, m, st, lump)
@@ -1175,21 +1182,19 @@ def _layer_ids(shape: Shape, explicit: int | None) -> list[int]:
     return sorted(set(ids))
 
 
-def _lump_params(m: Model, count: int, s: Sim, shard: dict) -> list[Param]:
-    """The middle layers' parameters as block parameters: their frozen weights as one, each
-    trainable tensor of layer 1 scaled by the number of middle layers."""
+def _lump_params(m: Model, count: int, s: Sim, shard: dict) -> list[list[Param]]:
+    """The middle layers' parameters: copies of layer 1's tensors, allocated tensor by tensor."""
     li = m.layers[1]["i"]
     proto = [p for p in m.params if p.layer == li and p not in m.lora_params]
+    lora = [p for p in m.lora_params if p.layer == li]
     out = []
-    frozen = sum(p.numel * p.dt for p in proto if not p.rg)
-    if frozen:
-        fp = Param("lump.frozen", frozen * count, 1, False)
-        _alloc_param(s, fp, shard)
-        out.append(fp)
-    for p in [p for p in proto if p.rg] + [p for p in m.lora_params if p.layer == li]:
-        bp = Param(f"lump.{p.name}", p.numel * count, p.dt, True)
-        _alloc_param(s, bp, shard)
-        out.append(bp)
+    for j in range(count):
+        layer = []
+        for p in proto + lora:
+            q = Param(f"lump{j}.{p.name}", p.numel, p.dt, p.rg)
+            _alloc_param(s, q, shard)
+            layer.append(q)
+        out.append(layer)
     return out
 
 
@@ -1216,3 +1221,406 @@ def _shard_rules(st: TrainSetup) -> dict[str, float]:
     return {"weights": w, "grads": g, "states": o}
 
 
+
+
+# ---------------------------------------------------------------------------------------------
+# Several GPUs: what one GPU keeps (ZeRO, FSDP, DDP) and host RAM for CPU offload
+# ---------------------------------------------------------------------------------------------
+
+DS_REDUCE_BUCKET = 500_000_000     # deepspeed runtime/zero/config.py: reduce_bucket_size default (elements)
+DS_PREFETCH_BUCKET = 50_000_000    # stage3_prefetch_bucket_size default (elements)
+DS_BUFFER_FACTOR = 1.5             # additional_buffer_factor of DeepSpeed's own estimators
+
+
+def largest_layer_params(shape: Shape) -> int:
+    return (shape.params() - shape.vocab * shape.hidden * (1 if shape.tied else 2) - shape.hidden) // shape.layers
+
+
+def multi_gpu_extra(shape: Shape, st: TrainSetup) -> tuple[int, list[str]]:
+    """Per-GPU bytes the replay does not allocate itself: communication buckets and gathered
+    parameters. Returns (bytes, assumptions)."""
+    n, P = max(st.gpus, 1), shape.params()
+    notes = []
+    if n > 1 and not st.zero and not st.fsdp:
+        notes.append("DDP: its reducer keeps gradient buckets as large as all gradients together "
+                     "(gradient_as_bucket_view=False, the default; torch.nn.parallel.DistributedDataParallel docs)")
+        return P * dtype_bytes(st.param_dtype), notes
+    if st.zero in (1, 2):
+        b = min(DS_REDUCE_BUCKET, P) * BF16
+        notes.append(f"DeepSpeed ZeRO-{st.zero}: contiguous gradient bucket of reduce_bucket_size (5e8 elements) "
+                     f"in 16 bits, {b / GIB:.2f} GiB")
+        return b, notes
+    if st.zero == 3:
+        b = 4 * largest_layer_params(shape) + DS_PREFETCH_BUCKET * BF16
+        notes.append("DeepSpeed ZeRO-3: the largest layer gathered (4 bytes x its parameters, as DeepSpeed's "
+                     "estimate_zero3_model_states_mem_needs counts it) plus the 5e7-element prefetch bucket")
+        return b, notes
+    if st.fsdp:
+        gathered = 2 * largest_layer_params(shape) * BF16
+        if st.fsdp == "full_shard":
+            gathered += shape.vocab * shape.hidden * BF16
+        notes.append("FSDP: one decoder layer gathered plus the next one prefetched (16-bit compute copies); "
+                     "full_shard also gathers the embeddings / lm_head of the root unit")
+        return gathered, notes
+    return 0, notes
+
+
+def host_ram_bytes(shape: Shape, st: TrainSetup) -> int | None:
+    """Host RAM of the node for optimizer offload: DeepSpeed's own estimators (stage_1_and_2.py
+    estimate_zero2_model_states_mem_needs, stage3.py estimate_zero3_model_states_mem_needs with
+    zero_init); FSDP CPUOffload keeps fp32 parameters, gradients and Adam's two states (16 bytes per
+    parameter over all ranks of the node)."""
+    if st.offload_optimizer != "cpu":
+        return None
+    P, n = shape.params(), max(st.gpus, 1)
+    if st.mode != "full":
+        P = max(P // 100, 1)  # adapters only; refined by the caller with the real trainable count
+    if st.zero == 3:
+        return int(P * 16 * DS_BUFFER_FACTOR)
+    if st.zero in (1, 2):
+        return int(P * max(4 * n, 16) * DS_BUFFER_FACTOR)
+    return int(P * 16)
+
+
+def deepspeed_layout(st: TrainSetup) -> bool:
+    return st.zero > 0
+
+
+# ---------------------------------------------------------------------------------------------
+# The estimate for one setup, on one target
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class TrainEstimate:
+    phases: dict[str, dict[str, Any]]          # phase -> peaks and breakdown at the peak
+    peak_phase: str
+    peak_allocated_bytes: int
+    peak_reserved_bytes: int
+    peak_process_bytes: int
+    breakdown: dict[str, int]
+    trainable_params: int
+    total_params: int
+    host_ram_bytes: int | None
+    assumptions: list[str] = field(default_factory=list)
+
+
+def estimate_training(shape: Shape, st: TrainSetup, cc: tuple[int, int] | None, overhead_bytes: int,
+                      explicit_layers: int | None = None) -> TrainEstimate:
+    st = _effective(st)
+    r = replay(shape, st, cc, explicit_layers=explicit_layers)
+    extra, notes = multi_gpu_extra(shape, st)
+    paged = r.state_bytes if st.optimizer == "paged_adamw_8bit" else 0
+    phases = {}
+    for name, p in r.phases.items():
+        bd = {k: int(v) for k, v in p["at_peak"].items()}
+        reserved = p["reserved"] + extra
+        phases[name] = {
+            "peak_allocated_bytes": p["alloc"] + extra,
+            "peak_reserved_bytes": reserved,
+            "peak_process_bytes": reserved + overhead_bytes,
+            "breakdown": {**bd, "allocator": reserved - p["alloc"] - extra, "context": overhead_bytes,
+                          **({"communication_buffers": extra} if extra else {})},
+        }
+    peak_phase = max(phases, key=lambda k: phases[k]["peak_process_bytes"])
+    top = phases[peak_phase]
+    host = host_ram_bytes(shape, st)
+    if host is not None and st.mode != "full":
+        host = int(r.trainable_params * (16 * DS_BUFFER_FACTOR if st.zero else 16))
+    assumptions = list(notes)
+    if paged:
+        assumptions.append("paged 8-bit AdamW: its states live in CUDA unified memory, counted as resident; the "
+                           "driver can page them to host RAM under pressure")
+    return TrainEstimate(phases=phases, peak_phase=peak_phase, peak_allocated_bytes=top["peak_allocated_bytes"],
+                         peak_reserved_bytes=top["peak_reserved_bytes"], peak_process_bytes=top["peak_process_bytes"],
+                         breakdown=dict(top["breakdown"]), trainable_params=r.trainable_params,
+                         total_params=r.total_params, host_ram_bytes=host, assumptions=assumptions)
+
+
+def _effective(st: TrainSetup) -> TrainSetup:
+    """DeepSpeed (--zero) runs the module in 16 bits with fp32 master weights and fp32 Adam states in
+    its optimizer partition: the replay sees a bf16 model and DeepSpeed's 16 bytes per parameter."""
+    if st.zero and st.param_dtype == "float32":
+        return dataclasses.replace(st, param_dtype="bfloat16")
+    return st
+
+
+# ---------------------------------------------------------------------------------------------
+# The engine's flags, search, suggestions and report
+# ---------------------------------------------------------------------------------------------
+
+from gpu_preflight.estimate.engines.base import Engine, Option, non_negative_int, positive_int  # noqa: E402
+
+
+def _bool_flag(text: str) -> bool:
+    import argparse
+
+    t = str(text).lower()
+    if t in ("1", "true", "yes", "on"):
+        return True
+    if t in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not on/off")
+
+
+def _targets_list(text: str) -> list[str]:
+    import argparse
+
+    names = [t.strip() for t in str(text).split(",") if t.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("give module names, e.g. q_proj,v_proj or all-linear")
+    return names
+
+
+def _zero(text: str) -> int:
+    import argparse
+
+    if str(text) not in ("0", "1", "2", "3"):
+        raise argparse.ArgumentTypeError("ZeRO stage must be 0, 1, 2 or 3")
+    return int(text)
+
+
+def _ram(text: str) -> float:
+    from gpu_preflight.estimate.engines.base import bounded_float
+
+    return bounded_float(1, 1 << 20)(text)
+
+
+OPTIONS = (
+    Option("--train", "train", "estimate fine-tuning: full, lora or qlora (selects --engine training)",
+           choices=("full", "lora", "qlora")),
+    Option("--micro-batch", "micro_batch", "sequences per GPU per step (default 1)", type=positive_int, default=1),
+    Option("--seq-len", "seq_len", "tokens per sequence (default 2048)", type=positive_int, default=2048),
+    Option("--grad-checkpointing", "grad_checkpointing", "recompute each decoder layer in backward "
+           "(gradient_checkpointing_enable, use_reentrant=False)", action="store_true", default=False),
+    Option("--optimizer", "optimizer", "adamw (torch fused, the Trainer default), adamw_foreach (torch.optim.AdamW "
+           "defaults), adamw_8bit, paged_adamw_8bit (bitsandbytes), adafactor (torch), sgd (default adamw)",
+           default="adamw", choices=OPTIMIZERS),
+    Option("--mixed-precision", "mixed_precision", "autocast around the forward as Trainer does: bf16 (default), "
+           "fp16, no", default="bf16", choices=("bf16", "fp16", "no")),
+    Option("--dtype", "dtype", "weights as loaded: bfloat16 (default) or float32 (fp32 master weights)",
+           default="bfloat16"),
+    Option("--lora-rank", "lora_rank", "LoRA rank r (default 16)", type=positive_int, default=16),
+    Option("--lora-targets", "lora_targets", "modules with adapters: all-linear (default) or a comma list, e.g. "
+           "q_proj,v_proj", type=_targets_list, default=["all-linear"], metavar="NAMES"),
+    Option("--gpus", "gpus", "data-parallel GPUs (default: the target's count)", type=positive_int, metavar="N"),
+    Option("--zero", "zero", "DeepSpeed ZeRO stage 0-3", type=_zero, default=0, metavar="0|1|2|3"),
+    Option("--fsdp", "fsdp", "PyTorch FSDP sharding", choices=("full_shard", "shard_grad_op")),
+    Option("--offload-optimizer", "offload_optimizer", "keep optimizer states in host RAM", choices=("cpu",)),
+    Option("--ram-gb", "ram_gb", "host RAM per node in GiB, checked against what CPU offload needs",
+           type=_ram, metavar="GIB"),
+)
+SEARCH_LAYERS = 6
+MAX_MICRO_BATCH = 4096
+
+
+def setup_from_options(o: dict[str, Any], gpus: int) -> TrainSetup:
+    from gpu_preflight.errors import UsageError
+    from gpu_preflight.estimate.plan import parse_dtype
+
+    mode = o.get("train") or "full"
+    pdt = parse_dtype(o.get("dtype") or "bfloat16")
+    if o.get("zero") and o.get("fsdp"):
+        raise UsageError("--zero and --fsdp are two ways to shard", hint="choose one: --zero 3 or --fsdp full_shard")
+    n = o.get("gpus") or gpus
+    if o.get("mixed_precision") == "fp16" and pdt != "float32":
+        raise UsageError("fp16 mixed precision needs float32 weights (GradScaler refuses fp16 gradients)",
+                         hint="add --dtype float32, or use --mixed-precision bf16")
+    if mode == "qlora" and pdt == "float32":
+        pdt = "bfloat16"
+    return TrainSetup(mode=mode, micro_batch=o["micro_batch"], seq_len=o["seq_len"],
+                      grad_ckpt=bool(o["grad_checkpointing"]), optimizer=o["optimizer"],
+                      mixed_precision=o["mixed_precision"], param_dtype=pdt, lora_rank=o["lora_rank"],
+                      lora_targets=tuple(o["lora_targets"] or ["all-linear"]), gpus=n, zero=o.get("zero") or 0,
+                      fsdp=o.get("fsdp"), offload_optimizer=o.get("offload_optimizer"))
+
+
+def _fits(shape: Shape, st: TrainSetup, cc, overhead: int, memory: int) -> tuple[bool, int]:
+    e = estimate_training(shape, st, cc, overhead, explicit_layers=SEARCH_LAYERS)
+    return e.peak_process_bytes <= memory, e.peak_process_bytes
+
+
+def search_max(lo: int, hi: int, ok: Callable[[int], bool]) -> int | None:
+    """Largest n in [lo, hi] with ok(n), ok decreasing; doubling then bisection (about 2 log2(hi) calls)."""
+    if not ok(lo):
+        return None
+    good, n = lo, lo
+    while n < hi:
+        n = min(n * 2, hi)
+        if ok(n):
+            good = n
+        else:
+            break
+    else:
+        return good
+    bad = n
+    while bad - good > max(1, good // 64):
+        mid = (good + bad) // 2
+        if ok(mid):
+            good = mid
+        else:
+            bad = mid
+    return good
+
+
+def max_micro_batch(shape: Shape, st: TrainSetup, cc, overhead: int, memory: int) -> int | None:
+    return search_max(1, MAX_MICRO_BATCH, lambda b: _fits(shape, dataclasses.replace(st, micro_batch=b), cc,
+                                                          overhead, memory)[0])
+
+
+def max_seq_len(shape: Shape, st: TrainSetup, cc, overhead: int, memory: int, cap: int) -> int | None:
+    return search_max(16, max(cap, 16), lambda t: _fits(shape, dataclasses.replace(st, seq_len=t), cc,
+                                                        overhead, memory)[0])
+
+
+def suggestions(shape: Shape, st: TrainSetup, cc, overhead: int, memory: int, gpu_label: str) -> list[dict[str, Any]]:
+    """Changes in order of what they cost the run (speed, then quality, then hardware); the first that
+    fits is marked `cheapest`."""
+    cands: list[tuple[str, str, TrainSetup]] = []
+    if not st.grad_ckpt:
+        cands.append(("gradient checkpointing (recompute layers in backward, ~30% slower)", "--grad-checkpointing",
+                      dataclasses.replace(st, grad_ckpt=True)))
+    if st.optimizer in ("adamw", "adamw_foreach"):
+        cands.append(("8-bit AdamW (bitsandbytes)", "--optimizer adamw_8bit",
+                      dataclasses.replace(st, optimizer="adamw_8bit")))
+    if st.micro_batch > 1:
+        cands.append(("micro-batch 1 with gradient accumulation for the same effective batch", "--micro-batch 1",
+                      dataclasses.replace(st, micro_batch=1)))
+    if st.mode == "full":
+        cands.append(("LoRA instead of full fine-tuning", "--train lora", dataclasses.replace(st, mode="lora")))
+        cands.append(("LoRA + checkpointing", "--train lora --grad-checkpointing",
+                      dataclasses.replace(st, mode="lora", grad_ckpt=True)))
+    if st.mode != "qlora":
+        cands.append(("QLoRA (4-bit NF4 base, LoRA adapters) + checkpointing", "--train qlora --grad-checkpointing",
+                      dataclasses.replace(st, mode="qlora", grad_ckpt=True, param_dtype="bfloat16")))
+    ck = "" if st.grad_ckpt else " --grad-checkpointing"
+    if st.offload_optimizer != "cpu" and st.mode == "full":
+        z = max(st.zero, 2)
+        cands.append(("optimizer states in host RAM (DeepSpeed ZeRO-Offload) + checkpointing",
+                      "--offload-optimizer cpu" + (f" --zero {z}" if z != st.zero else "") + ck,
+                      dataclasses.replace(st, offload_optimizer="cpu", zero=z, fsdp=None, grad_ckpt=True)))
+    for n in (2, 4, 8, 16):
+        if n > st.gpus and st.mode == "full":
+            cands.append((f"{n} GPUs with ZeRO-3 (DeepSpeed) + checkpointing", f"--gpu {gpu_label}:{n} --zero 3" + ck,
+                          dataclasses.replace(st, gpus=n, zero=3, fsdp=None, grad_ckpt=True)))
+    out = []
+    for change, flag, s2 in cands:
+        ok, peak = _fits(shape, s2, cc, overhead, memory)
+        out.append({"change": change, "flag": flag, "peak_process_bytes": peak, "fits": ok,
+                    "headroom_bytes": memory - peak, "measured": _is_measured(s2)})
+        if ok and "GPUs with ZeRO-3" in change:
+            break
+    first = next((s for s in out if s["fits"]), None)
+    for s in out:
+        s["cheapest"] = s is first
+    return out
+
+
+def _is_measured(st: TrainSetup) -> bool:
+    """Whether this setup's kind was checked on a GPU (docs/accuracy.md, training section)."""
+    return (st.mode in ("full", "lora") and st.optimizer in ("adamw", "adamw_foreach", "sgd", "adafactor")
+            and st.gpus == 1 and not st.zero and not st.fsdp and not st.offload_optimizer
+            and st.mixed_precision in ("bf16", "no"))
+
+
+def unmeasured_parts(st: TrainSetup) -> list[str]:
+    out = []
+    if st.mode == "qlora":
+        out.append("QLoRA: bitsandbytes NF4 storage and dequantization modelled from its source; not measured")
+    if st.optimizer in ("adamw_8bit", "paged_adamw_8bit"):
+        out.append("8-bit AdamW states modelled from bitsandbytes' source (uint8 states, fp32 absmax per 256 values; "
+                   "tensors under 4096 values keep fp32 states); not measured")
+    if st.gpus > 1 or st.zero or st.fsdp:
+        out.append("multi-GPU sharding modelled from DeepSpeed's / FSDP's partitioning rules; not measured (only one "
+                   "GPU was lent for calibration)")
+    if st.offload_optimizer:
+        out.append("CPU offload: host RAM from DeepSpeed's own estimators; not measured")
+    if st.mixed_precision == "fp16":
+        out.append("fp16 autocast modelled like bf16 (GradScaler adds only scalars); not measured")
+    return out
+
+
+def train_report(source, o: dict[str, Any], targets: list, common: dict[str, Any]) -> dict[str, Any]:
+    from gpu_preflight import __version__
+    from gpu_preflight.estimate.arch import parse_llm
+    from gpu_preflight.estimate.overheads import process_overhead
+    from gpu_preflight.estimate.plan import REPORT_SCHEMA, REPORT_SCHEMA_VERSION, _arch_summary
+
+    arch = parse_llm(source.config)
+    shape = shape_from_arch(arch)
+    first = targets[0] if targets else None
+    st = setup_from_options(o, first.count if first else 1)
+    cc = first.cc if first else None
+    overhead, provenance = process_overhead(cc, common.get("torch"))
+    est = estimate_training(shape, st, cc, overhead)
+    assumptions = list(arch.warnings) + _assumptions(shape, st) + est.assumptions + unmeasured_parts(st)
+    assumptions.append(f"process overhead {overhead / GIB:.2f} GiB (CUDA context, kernels, library handles): "
+                       f"{provenance}")
+    fits = []
+    for t in targets:
+        e = est if t is first else estimate_training(shape, st, t.cc, process_overhead(t.cc, common.get("torch"))[0])
+        fits.append({"gpu": t.name, "gpu_id": t.gpu_id, "count": t.count, "memory_bytes": t.memory_bytes,
+                     "memory_source": t.source, "fits": e.peak_process_bytes <= t.memory_bytes,
+                     "headroom_bytes": t.memory_bytes - e.peak_process_bytes,
+                     "peak_process_bytes_per_gpu": e.peak_process_bytes})
+    report = {
+        "schema": REPORT_SCHEMA, "schema_version": REPORT_SCHEMA_VERSION, "tool_version": __version__,
+        "model": source.name, "kind": "llm", "engine": "training",
+        "workload": _workload(st),
+        "architecture": _arch_summary(arch),
+        "training": {"trainable_params": est.trainable_params, "total_params": est.total_params,
+                     "tokens_per_step_per_gpu": st.micro_batch * st.seq_len},
+        "peak_allocated_bytes": est.peak_allocated_bytes, "peak_reserved_bytes": est.peak_reserved_bytes,
+        "peak_process_bytes": est.peak_process_bytes, "peak_phase": est.peak_phase,
+        "breakdown": est.breakdown, "phases": est.phases,
+        "host_ram_bytes": est.host_ram_bytes,
+        "host_ram_fits": None if est.host_ram_bytes is None or not o.get("ram_gb") else
+        est.host_ram_bytes <= o["ram_gb"] * GIB,
+        "fits": fits, "max_micro_batch": None, "max_seq_len": None, "max_batch": None, "max_context_tokens": None,
+        "suggestions": [], "measured": _is_measured(st), "unmeasured": unmeasured_parts(st),
+        "assumptions": assumptions,
+    }
+    if first is not None:
+        cap = arch.max_positions or 131072
+        report["max_micro_batch"] = report["max_batch"] = max_micro_batch(shape, st, cc, overhead, first.memory_bytes)
+        report["max_seq_len"] = report["max_context_tokens"] = max_seq_len(shape, st, cc, overhead,
+                                                                           first.memory_bytes, cap)
+        if not fits[0]["fits"]:
+            report["suggestions"] = suggestions(shape, st, cc, overhead, first.memory_bytes,
+                                                first.gpu_id or first.name)
+    return report
+
+
+def _workload(st: TrainSetup) -> dict[str, Any]:
+    return {"train": st.mode, "micro_batch": st.micro_batch, "seq_len": st.seq_len,
+            "grad_checkpointing": st.grad_ckpt, "optimizer": st.optimizer, "mixed_precision": st.mixed_precision,
+            "dtype": st.param_dtype, "lora_rank": st.lora_rank if st.mode != "full" else None,
+            "lora_targets": list(st.lora_targets) if st.mode != "full" else None, "gpus": st.gpus,
+            "zero": st.zero, "fsdp": st.fsdp, "offload_optimizer": st.offload_optimizer}
+
+
+def _assumptions(shape: Shape, st: TrainSetup) -> list[str]:
+    out = ["a Trainer-style loop: forward under torch.autocast when mixed precision is on, only the loss kept, "
+           "loss.backward(), optimizer.step(), zero_grad(set_to_none=True); two steps replayed, the second "
+           "with the optimizer states resident",
+           "SDPA attention; the flash kernel without a mask, the memory-efficient kernel with one"]
+    if st.mode != "full":
+        out.append("peft LoRA: adapters in float32 on a 16-bit base (autocast_adapter_dtype=True), dropout 0, "
+                   f"targets {', '.join(sorted(lora_target_set(shape, st.lora_targets)))}")
+    if st.mode == "qlora":
+        out.append("QLoRA recipe: bitsandbytes NF4 with double quantization, prepare_model_for_kbit_training (every "
+                   "non-4-bit parameter in float32)")
+    if shape.sliding_window and st.seq_len >= shape.sliding_window:
+        out.append(f"sequence >= sliding window ({shape.sliding_window}): transformers builds a mask, SDPA copies K/V "
+                   f"to every head and keeps a {st.seq_len}x{st.seq_len} additive mask per sliding layer")
+    if not st.grad_ckpt:
+        out.append("use_cache stays True (the config default): each layer's K and V are copied into a DynamicCache "
+                   "during the forward")
+    return out
+
+
+def run_engine(source, o: dict[str, Any], targets: list, common: dict[str, Any]) -> dict[str, Any]:
+    return train_report(source, o, targets, common)
+
+
+ENGINES = (Engine("training", ("llm",), "fine-tuning a decoder LLM: full, LoRA, QLoRA; ZeRO / FSDP",
+                  OPTIONS, run_engine),)
