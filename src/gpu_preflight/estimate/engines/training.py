@@ -716,8 +716,14 @@ class Forward:
         return o
 
     def _repeat(self, x: Ten, groups: int) -> Ten:
-        nd = self.s.node([x])                       # backward: the expanded grad summed back (kv size)
-        return self.s.out(x.n * groups, x.dt, nd)
+        """repeat_kv: expand + reshape. With one KV head the reshape is a view of the expand (no copy);
+        otherwise a copy. Backward sums the expanded gradient back to KV size."""
+        s = self.s
+        nd = s.node([x])
+        if self.sh.kv_heads == 1:
+            s.inc(x.buf)
+            return Ten(x.buf, x.n * groups, x.dt, nd is not None, nd)
+        return s.out(x.n * groups, x.dt, nd)
 
     def sdpa(self, q: Ten, k: Ten, v: Ten, masked: bool) -> Ten:
         """scaled_dot_product_attention. Without a mask: the flash kernel (bf16/fp16) saves q, k, v,
