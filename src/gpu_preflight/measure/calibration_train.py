@@ -124,3 +124,51 @@ def overhead_fit(rows: list[dict[str, Any]]) -> float | None:
 
 def load(paths: list[str]) -> list[dict[str, Any]]:
     return load_records(paths)
+
+
+def markdown(rows: list[dict[str, Any]], title: str) -> str:
+    """The docs/accuracy.md training section: summary by set, then every case's whole-step peak."""
+    step = [r for r in rows if r["phase"] == "step"]
+    key = "process_error" if any("process_error" in r for r in step) else "allocated_error"
+    sets = [("all cases", step), ("held out (chosen before comparing; set no constant)", [r for r in step if r["held_out"]]),
+            ("not held out", [r for r in step if not r["held_out"]]),
+            ("full fine-tuning", [r for r in step if r["mode"] == "full"]),
+            ("LoRA", [r for r in step if r["mode"] == "lora"]),
+            ("gradient checkpointing", [r for r in step if r["grad_ckpt"]])]
+    out = [title, "", "| set | cases | models | median abs error | worst abs error | median abs error, allocated |",
+           "|---|---|---|---|---|---|"]
+    for name, rs in sets:
+        a, b = summarize(rs, key), summarize(rs, "allocated_error")
+        if a["cases"]:
+            out.append(f"| {name} | {a['cases']} | {a['models']} | {a['median_abs'] * 100:.2f}% | "
+                       f"{a['worst_abs'] * 100:.2f}% | {b['median_abs'] * 100:.2f}% |")
+    fit = overhead_fit(rows)
+    if fit is not None:
+        out += ["", f"Measured process minus reserved memory (median over the cases not held out): {fit / (1 << 30):.3f} GiB."]
+    out += ["", "| model | case | measured GiB | estimated GiB | error | allocated measured | allocated estimated | "
+                "error allocated | held out |", "|---|---|---|---|---|---|---|---|---|"]
+    g = 1 << 30
+    for r in step:
+        m = r.get("measured_process_bytes", r["measured_allocated_bytes"])
+        e = r.get("estimated_process_bytes", r["estimated_allocated_bytes"])
+        err = r.get("process_error", r["allocated_error"])
+        out.append(f"| {r['model']} | {r['case']} | {m / g:.3f} | {e / g:.3f} | {err * 100:+.1f}% | "
+                   f"{r['measured_allocated_bytes'] / g:.3f} | {r['estimated_allocated_bytes'] / g:.3f} | "
+                   f"{r['allocated_error'] * 100:+.1f}% | {'yes' if r['held_out'] else ''} |")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m gpu_preflight.measure.calibration_train [RECORDS.jsonl ...] (default calibration/raw/train-*.jsonl)."""
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    paths = args or default_paths(root)
+    rows = compare(load_records(paths), root)
+    sys.stdout.write(markdown(rows, "## Fine-tuning: " + ", ".join(os.path.basename(p) for p in paths)) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -711,6 +711,12 @@ class Forward:
         s.drop(qr, kr, v)
         out = self.sdpa(qc, kc, vc, masked)
         s.drop(qc, kc, vc)
+        if sh.fused:
+            # Phi-3's RoPE ends in torch.cat, so q is (b, heads, seq, dim)-contiguous; the kernel's output
+            # takes q's layout (empty_like), and attn_output.transpose(1, 2).contiguous() copies it
+            oc = op_elementwise(s, out, None, out.n, out.dt, kind="add")
+            s.drop(out)
+            out = oc
         o = self.linear(out, lay["o"])
         s.drop(out)
         return o
