@@ -120,5 +120,5 @@ def run_engine(source, o: dict, targets: list, common: dict) -> dict:
                         gguf=source.origin == "gguf")
 
 
-ENGINES = (Engine("vllm", ("llm",), "vLLM serving: its start-up memory budget and KV-cache capacity",
+ENGINES = (Engine("vllm", ("llm", "gguf"), "vLLM serving: its start-up memory budget and KV-cache capacity",
                   OPTIONS, run_engine),)
