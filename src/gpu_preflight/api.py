@@ -318,11 +318,12 @@ def fleet(paths: Iterable[str] | None = None, *, ray: str | bool | None = None, 
 
     paths = list(paths or [])
     if bool(ray) == bool(paths):
-        raise UsageError("give snapshot paths or ray, not both and not neither")
+        raise UsageError("give snapshot PATHS or --ray (ray=), not both and not neither",
+                         hint="preflight fleet snaps/  or  preflight fleet --ray")
     if not (0 < timeout_s <= 3600):
-        raise UsageError("timeout_s must be between 0 and 3600 seconds")
+        raise UsageError("--timeout-s (timeout_s=) must be between 0 and 3600 seconds")
     if deep and not ray:
-        raise UsageError("deep runs on the nodes themselves: it needs ray",
+        raise UsageError("--deep (deep=True) runs on the nodes themselves: it needs --ray (ray=)",
                          hint="or run `preflight snapshot --deep -o NODE.json` on each node")
     cross = None
     if ray:
