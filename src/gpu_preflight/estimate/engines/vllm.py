@@ -516,7 +516,9 @@ def _suggestions(arch, t, s: VllmSettings, dtype, v: VllmEstimate, workload_toke
     if (s.gpu_memory_utilization or 0.9) < 0.95:
         add("gpu_memory_utilization 0.95 (less left for other processes)", "--gpu-memory-utilization 0.95",
             replace(s, gpu_memory_utilization=0.95))
-    out.sort(key=lambda x: (not x["fits"], x["flag"].startswith("--gpu-memory")))
+    # what keeps the asked context on the asked GPUs first: FP8 KV, then a shorter context, then more GPUs
+    rank = {"--kv-cache-dtype": 0, "--max-model-len": 1, "--tensor-parallel-size": 2, "--gpu-memory-utilization": 3}
+    out.sort(key=lambda x: (not x["fits"], rank.get(x["flag"].split()[0], 9)))
     return out
 
 
