@@ -665,6 +665,9 @@ def run_engine(source, o: dict, targets: list, common: dict) -> dict:
     if source.origin == "gguf":
         raise UsageError("--engine vllm reads safetensors checkpoints here, not GGUF files",
                          hint="use --engine llama.cpp for a .gguf, or point at the original checkpoint")
+    if isinstance(source.config.get("vision_config"), dict):
+        assumptions.append("multimodal checkpoint: only the language model is counted; vLLM also loads the vision "
+                           "encoder and profiles it with the largest image batch, which leaves less KV cache")
     tensors = _tensors_in_dtype(source.tensors, w.dtype)
     if tensors is None:
         assumptions.append("weights computed from config.json shapes (no safetensors headers read)")
