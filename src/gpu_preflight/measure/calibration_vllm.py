@@ -83,8 +83,14 @@ def budget_case(rec: dict[str, Any], root: Path | str) -> dict[str, Any] | None:
            "pred_starts": est.starts, "logged_starts": lg.get("starts"), "refusal": est.refusal,
            "version": est.version, "runner": est.runner,
            "pred_graphs_gib": est.cuda_graph_bytes / GIB if est.cuda_graphs_in_budget else 0.0}
-    if lg.get("available_kv_gib") is not None:
-        out["error_pct_of_budget"] = 100 * (est.kv_cache_bytes / GIB - lg["available_kv_gib"]) / (est.budget_bytes / GIB)
+    logged_av = lg.get("available_kv_gib")
+    if logged_av is None and lg.get("kv_tokens") and est.state_bytes_per_request == 0 and est.num_blocks:
+        # "GPU KV cache size" alone: whole blocks of every layer, plus half a block of rounding
+        per_block = est.kv_bytes_per_token * est.block_size
+        logged_av = (lg["kv_tokens"] // est.block_size + 0.5) * per_block / GIB
+        out["logged_available_gib"], out["available_from_tokens"] = round(logged_av, 3), True
+    if logged_av is not None:
+        out["error_pct_of_budget"] = 100 * (est.kv_cache_bytes / GIB - logged_av) / (est.budget_bytes / GIB)
     if lg.get("kv_tokens") is not None:
         out["pred_kv_tokens"], out["logged_kv_tokens"] = est.max_tokens_in_cache, lg["kv_tokens"]
     out["verdict_right"] = lg.get("starts") is None or lg["starts"] == est.starts
