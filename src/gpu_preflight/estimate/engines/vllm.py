@@ -90,6 +90,7 @@ class VllmSettings:
     version: str | None = None
     flashinfer_sampler: bool = False   # FlashInfer installed (vllm <= 0.11.0 uses it for sampling then)
     entrypoint: str = "serve"          # "serve" (vllm serve) or "llm" (the offline LLM(...) class): other defaults
+    nodes: int = 1                     # nodes the --gpu NAME:COUNT GPUs are repeated on (COUNT per node)
 
 
 @dataclass
@@ -726,9 +727,63 @@ def _vllm_key(v: VllmEstimate, command: str) -> dict[str, Any]:
             "starts": v.starts, "refusal": v.refusal, "serve_command": command}
 
 
-def _run(arch, t, s, dtype, tensors) -> VllmEstimate:
+def _run(arch, t, s, dtype, tensors, config=None) -> VllmEstimate:
     total, _ = cuda_total_bytes(t.gpu_id, t.memory_bytes)
-    return estimate_vllm(arch, total, s, dtype, tensors, gpu_name=t.name or t.gpu_id or "", cc=t.cc)
+    return estimate_vllm(arch, total, s, dtype, tensors, gpu_name=t.name or t.gpu_id or "", cc=t.cc, config=config)
+
+
+# ---- multi-GPU plan: tensor parallel within a node, pipeline parallel across nodes ----
+
+def _tp_ok(arch: LlmArch, tp: int) -> bool:
+    """vLLM's own checks: attention heads split evenly over TP ranks
+    (vllm/config/parallel.py / model_executor linear layers: num_attention_heads % tp == 0);
+    KV heads either split evenly or replicated (QKVParallelLinear)."""
+    kv = arch.kv_heads or arch.heads
+    return arch.heads % tp == 0 and (kv % tp == 0 or tp % kv == 0)
+
+
+def intra_node_link(gpu_id: str | None) -> tuple[str, str]:
+    """(what joins the GPUs of one node, its source) from data/vllm.json intra_node_links."""
+    for row in releases()["intra_node_links"]["rows"]:
+        if gpu_id and any(gpu_id.startswith(p) for p in row["ids"]):
+            return row["link"], row["source"]
+    return releases()["intra_node_links"]["default"], releases()["intra_node_links"]["default_source"]
+
+
+def plan_parallel(arch: LlmArch, per_node: int, nodes: int, user_tp: int | None, user_pp: int | None,
+                  gpu_id: str | None) -> dict[str, Any]:
+    """Tensor-parallel and pipeline-parallel sizes the way vLLM's distributed-serving guide sets
+    them ("the tensor parallel size should be the number of GPUs in each node, and the pipeline
+    parallel size the number of nodes", https://docs.vllm.ai/en/v0.8.3/serving/distributed_serving.html),
+    with TP lowered to the largest size vLLM accepts for this model's heads; and which link each
+    parallel group crosses."""
+    total = per_node * nodes
+    how = "as given"
+    if user_tp:
+        tp, pp = user_tp, user_pp or 1
+    else:
+        pp = user_pp or nodes
+        room = max(total // pp, 1)
+        tp = next(d for d in range(min(room, per_node) if pp >= nodes else room, 0, -1)
+                  if room % d == 0 and _tp_ok(arch, d))
+        how = ("TP = GPUs per node, PP = nodes (vLLM's distributed-serving guide)" if tp == per_node and pp == nodes
+               else f"TP {tp}: the largest size that divides the {arch.heads} attention heads and the GPUs per stage")
+    if tp * pp > total:
+        raise UsageError(f"--tensor-parallel-size {tp} x --pipeline-parallel-size {pp} needs {tp * pp} GPUs; the "
+                         f"target has {total}" + (f" ({nodes} nodes x {per_node})" if nodes > 1 else ""),
+                         hint=f"--gpu {gpu_id or 'NAME'}:{tp * pp}" if nodes == 1 else "use more nodes or smaller sizes")
+    link, source = intra_node_link(gpu_id)
+    tp_nodes = -(-tp // per_node)
+    tp_link = (f"within one node: {link}" if tp_nodes == 1 else
+               f"across {tp_nodes} nodes: the network between nodes (vLLM's guide keeps TP inside a node)")
+    stages_per_node = max(per_node // tp, 1) if tp <= per_node else 0
+    pp_nodes = 1 if pp == 1 or (stages_per_node and pp <= stages_per_node) else min(nodes, -(-tp * pp // per_node))
+    pp_link = ("none (one stage)" if pp == 1 else f"within one node: {link}" if pp_nodes == 1
+               else f"across {pp_nodes} nodes: the network between nodes")
+    return {"nodes": nodes, "gpus_per_node": per_node, "tensor_parallel_size": tp, "pipeline_parallel_size": pp,
+            "gpus_used": tp * pp, "gpus_idle": total - tp * pp, "tp_interconnect": tp_link,
+            "pp_interconnect": pp_link, "how_chosen": how, "link_source": source,
+            "tp_valid": _tp_ok(arch, tp)}
 
 
 def _suggestions(arch, t, s: VllmSettings, dtype, v: VllmEstimate, workload_tokens: int) -> list[dict[str, Any]]:
@@ -769,7 +824,7 @@ def _suggestions(arch, t, s: VllmSettings, dtype, v: VllmEstimate, workload_toke
 
 
 def vllm_report(arch: LlmArch, w, targets: list, s: VllmSettings, tensors, assumptions: list[str], model_name: str,
-                model_ref: str) -> dict[str, Any]:
+                model_ref: str, config: dict | None = None) -> dict[str, Any]:
     """The estimate report for --engine vllm (keys of docs/json-schema.md, plus "vllm")."""
     from gpu_preflight import __version__
     from gpu_preflight.estimate.plan import REPORT_SCHEMA, REPORT_SCHEMA_VERSION, _arch_summary
@@ -777,21 +832,21 @@ def vllm_report(arch: LlmArch, w, targets: list, s: VllmSettings, tensors, assum
     if not targets:
         raise UsageError("the vllm engine needs a target GPU", hint="pass --gpu NAME[:COUNT]")
     t = targets[0]
-    user_tp = s.tensor_parallel
     rows = []
     first: VllmEstimate | None = None
+    plan: dict[str, Any] | None = None
     for tt in targets:
-        tp = user_tp or max(tt.count // s.pipeline_parallel, 1)
-        if tp * s.pipeline_parallel > tt.count:
-            raise UsageError(f"--tensor-parallel-size {tp} x --pipeline-parallel-size {s.pipeline_parallel} needs "
-                             f"{tp * s.pipeline_parallel} GPUs; the target has {tt.count}",
-                             hint=f"--gpu {tt.gpu_id or tt.name}:{tp * s.pipeline_parallel}")
-        v = _run(arch, tt, replace(s, tensor_parallel=tp), w.dtype, tensors if tp == 1 else None)
+        pl = plan_parallel(arch, tt.count, max(s.nodes, 1), s.tensor_parallel or None, s.pipeline_parallel or None,
+                           tt.gpu_id)
+        tp, pp = pl["tensor_parallel_size"], pl["pipeline_parallel_size"]
+        v = _run(arch, tt, replace(s, tensor_parallel=tp, pipeline_parallel=pp), w.dtype,
+                 tensors if tp == 1 and pp == 1 else None, config)
         first = first or v
+        plan = plan or pl
         need = w.batch * (w.input_len + w.output_len)
         ok = v.starts and v.max_tokens_in_cache >= need and w.input_len + w.output_len <= v.max_model_len
-        rows.append({"gpu": tt.name, "gpu_id": tt.gpu_id, "count": tt.count, "memory_bytes": tt.memory_bytes,
-                     "memory_source": tt.source, "fits": ok, "starts": v.starts,
+        rows.append({"gpu": tt.name, "gpu_id": tt.gpu_id, "count": tt.count * max(s.nodes, 1),
+                     "memory_bytes": tt.memory_bytes, "memory_source": tt.source, "fits": ok, "starts": v.starts,
                      "headroom_bytes": (v.max_tokens_in_cache - need) * v.kv_bytes_per_token if v.starts
                      else v.kv_cache_bytes - v.needed_bytes,
                      "peak_process_bytes_per_gpu": v.budget_bytes})
@@ -829,11 +884,30 @@ def vllm_report(arch: LlmArch, w, targets: list, s: VllmSettings, tensors, assum
         if v.starts else None,
         "peak_reserved_bytes": v.budget_bytes - v.non_torch_bytes, "phases": {},
         "suggestions": suggestions,
-        "assumptions": assumptions + v.assumptions + [f"GPU total: {total_note}",
-                                                      f"workload: {w.batch} x {w.input_len + w.output_len} tokens "
-                                                      f"= {need:,} tokens of KV cache"],
-        "vllm": _vllm_key(v, command),
+        "assumptions": assumptions + v.assumptions + _parallel_notes(plan) + [
+            f"GPU total: {total_note}", f"workload: {w.batch} x {w.input_len + w.output_len} tokens "
+                                        f"= {need:,} tokens of KV cache"],
+        "vllm": {**_vllm_key(v, command), "parallel": plan, "runner": v.runner,
+                 "cuda_graph_counts": list(v.cuda_graph_counts),
+                 "state_bytes_per_request": v.state_bytes_per_request},
     }
+
+
+def _parallel_notes(plan: dict[str, Any] | None) -> list[str]:
+    if not plan or plan["gpus_used"] == 1 and plan["nodes"] == 1:
+        return []
+    out = [f"parallel plan: TP {plan['tensor_parallel_size']} x PP {plan['pipeline_parallel_size']} on "
+           f"{plan['gpus_used']} GPUs ({plan['nodes']} node(s) x {plan['gpus_per_node']}); {plan['how_chosen']}; "
+           f"figures are per GPU (the fullest rank)",
+           f"TP group: {plan['tp_interconnect']}; PP stages: {plan['pp_interconnect']} ({plan['link_source']})"]
+    if plan["gpus_idle"]:
+        out.append(f"{plan['gpus_idle']} GPU(s) left idle by this plan")
+    if plan["nodes"] > 1:
+        out.append("several nodes: vLLM runs its workers on a Ray cluster spanning the nodes (start Ray on every "
+                   "node first); the serve command runs on the head node")
+    if not plan["tp_valid"]:
+        out.append(f"vLLM will refuse TP {plan['tensor_parallel_size']}: the attention heads do not split evenly")
+    return out
 
 
 def _workload(w) -> dict[str, Any]:
@@ -864,8 +938,10 @@ OPTIONS = LLM_WORKLOAD_OPTIONS + (
            "max_position_embeddings)", type=positive_int),
     Option("--tensor-parallel-size", "tensor_parallel_size", "GPUs that split each layer (default: the target's "
            "GPU count, divided by --pipeline-parallel-size)", type=positive_int),
-    Option("--pipeline-parallel-size", "pipeline_parallel_size", "GPUs that split the layers (default 1)",
-           type=positive_int, default=1),
+    Option("--pipeline-parallel-size", "pipeline_parallel_size", "GPUs that split the layers (default 1 on one "
+           "node, the number of nodes with --nodes)", type=positive_int),
+    Option("--nodes", "nodes", "nodes with --gpu NAME:COUNT GPUs each (default 1): TP within a node, PP across "
+           "nodes, as vLLM's distributed-serving guide sets them", type=positive_int, default=1),
     Option("--enforce-eager", "enforce_eager", "no CUDA graphs", action="store_true", default=False),
     Option("--block-size", "block_size", "KV cache block size in tokens (default 16; 64 for MLA on Hopper)",
            type=_block_size),
@@ -902,7 +978,7 @@ def run_engine(source, o: dict, targets: list, common: dict) -> dict:
     settings = VllmSettings(gpu_memory_utilization=o["gpu_memory_utilization"],
                             max_num_batched_tokens=o["max_num_batched_tokens"], max_num_seqs=o["max_num_seqs"],
                             tensor_parallel=o["tensor_parallel_size"] or 0,
-                            pipeline_parallel=o["pipeline_parallel_size"] or 1,
+                            pipeline_parallel=o["pipeline_parallel_size"] or 0, nodes=o.get("nodes") or 1,
                             kv_cache_dtype=kv, cuda_graphs=not o["enforce_eager"],
                             max_model_len=o["max_model_len"], block_size=o["block_size"],
                             quantization=o["quantization"], version=o["vllm_version"])
@@ -917,7 +993,8 @@ def run_engine(source, o: dict, targets: list, common: dict) -> dict:
     tensors = _tensors_in_dtype(source.tensors, w.dtype)
     if tensors is None:
         assumptions.append("weights computed from config.json shapes (no safetensors headers read)")
-    return vllm_report(arch, w, targets, settings, tensors, assumptions, source.name, _model_ref(source))
+    return vllm_report(arch, w, targets, settings, tensors, assumptions, source.name, _model_ref(source),
+                       config=source.config)
 
 
 ENGINES = (Engine("vllm", ("llm", "gguf"), "vLLM serving: its start-up memory budget, KV-cache capacity and whether "
