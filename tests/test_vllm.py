@@ -350,3 +350,19 @@ def test_bad_version_and_bad_parallel_layout_are_usage_errors(capsys):
     assert code == 3 and "newer than the newest modelled release" in err
     code, _, err = run(capsys, "qwen3-8b", "--engine", "vllm", "--gpu", "h100", "--tensor-parallel-size", "4")
     assert code == 3 and "needs 4 GPUs" in err
+
+
+def test_sampler_probe_dry_run_replays_vllms_sampler_steps(capsys):
+    pytest.importorskip("torch")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("probe", ROOT / "bench" / "vllm_sampler_probe.py")
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    assert probe.main(["--dry-run"]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    cases = {(c["path"], c["rows"], c["vocab"]): c for c in lines if "path" in c}
+    sort = cases[("v1_sort", 4, 64)]
+    # tensors alive at the sort: bf16 logits 2 + float32 copy 4 + sorted values 4 + int64 indices 8 = 18 B per logit
+    assert sort["steps"]["sort"] == 18.0 and cases[("v2", 4, 64)]["bytes_per_logit"] == 2.0
+    assert not sort["measured"] and "summary" in lines[-1]
