@@ -805,7 +805,7 @@ def _suggestions(arch, t, s: VllmSettings, dtype, v: VllmEstimate, workload_toke
             replace(s, max_model_len=n))
     if not (s.kv_cache_dtype or "auto").startswith("fp8"):
         add("FP8 KV cache (half the bytes per token)", "--kv-cache-dtype fp8", replace(s, kv_cache_dtype="fp8"))
-    for n in (2, 4, 8):
+    for n in (2, 4, 8) if s.pipeline_parallel <= 1 and s.nodes <= 1 else ():
         if n > s.tensor_parallel and (arch.heads % n == 0):
             t2 = replace(t, count=n)
             s2 = replace(s, tensor_parallel=n)
