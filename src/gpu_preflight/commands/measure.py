@@ -16,15 +16,18 @@ def register(sub) -> None:
     p = sub.add_parser("measure", help="measure a model's real GPU memory on this machine, vs the estimate",
                        description="Run MODEL on the local GPU in a child process (random weights built from the "
                                    "config, or --weights PATH), record per phase torch's peak allocated/reserved "
-                                   "and the process memory NVML sees, and print them next to the estimate. Needs "
-                                   "torch and transformers: pip install 'gpu-preflight[measure]'.")
+                                   "and the process memory NVML sees, and print them next to the estimate. Needs an "
+                                   "NVIDIA GPU, and torch and transformers in the Python that runs the child (this "
+                                   "one, or --python PATH); when they are missing, the error prints the install "
+                                   "command for this environment.")
     p.add_argument("model", help="model folder, config.json, catalog name or org/name")
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--batch", type=_positive, default=1)
-    p.add_argument("--input-len", type=_positive, default=512)
-    p.add_argument("--output-len", type=_positive, default=128)
-    p.add_argument("--attn", choices=("sdpa", "eager", "flash_attention_2"), default="sdpa")
-    p.add_argument("--weights", metavar="PATH", help="load real weights from this local folder instead (LLMs)")
+    # Flags of one model kind default to None (= not given), so a flag of the other kind is refused.
+    p.add_argument("--input-len", type=_positive, help="LLMs: prompt tokens (default 512)")
+    p.add_argument("--output-len", type=_positive, help="LLMs: generated tokens (default 128)")
+    p.add_argument("--attn", choices=("sdpa", "eager", "flash_attention_2"), help="LLMs: attention (default sdpa)")
+    p.add_argument("--weights", metavar="PATH", help="LLMs: load real weights from this local folder instead")
     p.add_argument("--height", type=_positive, help="pipelines: image height (default: the pipeline's)")
     p.add_argument("--width", type=_positive, help="pipelines: image width (default: the pipeline's)")
     p.add_argument("--gpu-index", type=int, default=0)
@@ -49,17 +52,23 @@ def run(args) -> int:
     from gpu_preflight.probes.context import ProbeContext
     from gpu_preflight.probes.nvml import probe_nvml
 
+    from gpu_preflight.hints import install_hint
+
     python = args.python or sys.executable
-    if not args.python and (importlib.util.find_spec("torch") is None or importlib.util.find_spec("transformers") is None):
-        raise DependencyMissing("measuring needs torch and transformers in this Python environment",
-                                hint="pip install 'gpu-preflight[measure]' (or pass --python with one that has them)")
+    # The GPU first: without one, installing torch would not help.
     nv = probe_nvml(ProbeContext())
     if not nv["available"].get(False) or not nv["gpus"].get():
         raise DeviceUnavailable(f"no NVIDIA GPU to measure on: {nv.get('error').get() if nv.get('error') else 'none found'}",
                                 hint="run `preflight doctor`; to estimate without a GPU use `preflight estimate`")
+    if not args.python and (importlib.util.find_spec("torch") is None or importlib.util.find_spec("transformers") is None):
+        raise DependencyMissing("measuring needs torch and transformers in this Python environment",
+                                hint=install_hint("measure") + "; or pass --python with an interpreter that has them")
     source = load_model_source(args.model)
     dtype = parse_dtype(args.dtype)
     pipeline = source.kind == "diffusion" or bool(source.components)
+    _refuse_other_kind(args, pipeline)
+    args.input_len, args.output_len = args.input_len or 512, args.output_len or 128
+    args.attn = args.attn or "sdpa"
     attn = "sdpa" if args.attn == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None else args.attn
     if pipeline:
         from gpu_preflight.estimate.engines.diffusers import pipeline_entry
@@ -104,6 +113,22 @@ def run(args) -> int:
     else:
         sys.stdout.write(_render(report) + "\n")
     return 0 if status is None and not any(r.get("oom") for r in records) else 2
+
+
+LLM_ONLY = (("input_len", "--input-len"), ("output_len", "--output-len"), ("attn", "--attn"), ("weights", "--weights"))
+PIPELINE_ONLY = (("height", "--height"), ("width", "--width"))
+
+
+def _refuse_other_kind(args, pipeline: bool) -> None:
+    """A flag of the other model kind is refused, never silently ignored."""
+    from gpu_preflight.errors import UsageError
+
+    given = [flag for dest, flag in (LLM_ONLY if pipeline else PIPELINE_ONLY) if getattr(args, dest) is not None]
+    if given:
+        label, other = ("an image/video pipeline", "LLMs") if pipeline else ("an LLM", "image/video pipelines")
+        raise UsageError(f"{', '.join(given)} {'does' if len(given) == 1 else 'do'} not apply to {label} "
+                         f"({args.model})", hint=f"{' and '.join(given)} {'is a flag' if len(given) == 1 else 'are flags'} "
+                                             f"for {other}; drop {'it' if len(given) == 1 else 'them'}")
 
 
 def _render(report: dict) -> str:
