@@ -115,6 +115,9 @@ def run(args) -> int:
     report["source"] = {"origin": source.origin, "url": source.source_url}
     if not targets:
         report["assumptions"].append("no target GPU: this machine has none visible; pass --gpu NAME[:COUNT]")
+    from gpu_preflight.estimate.annotate import annotate
+
+    annotate(report)  # tight fits, what limits the context, the pipeline peak's parts
     _emit(report, args.json)
     if not report["fits"]:
         return EXIT_NO_TARGET
