@@ -21,10 +21,28 @@ from gpu_preflight import hints
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src" / "gpu_preflight"
-tomllib = pytest.importorskip("tomllib")  # Python 3.11+
-PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-EXTRAS = PYPROJECT["optional-dependencies"]
-KNOWN = {canonicalize_name(Requirement(r).name) for r in PYPROJECT["dependencies"]} | {
+
+
+def _project() -> tuple[list[str], dict[str, list[str]]]:
+    """pyproject.toml's dependencies and extras (on Python 3.10, from the installed metadata)."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10: the test run installed the project, so its metadata is pyproject's
+        from importlib import metadata
+
+        core, extras = [], {}
+        for r in metadata.distribution("gpu-preflight").requires or []:
+            req = Requirement(r)
+            m = re.search(r'extra == "([^"]+)"', str(req.marker or ""))
+            req.marker = None
+            (extras.setdefault(m.group(1), []) if m else core).append(str(req).replace(" ", ""))
+        return core, extras
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    return project["dependencies"], project["optional-dependencies"]
+
+
+CORE, EXTRAS = _project()
+KNOWN = {canonicalize_name(Requirement(r).name) for r in CORE} | {
     canonicalize_name(Requirement(r).name) for reqs in EXTRAS.values() for r in reqs} | {"gpu-preflight"}
 
 # Places allowed to spell "pip install" themselves: the torch install commands built from the
