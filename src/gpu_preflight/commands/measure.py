@@ -45,7 +45,7 @@ def run(args) -> int:
     import subprocess
     import tempfile
 
-    from gpu_preflight.errors import DependencyMissing, DeviceUnavailable, UsageError
+    from gpu_preflight.errors import DependencyMissing, DeviceUnavailable
     from gpu_preflight.estimate.engines.transformers import Workload
     from gpu_preflight.estimate.plan import estimate_llm, parse_dtype, targets_from_machine
     from gpu_preflight.models import load_model_source
@@ -111,7 +111,9 @@ def run(args) -> int:
     if args.json:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
     else:
-        sys.stdout.write(_render(report) + "\n")
+        from gpu_preflight.render.measure import render_measure
+
+        sys.stdout.write(render_measure(report) + "\n")
     return 0 if status is None and not any(r.get("oom") for r in records) else 2
 
 
@@ -131,37 +133,6 @@ def _refuse_other_kind(args, pipeline: bool) -> None:
                                              f"for {other}; drop {'it' if len(given) == 1 else 'them'}")
 
 
-def _render(report: dict) -> str:
-    g = 1 << 30
-    lines = [f"{report['model']}: measured on this GPU vs estimated"]
-    env = next((r for r in report["records"] if r.get("type") == "env"), None)
-    if env:
-        lines.append(f"  {env['gpu']} · driver {env['driver']} · torch {env['torch']} · transformers {env['transformers']}")
-    est = report["estimate"]
-    for r in report["records"]:
-        if r.get("type") == "phase" and r["phase"] in ("prefill", "generate"):
-            e_alloc = est["phases"].get("prefill" if r["phase"] == "prefill" else "decode", {}).get(
-                "peak_allocated_bytes", est["peak_allocated_bytes"])
-            line = (f"  {r['phase']:<9} process {r['peak_process_bytes'] / g:7.2f} GiB   allocated "
-                    f"{r['peak_allocated_bytes'] / g:7.2f} GiB (estimated {e_alloc / g:.2f})")
-            if r.get("oom"):
-                line += f"   OOM: {r.get('error', '')[:120]}"
-            lines.append(line)
-        elif r.get("type") == "phase" and r["phase"] in ("context", "load"):
-            lines.append(f"  {r['phase']:<9} process {r.get('process_bytes', 0) / g:7.2f} GiB   allocated "
-                         f"{r.get('allocated_bytes', 0) / g:7.2f} GiB")
-        elif r.get("type") == "error":
-            lines.append(f"  error: {r.get('error')}")
-    gen = [r for r in report["records"] if r.get("phase") == "generate" and not r.get("oom")]
-    if gen:
-        m = gen[-1]["peak_process_bytes"]
-        e = est["peak_process_bytes"]
-        lines.append(f"  peak process: measured {m / g:.2f} GiB, estimated {e / g:.2f} GiB, error {(e - m) / m * 100:+.1f}%")
-    if report["status"] != "ok":
-        lines.append(f"  {report['status']} (phases finished before that are shown above)")
-    return "\n".join(lines)
-
-
 def _report_pipeline(args, name: str, entry: dict, spec: dict, records: list, status, dtype: str) -> int:
     import json
 
@@ -170,7 +141,6 @@ def _report_pipeline(args, name: str, entry: dict, spec: dict, records: list, st
     w = spec["workloads"][0]
     est = estimate_pipeline(entry, ImageWorkload(height=w["height"], width=w["width"], batch=w["batch"], dtype=dtype))
     phases = {p.name: p for p in est.phases}
-    g = 1 << 30
     rows = []
     for r in records:
         if r.get("type") == "phase" and r.get("phase") in phases:
@@ -183,15 +153,7 @@ def _report_pipeline(args, name: str, entry: dict, spec: dict, records: list, st
     if args.json:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
     else:
-        lines = [f"{name} {w['height']}x{w['width']} x{w['batch']}: measured on this GPU vs estimated (transient per phase)"]
-        for row in rows:
-            lines.append(f"  {row['phase']:<24} measured {row['measured_transient_bytes'] / g:7.3f} GiB  estimated "
-                         f"{row['estimated_transient_bytes'] / g:7.3f} GiB  process {row['measured_process_bytes'] / g:6.2f} GiB"
-                         + ("  OOM" if row["oom"] else ""))
-        for r in records:
-            if r.get("type") == "error":
-                lines.append(f"  error: {r.get('error', '')[:200]}")
-        if status:
-            lines.append(f"  {status} (phases finished before that are shown above)")
-        sys.stdout.write("\n".join(lines) + "\n")
+        from gpu_preflight.render.measure import render_pipeline_measure
+
+        sys.stdout.write(render_pipeline_measure(report, w) + "\n")
     return 0 if status is None and not any(r["oom"] for r in rows) else 2

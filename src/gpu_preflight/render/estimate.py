@@ -17,7 +17,6 @@ def render_estimate(r: dict[str, Any], style: Style) -> str:
     w = r["workload"]
     first = r["fits"][0] if r["fits"] else None
     count = first["count"] if first else 1
-    per = " per GPU" if count > 1 else ""
     lines = [style.paint(f"{r['model']} · {r['engine']} · {w['dtype']} · batch {w['batch']} · "
                          f"{w['input_len']} in + {w['output_len']} out · {w['attn']}", "bold")]
     if r["engine"] == "vllm":
