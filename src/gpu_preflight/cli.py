@@ -10,6 +10,7 @@ Exit codes (documented in README.md):
   1  warnings only
   2  at least one failure (doctor/compat), or the model does not fit (estimate)
   3  usage or internal error
+  4  estimate only: no target GPU to judge
 """
 
 from __future__ import annotations
