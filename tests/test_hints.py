@@ -124,7 +124,7 @@ def test_no_install_hint_is_written_by_hand():
 
 
 def test_extras_fallback_matches_pyproject():
-    assert {k: tuple(v) for k, v in EXTRAS.items()} == hints.EXTRAS
+    assert {k: tuple(v) for k, v in EXTRAS.items()} == hints.EXTRAS, "update hints.EXTRAS to match pyproject.toml"
 
 
 @pytest.mark.parametrize("extra", sorted(EXTRAS))

@@ -16,15 +16,22 @@ FORBIDDEN = {
     "probes": TOP | {"render", "compat", "checks", "models", "estimate", "measure", "watch"},
     "snapshot": TOP | {"render", "compat", "checks", "models", "estimate", "measure", "watch"},
     "compat": TOP | {"render", "probes", "checks", "models", "estimate", "measure", "watch"},
-    "checks": TOP | {"render", "probes", "models", "estimate", "measure", "watch"},
+    "checks": TOP | {"render", "probes", "models", "estimate", "measure", "watch", "fleet"},
     "models": TOP | {"render", "probes", "snapshot", "compat", "checks", "estimate", "measure", "watch"},
     "estimate": TOP | {"render", "probes", "checks", "measure", "watch"},
     "measure": TOP | {"render", "checks", "watch"},
     "watch": TOP | {"render", "checks", "estimate", "measure"},
+    "fleet": TOP | {"render", "models", "estimate", "measure", "watch"},
     "render": TOP | {"probes", "measure"},
     "commands": {"cli"},
 }
 ALLOWED_ANYWHERE = {"errors", "hints", "__version__"}
+# Known back-imports, each with what would remove it. The test fails when one disappears, so the
+# list only shrinks.
+KNOWN = {
+    ("checks/fleet.py", "fleet"): "reads fleet/deep.py's link-speed table (NVLINK_TOTAL_GB_S, PCIE_LANE_GB_S, "
+                                  "expected_link_gb_s, SLOW_FRACTION): facts that belong in compat/",
+}
 
 
 def layer_of(path: Path) -> str:
@@ -50,7 +57,7 @@ def imported_layers(path: Path):
 
 
 def test_imports_point_one_way():
-    bad = []
+    bad, seen = [], set()
     files = list(SRC.rglob("*.py"))
     assert len(files) > 50
     for path in files:
@@ -60,8 +67,13 @@ def test_imports_point_one_way():
             if target == me or target == "__version__" or (target in ALLOWED_ANYWHERE and me not in ("errors", "hints")):
                 continue
             if "*" in rules or target in rules:
-                bad.append(f"{path.relative_to(SRC)}:{line} ({me}) imports {target}")
+                key = (path.relative_to(SRC).as_posix(), target)
+                if key in KNOWN:
+                    seen.add(key)
+                    continue
+                bad.append(f"{key[0]}:{line} ({me}) imports {target}")
     assert bad == []
+    assert set(KNOWN) == seen, f"no longer imported, remove from KNOWN: {set(KNOWN) - seen}"
 
 
 def test_every_layer_has_a_rule():

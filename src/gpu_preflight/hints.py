@@ -34,7 +34,8 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "measure": ("torch>=2.0", "transformers>=4.40", "safetensors>=0.4"),
     "diffusion": ("diffusers>=0.30",),
     "watch": ("plotly>=5", "matplotlib>=3.7", "psutil>=5.9"),
-    "test": ("pytest>=7", "psutil>=5.9", "huggingface_hub>=0.23"),
+    "fleet": ("ray>=2.9",),
+    "test": ("pytest>=7", "psutil>=5.9", "huggingface_hub>=0.23", "ray>=2.9"),
 }
 
 
