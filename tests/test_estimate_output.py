@@ -112,7 +112,7 @@ def test_every_suggestion_names_a_flag_that_does_what_it_says(capsys, argv):
 def test_multi_gpu_numbers_say_per_gpu(capsys):
     _, text, _ = estimate(capsys, "llama-3.1-70b-instruct", "--gpu", "h100:2", "--gpu", "rtx-4090")
     lines = text.splitlines()
-    assert re.search(r"Peak GPU memory \(nvidia-smi\): [\d.]+ GiB per GPU, on the fullest of 2", lines[1])
+    assert re.search(r"Peak GPU memory \(nvidia-smi\): [\d.]+ GiB per GPU ", lines[1])
     assert lines[2].startswith("Per GPU, the fullest of 2")
     h100 = next(ln for ln in lines if "2x NVIDIA H100" in ln and "headroom" in ln)
     assert "per GPU, catalog" in h100 and h100.endswith("headroom per GPU")

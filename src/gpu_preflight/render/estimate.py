@@ -23,11 +23,11 @@ def render_estimate(r: dict[str, Any], style: Style) -> str:
         lines.append(f"vLLM takes its whole budget: {gib(r['peak_process_bytes'])} per GPU; "
                      f"KV cache holds {r.get('kv_cache_tokens') or 0:,} tokens")
     else:
-        where = f" per GPU, on the fullest of {count}" if count > 1 else ""
+        where = " per GPU" if count > 1 else ""
         lines.append(f"Peak GPU memory (nvidia-smi): {style.paint(gib(r['peak_process_bytes']), 'bold')}{where}   "
                      f"(torch max_memory_allocated {gib(r['peak_allocated_bytes'])})")
-    if count > 1:
-        lines.append(f"Per GPU, the fullest of {count} (layers split whole, the embeddings on the first):")
+        if count > 1:
+            lines.append(f"Per GPU, the fullest of {count} (layers split whole, the embeddings on the first):")
     width = max(len(k) for k in r["breakdown"]) + 2
     for k, v in r["breakdown"].items():
         lines.append(f"  {k:<{width}}{gib(v):>12}")
