@@ -71,8 +71,8 @@ def markdown(rows: list[dict]) -> str:
             "(lazily loaded kernels), so the 1024-token run is under-estimated by 4.6 %.",
             "- The process overhead is measured on H100 + torch 2.11 only; other GPUs and torch releases use it as is "
             "and say so in `assumptions`.",
-            "- The vLLM engine's budget model is not yet checked against measurements (vLLM is not installed on the "
-            "calibration machine).",
+            "- The vLLM engine is checked against published vLLM start-up logs, not our own runs: see the vLLM "
+            "section at the end (bench/accuracy_vllm.py).",
             "", "## Every case", "",
             "| model | workload | batch | prompt | new tokens | attn | phase | measured GiB | estimated GiB | error | "
             "allocated measured | allocated estimated | held out |",

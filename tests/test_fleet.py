@@ -108,7 +108,7 @@ def test_usage_errors(capsys, tmp_path):
     assert fleet(capsys)[0] == 3
     assert fleet(capsys, str(tmp_path / "missing"))[0] == 3
     code, _, err = fleet(capsys, str(tmp_path), "--deep")
-    assert code == 3 and "--deep runs on the nodes themselves" in err
+    assert code == 3 and "--deep (deep=True) runs on the nodes themselves" in err
 
 
 def test_judging_is_fast_for_a_thousand_nodes(tmp_path):

@@ -33,33 +33,15 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from gpu_preflight.errors import UsageError
-    from gpu_preflight.fleet.judge import judge
 
-    if args.ray and args.paths:
-        raise UsageError("give snapshot PATHS or --ray, not both", hint="preflight fleet snaps/  or  "
-                                                                        "preflight fleet --ray")
+    from gpu_preflight.api import fleet
+
     if not args.ray and not args.paths:
         raise UsageError("nothing to judge", hint="preflight fleet snaps/*.json, or preflight fleet --ray "
                                                   "on a Ray cluster")
-    if not (0 < args.timeout_s <= 3600):
-        raise UsageError("--timeout-s must be between 0 and 3600 seconds")
-    if args.deep and not args.ray:
-        raise UsageError("--deep runs on the nodes themselves: it needs --ray",
-                         hint="or run `preflight snapshot --deep -o NODE.json` on each node")
-    cross = None
     if args.ray:
-        from gpu_preflight.fleet import ray as fleet_ray
-
         sys.stderr.write("preflight: collecting snapshots from the Ray cluster...\n")
-        nodes = fleet_ray.collect(None if args.ray == "auto" else args.ray, deep=args.deep,
-                                  timeout_s=args.timeout_s, deep_backend=args.backend)
-        if args.deep:
-            cross = fleet_ray.collective_across(nodes, backend=args.backend, timeout_s=max(args.timeout_s, 30))
-    else:
-        from gpu_preflight.fleet.files import load_paths
-
-        nodes = load_paths(args.paths)
-    report = judge(nodes, cross)
+    report = fleet(args.paths, ray=args.ray, deep=args.deep, backend=args.backend, timeout_s=args.timeout_s).to_json()
     if args.json:
         import json
 

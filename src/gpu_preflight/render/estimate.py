@@ -150,8 +150,66 @@ def render_pipeline(r: dict[str, Any], style: Style) -> str:
     return "\n".join(lines)
 
 
+def render_vllm(r: dict[str, Any], style: Style) -> str:
+    """vLLM: whether it starts, how much KV cache is left and what that means in requests."""
+    v, w = r["vllm"], r["workload"]
+    tp = f" · TP {v['tensor_parallel_size']}" if v["tensor_parallel_size"] > 1 else ""
+    pp = f" · PP {v['pipeline_parallel_size']}" if v["pipeline_parallel_size"] > 1 else ""
+    lines = [style.paint(f"{r['model']} · vLLM {v['version']} · {w['dtype']} · max_model_len {v['max_model_len']:,}"
+                         f"{tp}{pp}", "bold")]
+    first = r["fits"][0] if r["fits"] else None
+    where = first["gpu"] if first else "the target"
+    if v["starts"]:
+        lines.append(f"{style.glyph('ok')} starts on {where}: {gib(v['available_kv_cache_bytes'])} of KV cache per GPU "
+                     f"= {v['kv_cache_tokens']:,} tokens; {v['max_concurrency']:.2f} requests of "
+                     f"{v['max_model_len']:,} tokens at once")
+    else:
+        lines.append(f"{style.glyph('fail')} does not start on {where}:")
+        lines.append(style.wrap(f"  {v['refusal']}", 4))
+    lines.append(f"Per GPU: budget {gib(v['budget_bytes'])} = gpu_memory_utilization {v['gpu_memory_utilization']:g} x "
+                 f"{gib(v['total_memory_bytes'])} (vLLM takes all of it)")
+    parts = [("weights", v["weights_bytes"]), ("profile-run peak (activations, sampler)", v["activation_bytes"]),
+             ("outside PyTorch (NCCL, kernels)", v["non_torch_bytes"])]
+    if v["cuda_graphs_in_budget"]:
+        parts.append(("CUDA graphs (estimated, in the budget)", v["cuda_graph_bytes"]))
+    parts.append(("KV cache", v["available_kv_cache_bytes"]))
+    for name, n in parts:
+        lines.append(f"  {name:<42}{gib(n):>12}")
+    if v["cuda_graph_bytes"] and not v["cuda_graphs_in_budget"]:
+        lines.append(f"  + CUDA graphs ~{gib(v['cuda_graph_bytes'])} captured after the KV cache, outside the budget")
+    need = w["batch"] * (w["input_len"] + w["output_len"])
+    if v["starts"] and first:
+        spare = v["kv_cache_tokens"] - need
+        what = (f"headroom = spare KV cache: {spare:,} tokens free after {w['batch']} x "
+                f"{w['input_len'] + w['output_len']} tokens" if spare >= 0 else
+                f"{w['batch']} x {w['input_len'] + w['output_len']} tokens exceed the cache by {-spare:,}: "
+                f"vLLM queues or preempts the rest")
+        lines.append(what)
+    if v["largest_max_model_len"]:
+        lines.append(f"Largest max_model_len that starts: {v['largest_max_model_len']:,}")
+    if len(r["fits"]) > 1:
+        lines.append("Targets:")
+        for f in r["fits"]:
+            name = f"{f['count']}x {f['gpu']}" if f["count"] > 1 else f["gpu"]
+            lines.append(f"  {style.glyph('ok' if f['starts'] else 'fail')} {name}: "
+                         f"{'starts' if f['starts'] else 'does not start'}")
+    if r.get("suggestions"):
+        lines.append(style.paint("What would make it start:", "bold"))
+        for s in r["suggestions"]:
+            lines.append(style.wrap(f"{style.glyph('ok' if s['fits'] else 'fail')} {s['change']}: "
+                                    f"{s['kv_cache_tokens']:,} tokens, {s['max_concurrency']:.2f}x  [{s['flag']}]", 2))
+    lines.append(style.paint("Command:", "bold") + f" {v['serve_command']}")
+    if r.get("assumptions"):
+        lines.append(style.paint("Assumptions:", "dim"))
+        for a in r["assumptions"]:
+            lines.append(style.paint(style.wrap(f"- {a}", 2), "dim"))
+    return "\n".join(lines)
+
+
 def render_report(r: dict[str, Any], style: Style) -> str:
     """The text form of any estimate report, by its kind."""
     if r.get("kind") == "diffusion":
         return render_pipeline(r, style)
+    if r.get("engine") == "vllm" and "vllm" in r:
+        return render_vllm(r, style)
     return render_estimate(r, style)
