@@ -16,6 +16,7 @@ CASES = [
     (["estimate", "flux.1-dev", "--gpu", "rtx-4090"], {2}),
     (["doctor"], {0, 1, 2}),
     (["doctor", "-v"], {0, 1, 2}),
+    (["snapshot"], {0}),
     (["compat", "--driver", "535.54.03", "--gpu", "RTX 4090"], {0, 1}),
     (["compat", "--list-gpus"], {0}),
     (["explain", "PF101"], {0}),

@@ -23,7 +23,7 @@ FORBIDDEN = {
     "watch": TOP | {"render", "checks", "estimate", "measure"},
     "fleet": TOP | {"render", "models", "estimate", "measure", "watch"},
     "render": TOP | {"probes", "measure"},
-    "api": TOP | {"render"},  # the public Python API: the commands call it, it renders nothing
+    "api": TOP,  # the public Python API: the commands call it (it builds the JSON reports with render/)
     "commands": {"cli"},
 }
 ALLOWED_ANYWHERE = {"errors", "hints", "__version__"}

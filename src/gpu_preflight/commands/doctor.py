@@ -20,7 +20,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from gpu_preflight import snapshot
+    import gpu_preflight.snapshot as snapshot
     from gpu_preflight.commands._common import refuse_python_without_deep
 
     refuse_python_without_deep(args)

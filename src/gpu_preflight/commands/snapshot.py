@@ -16,7 +16,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from gpu_preflight import snapshot
+    import gpu_preflight.snapshot as snapshot
     from gpu_preflight.commands._common import refuse_python_without_deep
     from gpu_preflight.errors import PreflightError
 
