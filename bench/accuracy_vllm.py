@@ -52,9 +52,9 @@ def markdown() -> str:
            "- Two constants cannot come from source: the non-PyTorch memory vLLM counts (0.13 GiB at TP 1, 0.55 GiB "
            "per GPU at TP 2, from the llm-d H100 logs) and the CUDA-graph size used from 0.20 on (0.5 GiB, an "
            "unverified placeholder: no log from 0.20 or later with a full budget was found).",
-           "- Too few logs: the brief asked for 25 over several releases and GPUs; 8 budget cases (all H100, one "
+           "- Too few logs: the target is 25 over several releases and GPUs; 8 budget cases (all H100, one "
            "source, release >= 0.10.2 not named in it) and 2 layout cases were found with complete settings. "
-           "No held-out budget case exists yet: the bar on held-out logs is not shown.",
+           "No held-out budget case exists yet, so no held-out error is reported.",
            "- Largest miss: gpt-oss-20b weights, 12.80 GiB predicted vs 13.47 GiB logged (vLLM pads the MXFP4 "
            "expert tensors for its kernels; not modelled), +1.0 % of the budget.", "",
            "## Every case", "",
