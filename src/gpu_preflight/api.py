@@ -168,7 +168,9 @@ def run_estimate(model: str, *, engine: str | None, gpu_specs: list[str], torch:
     report["source"] = {"origin": source.origin, "url": source.source_url}
     if not targets:
         report["assumptions"].append("no target GPU: this machine has none visible; pass --gpu NAME[:COUNT]")
-    return report
+    from gpu_preflight.estimate.annotate import annotate
+
+    return annotate(report)  # tight fits, what limits the context, the pipeline peak's parts
 
 
 def _targets(specs: list[str]):
@@ -240,14 +242,14 @@ class Snapshot(_Result):
 
 def snapshot(deep: bool = False) -> Snapshot:
     """Probe this machine (never creates a CUDA context unless `deep`)."""
-    from gpu_preflight import snapshot as snap_mod
+    import gpu_preflight.snapshot as snap_mod
 
     return Snapshot(_frozen(snap_mod.to_json(snap_mod.collect(deep=deep))))
 
 
 def doctor(deep: bool = False, snapshot_file: str | None = None) -> Report:
     """Judge this machine (or a snapshot file written by `preflight snapshot`)."""
-    from gpu_preflight import snapshot as snap_mod
+    import gpu_preflight.snapshot as snap_mod
 
     snap = snap_mod.load(snapshot_file) if snapshot_file else snap_mod.collect(deep=deep)
     return Report(_frozen(build_report("doctor", snap)))

@@ -55,22 +55,30 @@ def targets_from_specs(specs: list[str]) -> list[Target]:
 
 
 def targets_from_machine(snap: dict) -> list[Target]:
-    from gpu_preflight.checks.context import gpu_views
+    # reads the snapshot itself (not checks.context.gpu_views): estimators do not import the checks
+    from gpu_preflight.snapshot.schema import gpus
+
+    def value(g: dict, key: str):
+        return g[key].get() if g.get(key) is not None else None
 
     groups: dict[tuple, Target] = {}
-    for g in gpu_views(snap):
-        if not g.memory_total_bytes:
+    for g in gpus(snap):
+        total = value(g, "memory_total_bytes")
+        if "error" in g or not total:
             continue
-        free = g.raw.get("memory_free_bytes").get() if g.raw.get("memory_free_bytes") else None
-        cc = facts.parse_cc(g.cc) if g.cc else None
-        key = (g.name, cc)
-        mem = free if free else g.memory_total_bytes
+        name = value(g, "name")
+        row = facts.match_gpu(name) if name else None
+        cc_text = value(g, "compute_capability") or (row or {}).get("compute_capability")
+        free = value(g, "memory_free_bytes")
+        cc = facts.parse_cc(cc_text) if cc_text else None
+        key = (name, cc)
+        mem = free if free else total
         label = "this machine (free memory)" if free else "this machine (total memory)"
         if key in groups:
             groups[key].count += 1
             groups[key].memory_bytes = min(groups[key].memory_bytes, mem)
         else:
-            groups[key] = Target(g.name or "GPU", (g.catalog or {}).get("id"), 1, mem, cc, label)
+            groups[key] = Target(name or "GPU", (row or {}).get("id"), 1, mem, cc, label)
     return list(groups.values())
 
 

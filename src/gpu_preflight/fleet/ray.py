@@ -24,7 +24,7 @@ def node_answer(deep: bool, deep_backend: str | None = None) -> dict[str, Any]:
     """What a node sends back: its snapshot as JSON text (and the --deep results). Runs on the node."""
     import socket
 
-    from gpu_preflight import snapshot
+    import gpu_preflight.snapshot as snapshot
 
     replay = os.environ.get(REPLAY_ENV)
     if replay:
