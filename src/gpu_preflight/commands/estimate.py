@@ -89,20 +89,6 @@ def run(args) -> int:
     if not args.model:
         raise UsageError("no model given", hint="e.g. preflight estimate qwen2.5-7b-instruct --gpu rtx-4090 "
                                                 "(--list-models shows the built-in names)")
-<<<<<<< HEAD
-    engines = all_engines()
-    source = load_model_source(args.model, revision=args.revision, offline=True if args.offline else None)
-    kind = "pipeline" if source.kind == "diffusion" or source.components else "llm"
-    label = "an image/video pipeline" if kind == "pipeline" else "an LLM"
-    if not args.engine and getattr(args, "train", None):  # fine-tuning flags select the training engine
-        args.engine = "training"
-    engine = find_engine(args.engine, engines) if args.engine else default_engine(kind, engines)
-    if kind not in engine.kinds:
-        fitting = [e.name for e in engines if kind in e.kinds]
-        raise UsageError(f"--engine {engine.name} does not run {label}",
-                         hint=f"for {label} use --engine {' or '.join(fitting)}")
-=======
->>>>>>> main
     given = {k: v for k, v in vars(args).items() if k not in COMMON_DESTS}
     report = run_estimate(args.model, engine=args.engine, gpu_specs=args.gpu, torch=args.torch,
                           revision=args.revision, offline=True if args.offline else None, given=given)

@@ -211,31 +211,6 @@ def render_vllm(r: dict[str, Any], style: Style) -> str:
     return "\n".join(lines)
 
 
-def render_pipeline(r: dict[str, Any], style: Style) -> str:
-    w = r["workload"]
-    lines = [style.paint(f"{r['model']} · diffusers · {w['dtype']} · {w['height']}x{w['width']} · {w['batch']} image(s) · "
-                         f"offload {w['offload']}" + (" · VAE tiling" if w["vae_tiling"] else ""), "bold"),
-             f"Peak GPU memory (nvidia-smi): {style.paint(gib(r['peak_process_bytes']), 'bold')} in phase "
-             f"{r['peak_phase']}"]
-    for k, v in r["breakdown"].items():
-        lines.append(f"  {k:<34}{gib(v):>12}")
-    lines.append("Phases (resident + transient = peak):")
-    for name, p in r["phases"].items():
-        lines.append(f"  {name:<24} {gib(p['resident_bytes']):>11} + {gib(p['transient_bytes']):>10} = "
-                     f"{gib(p['peak_allocated_bytes']):>11}   {p.get('detail', '')}")
-    for f in r["fits"]:
-        what = f"{gib(f['headroom_bytes'])} headroom" if f["fits"] else f"short by {gib(-f['headroom_bytes'])}"
-        lines.append(f"  {style.glyph('ok' if f['fits'] else 'fail')} {f['gpu']} ({gib(f['memory_bytes'])}): {what}")
-    if r.get("max_resolution"):
-        lines.append(f"Largest square image that fits as is: {r['max_resolution']}x{r['max_resolution']}")
-    for s in r.get("suggestions") or []:
-        lines.append(style.wrap(f"{style.glyph('ok')} to fit: {s['change']}: {gib(s['peak_process_bytes'])} "
-                                f"({gib(s['headroom_bytes'])} headroom)", 2))
-    for a in r.get("assumptions") or []:
-        lines.append(style.paint(style.wrap(f"- {a}", 2), "dim"))
-    return "\n".join(lines)
-
-
 # ---- training (engine "training") ----
 
 def render_training(r: dict[str, Any], style: Style) -> str:

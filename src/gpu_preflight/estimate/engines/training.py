@@ -1635,4 +1635,4 @@ def run_engine(source, o: dict[str, Any], targets: list, common: dict[str, Any])
 
 
 ENGINES = (Engine("training", ("llm",), "fine-tuning a decoder LLM: full, LoRA, QLoRA; ZeRO / FSDP",
-                  OPTIONS, run_engine),)
+                  OPTIONS, run_engine, selected_by=("train",)),)
