@@ -4,7 +4,6 @@ steps on the CPU compared with the replay."""
 
 import json
 import os
-import subprocess
 import sys
 
 import pytest
@@ -212,30 +211,38 @@ def test_matrix_has_eight_models_both_modes_both_checkpointing_settings_two_leng
     assert set(matrix["held_out"]["models"]) <= {m.get("tag") or m["id"] for m in matrix["models"]}
 
 
-torch = pytest.importorskip  # noqa: E305 (used below)
+class _Records:
+    def __init__(self):
+        self.rows = []
+
+    def write(self, record):
+        self.rows.append(json.loads(json.dumps(record)))
 
 
 @pytest.mark.skipif(not all(__import__("importlib").util.find_spec(m) for m in ("torch", "transformers", "peft")),
                     reason="torch, transformers and peft are not installed")
-def test_real_training_steps_on_the_cpu_match_the_replay(tmp_path):
-    spec = {"model": {"id": "tiny-qwen2", "config": {
-        "model_type": "qwen2", "hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2,
-        "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 1024, "tie_word_embeddings": True,
-        "max_position_embeddings": 1024}},
-        "device": "cpu",
-        "cases": [{"name": n, "mode": mode, "micro_batch": 2, "seq_len": 64, "grad_ckpt": ck, "optimizer": opt,
-                   "mixed_precision": "bf16", "param_dtype": "bfloat16", "lora_rank": 4, "steps": 2}
-                  for n, mode, ck, opt in (("full", "full", False, "adamw_foreach"), ("full-ck", "full", True, "adamw"),
-                                           ("lora-ck", "lora", True, "sgd"))]}
-    sp, out = tmp_path / "spec.json", tmp_path / "out.jsonl"
-    sp.write_text(json.dumps(spec))
-    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "src"))
-    proc = subprocess.run([sys.executable, "-m", "gpu_preflight.measure.train_child", str(sp), str(out)], env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    from gpu_preflight.measure.calibration_train import compare, load_records
+def test_real_training_steps_on_the_cpu_match_the_replay():
+    """The measurement child's own code, in this process, on a toy Qwen2 (GQA, qkv biases, tied
+    embeddings): the bytes of live tensor storages per phase against the replay without allocator."""
+    import torch
 
-    rows = compare(load_records([str(out)]), ROOT)
+    from gpu_preflight.measure import train_child as tc
+    from gpu_preflight.measure.calibration_train import compare
+
+    config = {"model_type": "qwen2", "hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2,
+              "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 1024, "tie_word_embeddings": True,
+              "max_position_embeddings": 1024}
+    cases = [{"name": n, "mode": mode, "micro_batch": 2, "seq_len": 64, "grad_ckpt": ck, "optimizer": opt,
+              "mixed_precision": "bf16", "param_dtype": "bfloat16", "lora_rank": 4, "steps": 2}
+             for n, mode, ck, opt in (("full", "full", False, "adamw_foreach"), ("full-ck", "full", True, "adamw"),
+                                      ("lora-ck", "lora", True, "sgd"))]
+    rec = _Records()
+    dev = tc.Device(torch, "cpu")
+    rec.write({**tc.environment(torch, "cpu"), "model": "tiny-qwen2"})
+    tc.run(torch, {"model": {"id": "tiny-qwen2", "config": config}, "cases": cases}, rec, dev)
+    for r in rec.rows:
+        r["_env"], r["_file"] = rec.rows[0], "in-process"
+    rows = compare(rec.rows, ROOT)
     assert len([r for r in rows if r["phase"] == "step"]) == 3
     for r in rows:
         assert abs(r["allocated_error"]) < 0.01, r

@@ -274,7 +274,7 @@ def run_case(torch, model, case: dict, dev: Device, rec: Recorder, base: dict, v
                 rec.write({**info, "type": "phase", "phase": phase, "step": step, "before": before,
                            "time_s": round(time.perf_counter() - t, 4), "oom": False, **dev.peaks(),
                            **({"loss": loss_value} if phase == "backward" else {})})
-    except torch.OutOfMemoryError as exc:  # noqa: F841
+    except torch.cuda.OutOfMemoryError as exc:  # noqa: F841
         ok = False
         rec.write({**info, "type": "phase", "phase": "oom", "oom": True, "error": str(exc).splitlines()[0][:300]})
     except ImportError as exc:
