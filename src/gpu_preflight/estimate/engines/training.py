@@ -74,6 +74,7 @@ class TrainSetup:
     offload_optimizer: str | None = None  # cpu
     device: str = "cuda"               # "cpu": replay without the caching allocator (tests on CPU)
     double_quant: bool = True          # QLoRA: bnb_4bit_use_double_quant (the QLoRA recipe)
+    master_scale: float = 1.0          # FSDP fp32 shards under bf16 compute: shard bytes / bf16 bytes
 
 
 def dtype_bytes(name: str) -> int:
@@ -1230,7 +1231,8 @@ def _shard_rules(st: TrainSetup) -> dict[str, float]:
         o = 1.0 / n
     if st.offload_optimizer == "cpu":
         o = 0.0
-    return {"weights": w, "grads": g, "states": o}
+    k = st.master_scale
+    return {"weights": w * k, "grads": g * k, "states": o * k}
 
 
 
@@ -1350,9 +1352,14 @@ def estimate_training(shape: Shape, st: TrainSetup, cc: tuple[int, int] | None, 
 
 def _effective(st: TrainSetup) -> TrainSetup:
     """DeepSpeed (--zero) runs the module in 16 bits with fp32 master weights and fp32 Adam states in
-    its optimizer partition: the replay sees a bf16 model and DeepSpeed's 16 bytes per parameter."""
+    its optimizer partition: the replay sees a bf16 model and DeepSpeed's 16 bytes per parameter.
+    FSDP with float32 weights and mixed precision computes with gathered 16-bit copies
+    (MixedPrecision(param_dtype=bf16)): the replay sees a bf16 model whose shards (weights, gradients,
+    optimizer states) are twice as large."""
     if st.zero and st.param_dtype == "float32":
         return dataclasses.replace(st, param_dtype="bfloat16")
+    if st.fsdp and st.param_dtype == "float32" and st.mixed_precision != "no":
+        return dataclasses.replace(st, param_dtype="bfloat16", master_scale=2.0)
     return st
 
 
