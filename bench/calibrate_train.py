@@ -161,7 +161,7 @@ def main() -> int:
         t = time.perf_counter()
         try:
             proc = subprocess.run([sys.executable, "-m", "gpu_preflight.measure.train_child", fh.name, args.out],
-                                  env=env, timeout=max(left, 5), capture_output=True, text=True)
+                                  env=env, timeout=max(left, 5), capture_output=True, text=True, check=False)
             status = f"exit {proc.returncode}"
             if proc.returncode:
                 status += ": " + (proc.stderr.strip().splitlines() or ["?"])[-1][:200]

@@ -180,8 +180,8 @@ def test_moe_training_is_refused_with_a_hint(capsys):
 
 
 def test_offload_reports_host_ram(capsys):
-    code, out, _ = run(capsys, "llama-3.2-3b-instruct", "--train", "full", "--gpu", "rtx-4090:2", "--zero", "2",
-                       "--offload-optimizer", "cpu", "--grad-checkpointing", "--ram-gb", "128", "--json")
+    _, out, _ = run(capsys, "llama-3.2-3b-instruct", "--train", "full", "--gpu", "rtx-4090:2", "--zero", "2",
+                    "--offload-optimizer", "cpu", "--grad-checkpointing", "--ram-gb", "128", "--json")
     r = json.loads(out)
     assert r["host_ram_bytes"] == int(shape("llama-3.2-3b-instruct").params() * 16 * 1.5)
     assert r["host_ram_fits"] is True and r["measured"] is False and r["unmeasured"]

@@ -147,8 +147,8 @@ def markdown(rows: list[dict[str, Any]], title: str) -> str:
         out += ["", f"Measured process minus reserved memory (median over the cases not held out): {fit / (1 << 30):.3f} GiB."]
     big = max((r["measured_allocated_bytes"] for r in step), default=0) > (1 << 29)
     g, unit = (1 << 30, "GiB") if big else (1 << 20, "MiB")
-    out += ["", f"| model | case | measured {unit} | estimated {unit} | error | allocated measured | allocated estimated | "
-                "error allocated | held out |", "|---|---|---|---|---|---|---|---|---|"]
+    out += ["", (f"| model | case | measured {unit} | estimated {unit} | error | allocated measured | "
+                 "allocated estimated | error allocated | held out |"), "|---|---|---|---|---|---|---|---|---|"]
     for r in step:
         m = r.get("measured_process_bytes", r["measured_allocated_bytes"])
         e = r.get("estimated_process_bytes", r["estimated_allocated_bytes"])

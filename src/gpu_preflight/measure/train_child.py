@@ -199,7 +199,7 @@ def make_optimizer(torch, params, name: str, device: str):
     if name == "adafactor":
         return torch.optim.Adafactor(params, lr=1e-2, foreach=True)
     if name in ("adamw_8bit", "paged_adamw_8bit"):
-        import bitsandbytes as bnb  # noqa: F401  (not on the calibration machine: the case is skipped)
+        import bitsandbytes as bnb
 
         cls = bnb.optim.PagedAdamW8bit if name.startswith("paged") else bnb.optim.AdamW8bit
         return cls(params, lr=1e-5)
@@ -274,13 +274,17 @@ def run_case(torch, model, case: dict, dev: Device, rec: Recorder, base: dict, v
                 rec.write({**info, "type": "phase", "phase": phase, "step": step, "before": before,
                            "time_s": round(time.perf_counter() - t, 4), "oom": False, **dev.peaks(),
                            **({"loss": loss_value} if phase == "backward" else {})})
-    except torch.cuda.OutOfMemoryError as exc:  # noqa: F841
+    except torch.cuda.OutOfMemoryError as exc:
         ok = False
         rec.write({**info, "type": "phase", "phase": "oom", "oom": True, "error": str(exc).splitlines()[0][:300]})
     except ImportError as exc:
         rec.write({**info, "type": "skip", "reason": f"{type(exc).__name__}: {exc}"[:300]})
+    except Exception as exc:  # noqa: BLE001  (one case's failure must not lose the model's other cases)
+        ok = False
+        rec.write({**info, "type": "error", "error": f"{type(exc).__name__}: {exc}"[:600],
+                   "traceback": traceback.format_exc()[-2000:]})
     finally:
-        loss = None  # noqa: F841
+        loss = None
         if opt is not None:
             opt.state.clear()
         del opt

@@ -222,8 +222,8 @@ def render_training(r: dict[str, Any], style: Style) -> str:
                          + (" · checkpointing" if w["grad_checkpointing"] else "")
                          + (f" · {w['gpus']} GPUs" if w.get("gpus", 1) > 1 else "") + shard
                          + (" · optimizer offload" if w.get("offload_optimizer") else ""), "bold"),
-             f"Peak GPU memory per GPU (nvidia-smi): {style.paint(gib(r['peak_process_bytes']), 'bold')} in "
-             f"{r['peak_phase']}   (torch max_memory_allocated {gib(r['peak_allocated_bytes'])})"]
+             (f"Peak GPU memory per GPU (nvidia-smi): {style.paint(gib(r['peak_process_bytes']), 'bold')} in "
+              f"{r['peak_phase']}   (torch max_memory_allocated {gib(r['peak_allocated_bytes'])})")]
     t = r.get("training") or {}
     if t:
         lines.append(f"Trainable parameters: {t['trainable_params']:,} of {t['total_params']:,}")

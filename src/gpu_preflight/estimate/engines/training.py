@@ -36,8 +36,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from gpu_preflight.estimate.allocator import Allocator
 
@@ -109,7 +110,7 @@ class _Exact:
 
 
 class Buf:
-    __slots__ = ("h", "n", "refs", "cat", "saved")
+    __slots__ = ("cat", "h", "n", "refs", "saved")
 
     def __init__(self, h: int, n: int, cat: str):
         self.h, self.n, self.refs, self.cat, self.saved = h, n, 1, cat, 0
@@ -118,14 +119,14 @@ class Buf:
 class Ten:
     """A simulated tensor: its storage, its bytes, element size, whether it requires grad, and
     where its gradient goes (the node that produced it, a parameter, or nowhere)."""
-    __slots__ = ("buf", "n", "dt", "rg", "dest")
+    __slots__ = ("buf", "dest", "dt", "n", "rg")
 
     def __init__(self, buf: Buf | None, n: int, dt: int, rg: bool, dest: Any = None):
         self.buf, self.n, self.dt, self.rg, self.dest = buf, n, dt, rg, dest
 
 
 class Param:
-    __slots__ = ("name", "numel", "dt", "rg", "buf", "grad", "ten", "grad_keep", "layer")
+    __slots__ = ("buf", "dt", "grad", "grad_keep", "layer", "name", "numel", "rg", "ten")
 
     def __init__(self, name: str, numel: int, dt: int, rg: bool, layer: int | None = None):
         self.name, self.numel, self.dt, self.rg, self.layer = name, numel, dt, rg, layer
@@ -136,7 +137,7 @@ class Param:
 
 
 class Node:
-    __slots__ = ("seq", "ins", "gbytes", "passthru", "saved", "ws", "gin", "region", "split", "nsaved", "head")
+    __slots__ = ("gbytes", "gin", "head", "ins", "nsaved", "passthru", "region", "saved", "seq", "split", "ws")
 
     def __init__(self, seq: int, ins: list, gbytes: list, passthru: list, ws: list, region: int | None):
         self.seq, self.ins, self.gbytes, self.passthru, self.ws, self.region = seq, ins, gbytes, passthru, ws, region
@@ -181,8 +182,7 @@ class Sim:
         if self.al.allocated > p["alloc"]:
             p["alloc"] = self.al.allocated
             p["at_peak"] = dict(self.live)
-        if self.al.reserved > p["reserved"]:
-            p["reserved"] = self.al.reserved
+        p["reserved"] = max(p["reserved"], self.al.reserved)
 
     def inc(self, b: Buf | None) -> None:
         if b is not None:
@@ -295,25 +295,14 @@ def op_linear(s: Sim, x: Ten, w: Ten, out_numel: int, bias: Ten | None = None, c
     return y
 
 
-def op_elementwise(s: Sim, a: Ten, b: Ten | None, out_n: int, out_dt: int, save: tuple = (), kind: str = "mul",
-                   ws: tuple = ()) -> Ten:
-    """Binary / unary pointwise op. `save`: which of 'a', 'b', 'out' autograd keeps."""
+def op_elementwise(s: Sim, a: Ten, b: Ten | None, out_n: int, out_dt: int, kind: str = "add") -> Ten:
+    """A pointwise op that saves nothing: `add` (its gradient passes through to same-size, same-dtype
+    inputs without a copy; also models torch.cat's copy of one tensor), `scale` (times a Python scalar:
+    backward allocates the input's gradient)."""
     ins = [a] + ([b] if b is not None else [])
-    gbytes = [t.n for t in ins]
     passthru = [kind == "add" and t.n == out_n and t.dt == out_dt for t in ins]
-    # the gradient of a broadcast operand is reduced from a full-size product
-    wsl = list(ws) + [out_n for t in ins if t.rg and t.n < out_n and kind == "mul"]
-    nd = s.node(ins, gbytes, passthru, wsl)
-    y = s.out(out_n, out_dt, nd)
-    if nd is not None:
-        for which in save:
-            if which == "a" and (b is None or b.rg or kind != "mul"):
-                s.save(nd, a.buf)
-            elif which == "b" and b is not None and a.rg:
-                s.save(nd, b.buf)
-            elif which == "out":
-                s.save(nd, y.buf)
-    return y
+    nd = s.node(ins, [t.n for t in ins], passthru)
+    return s.out(out_n, out_dt, nd)
 
 
 def op_mul(s: Sim, a: Ten, b: Ten, out_n: int, out_dt: int) -> Ten:
@@ -589,7 +578,6 @@ class Forward:
         xc = self.act_cast(x)
         if lin.nf4:  # bitsandbytes MatMul4Bit: dequantize to the compute dtype, matmul, drop
             deq = s.alloc(lin.n_in * lin.n_out * xc.dt)
-            w = Ten(deq, lin.n_in * lin.n_out * xc.dt, xc.dt, False)
             nd = s.node([xc], ws=[lin.n_in * lin.n_out * xc.dt])
             y = s.out(self.N * lin.n_out * xc.dt, xc.dt, nd)
             s.dec(deq)
@@ -1071,7 +1059,7 @@ def optimizer_states(p: Param, opt: str, deepspeed: bool = False) -> list[int]:
 
 
 def _matrix_dims(p: Param) -> tuple[int, int]:
-    side = int(math.isqrt(p.numel))
+    side = math.isqrt(p.numel)
     return side, max(p.numel // max(side, 1), 1)
 
 
@@ -1085,9 +1073,7 @@ def optimizer_step(s: Sim, params: list[Param], st: TrainSetup, states: dict[int
             states[id(p)] = [s.alloc(max(int(b * shard), 1), "optimizer_states")
                              for b in optimizer_states(p, opt, deepspeed=st.zero > 0)]
     temps: list[Buf] = []
-    if opt == "adamw_foreach" and not st.zero:
-        temps = [s.alloc(max(int(p.numel * p.dt * shard), 1)) for p in live]
-    elif opt == "adafactor":
+    if opt == "adamw_foreach" and not st.zero or opt == "adafactor":
         temps = [s.alloc(max(int(p.numel * p.dt * shard), 1)) for p in live]
     for b in temps:
         s.dec(b)
@@ -1367,7 +1353,7 @@ def _effective(st: TrainSetup) -> TrainSetup:
 # The engine's flags, search, suggestions and report
 # ---------------------------------------------------------------------------------------------
 
-from gpu_preflight.estimate.engines.base import Engine, Option, non_negative_int, positive_int  # noqa: E402
+from gpu_preflight.estimate.engines.base import Engine, Option, positive_int
 
 
 def _bool_flag(text: str) -> bool:
@@ -1562,7 +1548,11 @@ def train_report(source, o: dict[str, Any], targets: list, common: dict[str, Any
     from gpu_preflight import __version__
     from gpu_preflight.estimate.arch import parse_llm
     from gpu_preflight.estimate.overheads import process_overhead
-    from gpu_preflight.estimate.plan import REPORT_SCHEMA, REPORT_SCHEMA_VERSION, _arch_summary
+    from gpu_preflight.estimate.plan import (
+        REPORT_SCHEMA,
+        REPORT_SCHEMA_VERSION,
+        _arch_summary,
+    )
 
     arch = parse_llm(source.config)
     shape = shape_from_arch(arch)
@@ -1618,9 +1608,9 @@ def _workload(st: TrainSetup) -> dict[str, Any]:
 
 
 def _assumptions(shape: Shape, st: TrainSetup) -> list[str]:
-    out = ["a Trainer-style loop: forward under torch.autocast when mixed precision is on, only the loss kept, "
-           "loss.backward(), optimizer.step(), zero_grad(set_to_none=True); two steps replayed, the second "
-           "with the optimizer states resident",
+    out = [("a Trainer-style loop: forward under torch.autocast when mixed precision is on, only the loss kept, "
+            "loss.backward(), optimizer.step(), zero_grad(set_to_none=True); two steps replayed, the second "
+            "with the optimizer states resident"),
            "SDPA attention; the flash kernel without a mask, the memory-efficient kernel with one"]
     if st.mode != "full":
         out.append("peft LoRA: adapters in float32 on a 16-bit base (autocast_adapter_dtype=True), dropout 0, "
