@@ -824,7 +824,9 @@ class Forward:
             self.masks[kind] = bool(win) and t >= win     # masking_utils: no mask unless the window is shorter
         self.mask_bufs = mask_bufs = [s.alloc(b * t * t) for v in self.masks.values() if v]
         emb = self.m.embed
-        nd = s.node([emb.ten], [0], ws=[N * I64 * 4] if st.device == "cuda" else [])  # saves the indices only
+        # saves the indices only; CUDA's embedding_dense_backward sorts them (int64 buffers) and sums
+        # per-token rows in float32 partials before writing the weight gradient
+        nd = s.node([emb.ten], [0], ws=[N * I64 * 4, N * H * FP32] if st.device == "cuda" else [])
         e = s.out(N * H * emb.dt, emb.dt, nd)
         if sh.gemma:   # Gemma*ScaledWordEmbedding: embedding * embed_scale
             hid = op_mul(s, e, Ten(None, emb.dt, emb.dt, False), N * H * emb.dt, emb.dt)
