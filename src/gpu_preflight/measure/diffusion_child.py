@@ -163,8 +163,11 @@ def _keep_fp32(torch, model, dtype) -> list[str]:
     return sorted(keep) if hit else []
 
 
-def materialize(torch, model, device: str) -> None:
-    """to_empty() that keeps tied parameters tied and copies real buffers (no fp32 transient)."""
+def materialize(torch, model, device: str, fill: float | None = None) -> None:
+    """to_empty() that keeps tied parameters tied and copies real buffers (no fp32 transient).
+
+    `fill` writes a constant into every new parameter: on the CPU an untouched allocation is not
+    resident, so host-RAM measurements need the pages written, as loading real weights does."""
     done: dict[int, tuple] = {}
     for mod in model.modules():
         for store, is_param in ((mod._parameters, True), (mod._buffers, False)):
@@ -175,6 +178,8 @@ def materialize(torch, model, device: str) -> None:
                 if hit is None:
                     if t.is_meta:
                         data = torch.empty_like(t, device=device)
+                        if fill is not None:
+                            data.fill_(fill if data.is_floating_point() else 0)
                     else:
                         data = t.detach().to(device)
                     new = torch.nn.Parameter(data, requires_grad=False) if is_param else data
@@ -182,7 +187,8 @@ def materialize(torch, model, device: str) -> None:
                 store[n] = hit[1]
 
 
-def build_component(torch, name: str, comp: dict, dtype, device: str, attn: str, diffusers, transformers):
+def build_component(torch, name: str, comp: dict, dtype, device: str, attn: str, diffusers, transformers,
+                    fill: float | None = None):
     import accelerate
 
     lib, cls, cfg, notes = resolve_component(name, comp, diffusers, transformers)
@@ -209,7 +215,7 @@ def build_component(torch, name: str, comp: dict, dtype, device: str, attn: str,
     if fp32:
         notes["kept_fp32_modules"] = fp32
     if device != "meta":
-        materialize(torch, model, device)
+        materialize(torch, model, device, fill)
     model.eval()
     model.requires_grad_(False)
     notes["built_as"] = f"{lib}.{cls.__name__}"
@@ -380,6 +386,11 @@ def run_diffusion(torch, spec: dict, rec, sampler, t0) -> None:
         transformers.logging.set_verbosity_error()
     except Exception:  # noqa: BLE001
         pass
+    if spec.get("setups"):
+        from gpu_preflight.measure.diffusion_modes import run_modes
+
+        run_modes(torch, spec, rec, sampler, t0)
+        return
     pipe = spec["model"]
     model_id = pipe.get("id")
     pipeline = pipe.get("catalog_id") or model_id
