@@ -142,6 +142,7 @@ class Stage:
         self.models: dict = {}
         self.component_dtypes: dict[str, str] = {}
         self.holder = None
+        self.dropped = False  # text encoders moved off the GPU by a drop_text_encoders run
 
     # ------------------------------------------------------------------ time
     def elapsed(self) -> float:
@@ -317,6 +318,7 @@ class Stage:
         """Hooks off, everything back on the CPU; components whose weights changed are rebuilt."""
         torch = self.torch
         dirty = set()
+        self.dropped = False
         if self.holder is not None:
             try:
                 self.holder.remove_all_hooks()
@@ -374,6 +376,19 @@ class Stage:
                 **({k: setup[k] for k in ("group_type", "use_stream", "record_stream") if k in setup}
                    if setup.get("offload") == "group" else {})}
         records = []
+        drop = bool(run.get("drop_text_encoders")) and setup.get("offload", "none") == "none"
+        if self.dropped and not drop:  # a previous run freed the encoders: back on the GPU
+            for name in self.encoders():
+                self.models[name].to(self.device)
+            self.dropped = False
+        if drop:
+            # the prompt was encoded before and the encoders freed: denoiser and VAE alone (the
+            # encode phase itself is the encoders alone, as under model offload)
+            phases = [p for p in phases if p != "encode"]
+            for name in self.encoders():
+                self.models[name].to("cpu")
+            gc.collect()
+            self.mem.empty_cache()
         if "encode" in phases:
             for name in self.encoders():
                 model = self.models[name]
@@ -384,11 +399,6 @@ class Stage:
                 self.mem.empty_cache()
                 records.append(self.measure(base, f"encode:{name}",
                                             lambda m=model, p=plan, b=eb: self._encode(m, p, b), extra))
-        if run.get("drop_text_encoders") and setup.get("offload", "none") == "none":
-            for name in self.encoders():
-                self.models[name].to("cpu")
-            gc.collect()
-            self.mem.empty_cache()
         den = self.denoiser()
         if "denoise" in phases and den:
             model = self.models[den]
@@ -407,9 +417,7 @@ class Stage:
             records.append(self.measure(base, "vae_decode", lambda: self._decode(vae, w, run), {"component": "vae"}))
         if self.holder is not None and setup.get("offload") == "model":
             self.holder.maybe_free_model_hooks()  # what the pipeline does at the end of __call__
-        if run.get("drop_text_encoders") and setup.get("offload", "none") == "none":
-            for name in self.encoders():
-                self.models[name].to(self.device)
+        self.dropped = self.dropped or drop
         ok = [r for r in records if not r.get("error")]
         self.rec.write({**self.head, **base, "type": "run", "phases": [r["phase"] for r in records],
                         "errors": [r["phase"] for r in records if r.get("error")],
