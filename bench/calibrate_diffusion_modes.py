@@ -7,7 +7,7 @@ dropped text encoders) for several pipelines on the local GPU, within a wall-clo
 Each pipeline runs in a fresh child (`python -m gpu_preflight.measure.child`, which hands a spec
 with "setups" to measure/diffusion_modes.py); every finished phase is one JSON line in OUT, so a
 crash or a timeout keeps what was measured. A pipeline gets at most its "max_s" of the budget (its
-child skips the setups that would not finish and is killed 30 s after its deadline); a pipeline
+child skips the setups that would not finish and is killed 20 s after its deadline); a pipeline
 whose share is under 20 s is skipped. --tiny shrinks every component to the matrix's "tiny"
 overrides (one or two layers) for a dry run on the CPU; --only picks pipelines by id or tag.
 At the end a summary (one line per setup and run: peaks, host RAM, seconds per step) is printed and
@@ -134,7 +134,7 @@ def main() -> int:
         t = time.perf_counter()
         try:
             proc = subprocess.run([sys.executable, "-m", "gpu_preflight.measure.child", fh.name, args.out],
-                                  env=env, timeout=share + 30, capture_output=True, text=True)
+                                  env=env, timeout=share + 20, capture_output=True, text=True)
             status = f"exit {proc.returncode}"
             if proc.returncode:
                 status += ": " + (proc.stderr.strip().splitlines() or ["?"])[-1][:200]

@@ -300,21 +300,26 @@ class Stage:
         torch, dev = self.torch, self.device
         skip = set(getattr(model, "_keep_in_fp32_modules", None) or [])
         count = 0
+        moved: dict[int, tuple] = {}  # tied parameters (T5 shared / embed_tokens) move once
         for mname, module in model.named_modules():
             for pname, p in list(module._parameters.items()):
                 if p is None:
+                    continue
+                if id(p) in moved:
+                    module._parameters[pname] = moved[id(p)][1]
                     continue
                 module._parameters[pname] = torch.nn.Parameter(p.data.to(dev), requires_grad=False)
                 if isinstance(module, torch.nn.Linear) and pname == "weight" and not any(
                         k in mname.split(".") for k in skip):
                     torchao.quantize_(module, config)
                     count += 1
+                moved[id(p)] = (p, module._parameters[pname])
             for bname, b in list(module._buffers.items()):
                 if b is not None:
                     module._buffers[bname] = b.to(dev)
         return {"config": TORCHAO_CONFIGS[quant], "linear_layers": count}
 
-    def undo(self, setup: dict) -> None:
+    def undo(self, setup: dict, rebuild: bool = True) -> None:
         """Hooks off, everything back on the CPU; components whose weights changed are rebuilt."""
         torch = self.torch
         dirty = set()
@@ -356,8 +361,9 @@ class Stage:
             self.models.pop(name, None)
         gc.collect()
         self.mem.empty_cache()
-        for name in sorted(n for n in dirty if n in specs):
-            self.build(name, specs[name])
+        if rebuild:
+            for name in sorted(n for n in dirty if n in specs):
+                self.build(name, specs[name])
 
     # ------------------------------------------------------------------ one run
     def run(self, setup: dict, run: dict) -> None:
@@ -512,7 +518,7 @@ class Stage:
                 "vae_upcast": upcast}
 
     # ------------------------------------------------------------------ one setup
-    def run_setup(self, setup: dict) -> None:
+    def run_setup(self, setup: dict, last: bool = False) -> None:
         name = setup["name"]
         need = float(setup.get("est_s", 10))
         if self.time_left() < need:
@@ -548,7 +554,7 @@ class Stage:
                                     "traceback": traceback.format_exc()[-2500:]})
         t = time.perf_counter()
         try:
-            self.undo(setup)
+            self.undo(setup, rebuild=not last)
             self.rec.write({**self.head, "type": "undo", "setup": name, "time_s": round(time.perf_counter() - t, 3),
                             "allocated_bytes": self.mem.allocated(), "host_rss_bytes": self.host.current_bytes(),
                             "t_s": round(self.elapsed(), 3)})
@@ -573,7 +579,8 @@ def run_modes(torch, spec: dict, rec, sampler, t0) -> None:
                "deadline_s": spec.get("deadline_s"), "t_s": round(stage.elapsed(), 3)})
     try:
         stage.build_all()
-        for setup in spec.get("setups") or []:
-            stage.run_setup(setup)
+        setups = spec.get("setups") or []
+        for i, setup in enumerate(setups):
+            stage.run_setup(setup, last=i == len(setups) - 1)
     finally:
         stage.host.close()

@@ -73,11 +73,15 @@ def render_pipeline(r: dict[str, Any], style: Style) -> str:
     for f in r["fits"]:
         what = f"{gib(f['headroom_bytes'])} headroom" if f["fits"] else f"short by {gib(-f['headroom_bytes'])}"
         lines.append(f"  {style.glyph('ok' if f['fits'] else 'fail')} {f['gpu']} ({gib(f['memory_bytes'])}): {what}")
+    if r.get("host_weights_bytes") is not None:  # issue 15: offload modes hold weights in host RAM
+        lines.append(f"Host RAM for weights: {gib(r['host_weights_bytes'])} while generating, "
+                     f"{gib(r['host_weights_load_bytes'])} while loading (plus the Python/torch process)")
     if r.get("max_resolution"):
         lines.append(f"Largest square image that fits as is: {r['max_resolution']}x{r['max_resolution']}")
     for s in r.get("suggestions") or []:
+        flag = f"  [{s['flag']}]" if s.get("flag") else ""
         lines.append(style.wrap(f"{style.glyph('ok')} to fit: {s['change']}: {gib(s['peak_process_bytes'])} "
-                                f"({gib(s['headroom_bytes'])} headroom)", 2))
+                                f"({gib(s['headroom_bytes'])} headroom){flag}", 2))
     for a in r.get("assumptions") or []:
         lines.append(style.paint(style.wrap(f"- {a}", 2), "dim"))
     return "\n".join(lines)

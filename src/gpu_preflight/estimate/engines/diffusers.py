@@ -577,21 +577,49 @@ def _load_and_transfers(est: PipelineEstimate, parts: dict[str, Part], w: ImageW
 # report
 
 
-CHANGE_SETS = (  # cheapest first: what each costs in speed
-    ((), "as is"),
-    ((("drop_text_encoders", True),), "encode the prompt first, free the text encoders, then load the transformer and VAE"),
-    ((("vae_tiling", True),), "VAE tiling (pipe.vae.enable_tiling(): slightly slower decode)"),
-    ((("drop_text_encoders", True), ("vae_tiling", True)), "free the text encoders after encoding + VAE tiling"),
-    ((("quantize", "8bit"),), "8-bit weights for the denoiser and text encoders (bitsandbytes)"),
-    ((("quantize", "4bit"),), "4-bit NF4 weights for the denoiser and text encoders (bitsandbytes)"),
+# What to change, cheapest first (in speed and quality), each with the exact flags that apply it.
+# (settings, what it is, flags, what it costs)
+CHANGE_SETS = (
+    ((), "as is", "", "none"),
+    ((("drop_text_encoders", True),), "encode the prompt first, free the text encoders, then load the denoiser and VAE",
+     "--drop-text-encoders", "encoders reload (or stay on the CPU) for each new prompt"),
+    ((("vae_tiling", True),), "VAE tiling (pipe.vae.enable_tiling())", "--vae-tiling",
+     "decode a little slower, tile seams blended"),
+    ((("drop_text_encoders", True), ("vae_tiling", True)), "free the text encoders after encoding + VAE tiling",
+     "--drop-text-encoders --vae-tiling", "both of the above"),
+    ((("layerwise_fp8", True),), "denoiser weights stored in fp8, upcast layer by layer "
+     "(pipe.transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=...))",
+     "--layerwise-fp8", "a cast per layer per step, small quality loss"),
+    ((("layerwise_fp8", True), ("drop_text_encoders", True), ("vae_tiling", True)),
+     "fp8 layerwise casting + free the text encoders + VAE tiling", "--layerwise-fp8 --drop-text-encoders --vae-tiling",
+     "all three of the above"),
+    ((("offload", "model"),), "model CPU offload (pipe.enable_model_cpu_offload(): one component on the GPU at a time)",
+     "--offload model", "each component crosses PCIe once per image"),
+    ((("offload", "model"), ("vae_tiling", True)), "model CPU offload + VAE tiling", "--offload model --vae-tiling",
+     "as above, plus tiled decode"),
+    ((("quantize", "8bit"),), "8-bit weights for the denoiser and text encoders (bitsandbytes)", "--quantize 8bit",
+     "int8 matmuls: slower steps, small quality loss"),
+    ((("quantize", "4bit"),), "4-bit NF4 weights for the denoiser and text encoders (bitsandbytes)", "--quantize 4bit",
+     "NF4 dequantization per step, some quality loss"),
     ((("quantize", "4bit"), ("drop_text_encoders", True), ("vae_tiling", True)),
-     "4-bit weights + free the text encoders after encoding + VAE tiling"),
-    ((("offload", "model"),), "model CPU offload (pipe.enable_model_cpu_offload(): a component on the GPU at a time)"),
-    ((("offload", "model"), ("vae_tiling", True)), "model CPU offload + VAE tiling"),
-    ((("offload", "group"), ("vae_tiling", True)),
-     "group offload at block level + VAE tiling (apply_group_offloading(..., offload_type='block_level'))"),
+     "4-bit weights + free the text encoders after encoding + VAE tiling",
+     "--quantize 4bit --drop-text-encoders --vae-tiling", "all three of the above"),
+    ((("offload", "model"), ("layerwise_fp8", True), ("vae_tiling", True)),
+     "model CPU offload + fp8 layerwise casting + VAE tiling", "--offload model --layerwise-fp8 --vae-tiling",
+     "offload transfers + per-layer casts"),
+    ((("offload", "group"), ("use_stream", True), ("vae_tiling", True)),
+     "group offload at block level with CUDA streams + VAE tiling "
+     "(pipe.enable_group_offload(onload_device, offload_type='block_level', num_blocks_per_group=1, use_stream=True))",
+     "--offload group --use-stream --vae-tiling", "every block crosses PCIe each step, overlapped with compute; "
+     "pinned host copies of all weights"),
+    ((("offload", "group"), ("group_type", "leaf_level"), ("use_stream", True), ("vae_tiling", True)),
+     "group offload at leaf level with CUDA streams + VAE tiling "
+     "(pipe.enable_group_offload(onload_device, offload_type='leaf_level', use_stream=True))",
+     "--offload group --group-type leaf_level --use-stream --vae-tiling",
+     "every layer crosses PCIe each step, overlapped; pinned host copies"),
     ((("offload", "sequential"), ("vae_tiling", True)),
-     "sequential CPU offload + VAE tiling (pipe.enable_sequential_cpu_offload(): much slower)"),
+     "sequential CPU offload + VAE tiling (pipe.enable_sequential_cpu_offload())", "--offload sequential --vae-tiling",
+     "every layer crosses PCIe each step, not overlapped: much slower"),
 )
 
 
@@ -620,7 +648,15 @@ def pipeline_report(entry: dict, w: ImageWorkload, targets: list, overhead: int,
         "peak_reserved_bytes": est.peak_reserved_bytes,
         "phases": {p.name: {"peak_allocated_bytes": p.peak_allocated_bytes, "transient_bytes": p.transient_bytes,
                             "peak_reserved_bytes": p.peak_reserved_bytes,
-                            "resident_bytes": p.resident_bytes, "detail": p.detail} for p in est.phases},
+                            "resident_bytes": p.resident_bytes, "detail": p.detail,
+                            "host_weights_bytes": p.host_bytes} for p in est.phases},
+        # issue 15: weights held in host RAM while generating / while loading (the Python + torch + CUDA
+        # process itself comes on top), the GPU reserve while loading, and PCIe traffic per step / image
+        "host_weights_bytes": est.host_bytes,
+        "host_weights_load_bytes": est.host_load_bytes,
+        "load_peak_reserved_bytes": est.load_peak_bytes,
+        "transfer_bytes_per_step": est.transfer_bytes_per_step,
+        "transfer_bytes_per_image": est.transfer_bytes_per_image,
         "peak_phase": max(est.phases, key=lambda p: p.peak_reserved_bytes).name,
         "fits": fits, "max_resolution": None, "suggestions": [],
         "assumptions": est.assumptions + [f"process overhead {overhead / (1 << 30):.2f} GiB: {overhead_note}",
@@ -632,12 +668,18 @@ def pipeline_report(entry: dict, w: ImageWorkload, targets: list, overhead: int,
         t = targets[0]
         report["max_resolution"] = max_square(entry, w, t.memory_bytes, overhead)
         if not fits[0]["fits"]:
-            for changes, label in CHANGE_SETS[1:]:
-                w2 = dataclasses.replace(w, **dict(changes))
-                p2 = process_peak(estimate_pipeline(entry, w2), overhead)
+            for changes, label, flags, cost in CHANGE_SETS[1:]:
+                try:
+                    w2 = dataclasses.replace(w, **dict(changes))
+                    e2 = estimate_pipeline(entry, w2)
+                except UsageError:
+                    continue
+                p2 = process_peak(e2, overhead)
                 if p2 <= t.memory_bytes:
-                    report["suggestions"].append({"change": label, "settings": dict(changes), "peak_process_bytes": p2,
-                                                  "fits": True, "headroom_bytes": t.memory_bytes - p2})
+                    report["suggestions"].append({"change": label, "settings": dict(changes), "flag": flags,
+                                                  "cost": cost, "peak_process_bytes": p2, "fits": True,
+                                                  "headroom_bytes": t.memory_bytes - p2,
+                                                  "host_weights_bytes": e2.host_bytes})
                     break
     return report
 
@@ -675,12 +717,22 @@ OPTIONS = (
     Option("--frames", "frames", "video: frames per denoiser call (default: the pipeline's)", type=positive_int),
     Option("--decode-chunk", "decode_chunk", "video: frames per VAE decode call (decode_chunk_size)",
            type=positive_int),
-    Option("--quantize", "quantize", "weights of the denoiser and text encoders: bitsandbytes 8bit / 4bit (NF4), "
-           "or fp8", choices=("8bit", "4bit", "fp8")),
+    Option("--quantize", "quantize", "nn.Linear weights of the denoiser and text encoders: bitsandbytes 8bit / 4bit "
+           "(NF4), torchao int8wo or fp8 (float8 weight-only)", choices=("8bit", "4bit", "int8wo", "fp8")),
     Option("--drop-text-encoders", "drop_text_encoders", "free the text encoders after encoding",
            action="store_true", default=False),
     Option("--attn", "attn", "attention: sdpa (default) or eager (materialized scores)", default="sdpa",
            choices=("sdpa", "eager")),
+    Option("--group-type", "group_type", "with --offload group: block_level (default: each ModuleList element) or "
+           "leaf_level (each Linear/Conv)", default="block_level", choices=("block_level", "leaf_level")),
+    Option("--use-stream", "use_stream", "with --offload group: prefetch the next group on a CUDA stream "
+           "(pinned host copies)", action="store_true", default=False),
+    Option("--record-stream", "record_stream", "with --offload group --use-stream: record_stream=True",
+           action="store_true", default=False),
+    Option("--layerwise-fp8", "layerwise_fp8", "store the denoiser's weights in float8, upcast layer by layer "
+           "(enable_layerwise_casting)", action="store_true", default=False),
+    Option("--component-dtype", "component_dtype", "one component in another dtype, e.g. vae=float32 (repeatable)",
+           action="append", metavar="NAME=DTYPE"),
 )
 
 
@@ -697,11 +749,25 @@ def pipeline_entry(source) -> dict:
         value = c.metadata.get("class") or (c.config or {}).get("_class_name")
         return value[-1] if isinstance(value, (list, tuple)) and value else value
 
-    return {"components": {n: {"class": cls(c), "config": c.config, "weights": weights(c)}
+    return {"components": {n: {"class": cls(c), "config": c.config, "weights": weights(c),
+                               "structure": c.metadata.get("structure")}
                            for n, c in (source.components or {}).items()},
             "defaults": source.metadata.get("defaults") or {},
             "pipeline_class": (source.pipeline_index or {}).get("_class_name", ""),
             "model_index": source.pipeline_index or {}}
+
+
+def parse_component_dtypes(items: list[str]) -> dict[str, str]:
+    """["vae=float32", ...] -> {"vae": "float32"}; UsageError for anything else."""
+    from gpu_preflight.estimate.plan import parse_dtype
+
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, dtype = str(item).partition("=")
+        if not sep or not name.strip() or not dtype.strip():
+            raise UsageError(f"--component-dtype {item!r} is not NAME=DTYPE", hint="e.g. --component-dtype vae=float32")
+        out[name.strip()] = parse_dtype(dtype.strip())
+    return out
 
 
 def run_engine(source, o: dict, targets: list, common: dict) -> dict:
@@ -710,11 +776,20 @@ def run_engine(source, o: dict, targets: list, common: dict) -> dict:
 
     entry = pipeline_entry(source)
     d = entry["defaults"]
+    group_flags = [f for f, v in (("--use-stream", o.get("use_stream")), ("--record-stream", o.get("record_stream")),
+                                  ("--group-type", o.get("group_type") != "block_level")) if v]
+    if group_flags and o["offload"] != "group":
+        raise UsageError(f"{group_flags[0]} applies to --offload group", hint="add --offload group, or drop the flag")
+    if o.get("record_stream") and not o.get("use_stream"):
+        raise UsageError("--record-stream needs --use-stream", hint="add --use-stream")
     w = ImageWorkload(height=o["height"] or int(d.get("height", 1024)), width=o["width"] or int(d.get("width", 1024)),
                       batch=o["batch"], guidance_scale=o["guidance_scale"], steps=o["steps"],
                       dtype=parse_dtype(o["dtype"]), offload=o["offload"], vae_tiling=o["vae_tiling"],
                       vae_slicing=o["vae_slicing"], quantize=o["quantize"], drop_text_encoders=o["drop_text_encoders"],
-                      frames=o["frames"], decode_chunk=o["decode_chunk"], attn=o["attn"])
+                      frames=o["frames"], decode_chunk=o["decode_chunk"], attn=o["attn"],
+                      group_type=o.get("group_type") or "block_level", use_stream=bool(o.get("use_stream")),
+                      record_stream=bool(o.get("record_stream")), layerwise_fp8=bool(o.get("layerwise_fp8")),
+                      component_dtype=parse_component_dtypes(o.get("component_dtype") or []))
     cc = targets[0].cc if targets else None
     overhead, note = process_overhead(cc, common.get("torch"))
     return pipeline_report(entry, w, targets, overhead, note, source.name)
