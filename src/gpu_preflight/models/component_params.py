@@ -245,3 +245,20 @@ def params_from_config(cls_name: str, config: dict) -> int | None:
     except (TypeError, ValueError):
         return None
     return n if n > 0 and math.isfinite(n) else None
+
+
+def weights_from_config(cls_name: str, config: dict, comp: dict | None = None) -> tuple[dict | None, int | None, str]:
+    """(structure or None, parameters or None, how it was counted) for a component without weight files."""
+    from gpu_preflight.errors import DependencyMissing
+
+    try:
+        s = count_on_meta(cls_name, config, comp)
+        return s, int(s["parameters"]), f"built on the meta device ({s['counted_with']})"
+    except DependencyMissing:
+        pass
+    except Exception:  # noqa: BLE001 - a config the installed library cannot build: try the closed forms
+        pass
+    n = params_from_config(cls_name, config)
+    if n:
+        return None, n, f"closed-form count for {cls_name} from config.json"
+    return None, None, ""

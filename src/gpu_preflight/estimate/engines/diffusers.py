@@ -153,12 +153,12 @@ def component_bytes(comp: dict, dt: int) -> int | None:
 
 
 def component_params(comp: dict) -> int | None:
-    s = comp.get("structure") or {}
-    if s.get("parameters"):
-        return int(s["parameters"])
     w = comp.get("weights") or {}
     if w.get("parameters"):
         return int(w["parameters"])
+    s = comp.get("structure") or {}
+    if s.get("parameters"):
+        return int(s["parameters"])
     if w.get("total_bytes"):
         stored = DTYPE_BYTES.get(str(w.get("dtype") or ""))
         return int(w["total_bytes"]) // stored if stored else None
@@ -703,7 +703,8 @@ def max_square(entry: dict, w: ImageWorkload, memory: int, overhead: int) -> int
 from gpu_preflight.estimate.engines.base import Engine, Option, bounded_float, positive_int  # noqa: E402
 
 OPTIONS = (
-    Option("--dtype", "dtype", "component dtype: bfloat16 (default), float16 or float32", default="bfloat16"),
+    Option("--dtype", "dtype", "component dtype: bfloat16, float16 or float32 (default: the pipeline's torch_dtype, "
+           "else bfloat16)"),
     Option("--batch", "batch", "images per prompt (default 1)", type=positive_int, default=1),
     Option("--height", "height", "image height in pixels (default: the pipeline's)", type=positive_int),
     Option("--width", "width", "image width in pixels (default: the pipeline's)", type=positive_int),
@@ -749,9 +750,23 @@ def pipeline_entry(source) -> dict:
         value = c.metadata.get("class") or (c.config or {}).get("_class_name")
         return value[-1] if isinstance(value, (list, tuple)) and value else value
 
-    return {"components": {n: {"class": cls(c), "config": c.config, "weights": weights(c),
-                               "structure": c.metadata.get("structure")}
-                           for n, c in (source.components or {}).items()},
+    comps = {n: {"class": cls(c), "config": c.config, "weights": weights(c), "structure": c.metadata.get("structure")}
+             for n, c in (source.components or {}).items()}
+    counted = []
+    for n, c in comps.items():
+        # issue 15: a folder with configs but no safetensors (or .bin weights): count from the config
+        if c["weights"] is None and c["class"] and isinstance(c["config"], dict) and c["config"] and \
+                "Scheduler" not in str(c["class"]) and "tokenizer" not in n:
+            from gpu_preflight.models.component_params import weights_from_config
+
+            structure, params, how = weights_from_config(c["class"], c["config"], c)
+            if params:
+                c["weights"] = {"parameters": params}
+                c["structure"] = c["structure"] or structure
+                counted.append(f"{n}: {params:,} parameters, {how}")
+    notes = [f"no weight files: sizes counted from the configs ({'; '.join(counted)})"] if counted else []
+    return {"components": comps,
+            "config_counts": notes,
             "defaults": source.metadata.get("defaults") or {},
             "pipeline_class": (source.pipeline_index or {}).get("_class_name", ""),
             "model_index": source.pipeline_index or {}}
@@ -784,7 +799,8 @@ def run_engine(source, o: dict, targets: list, common: dict) -> dict:
         raise UsageError("--record-stream needs --use-stream", hint="add --use-stream")
     w = ImageWorkload(height=o["height"] or int(d.get("height", 1024)), width=o["width"] or int(d.get("width", 1024)),
                       batch=o["batch"], guidance_scale=o["guidance_scale"], steps=o["steps"],
-                      dtype=parse_dtype(o["dtype"]), offload=o["offload"], vae_tiling=o["vae_tiling"],
+                      dtype=parse_dtype(o["dtype"] or d.get("torch_dtype") or "bfloat16"), offload=o["offload"],
+                      vae_tiling=o["vae_tiling"],
                       vae_slicing=o["vae_slicing"], quantize=o["quantize"], drop_text_encoders=o["drop_text_encoders"],
                       frames=o["frames"], decode_chunk=o["decode_chunk"], attn=o["attn"],
                       group_type=o.get("group_type") or "block_level", use_stream=bool(o.get("use_stream")),
@@ -792,7 +808,11 @@ def run_engine(source, o: dict, targets: list, common: dict) -> dict:
                       component_dtype=parse_component_dtypes(o.get("component_dtype") or []))
     cc = targets[0].cc if targets else None
     overhead, note = process_overhead(cc, common.get("torch"))
-    return pipeline_report(entry, w, targets, overhead, note, source.name)
+    report = pipeline_report(entry, w, targets, overhead, note, source.name)
+    report["assumptions"] = entry.get("config_counts", []) + report["assumptions"]
+    if (source.metadata or {}).get("single_file"):
+        report["single_file"] = source.metadata["single_file"]
+    return report
 
 
 ENGINES = (Engine("diffusers", ("pipeline",), "diffusers image and video pipelines", OPTIONS, run_engine,
