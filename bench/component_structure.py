@@ -22,7 +22,8 @@ sys.path.insert(0, os.path.join(ROOT, "src"))
 from gpu_preflight.models.component_params import count_on_meta, summarize_blocks  # noqa: E402
 
 MODELS = os.path.join(ROOT, "src", "gpu_preflight", "data", "models")
-KEYS = ("parameters", "linear_weight_parameters", "linear_rows", "layerwise_castable_parameters",
+KEYS = ("parameters", "linear_weight_parameters", "linear_rows", "unquantized_linear_parameters",
+        "layerwise_castable_parameters",
         "largest_leaf_parameters", "group_unmatched_parameters", "pinned_elements")
 
 

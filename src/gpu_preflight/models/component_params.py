@@ -65,10 +65,18 @@ def module_structure(model) -> dict[str, Any]:
         n = sum(p.numel() for p in mod._parameters.values() if p is not None)
         largest_leaf = max(largest_leaf, n)
     linear = linear_rows = 0
-    for mod in model.modules():
+    # quantizers leave the class's keep-in-fp32 modules alone (transformers quantizers/base.py
+    # get_modules_to_not_convert; diffusers quantizers extend modules_to_not_convert the same way):
+    # T5's feed-forward output "wo" is one
+    keep = set(getattr(model, "_keep_in_fp32_modules", None) or []) | \
+        set(getattr(model, "_keep_in_fp32_modules_strict", None) or [])
+    kept = 0
+    for name, mod in model.named_modules():
         if isinstance(mod, torch.nn.Linear):
             linear += mod.weight.numel()
             linear_rows += mod.weight.shape[0]
+            if keep and any(k in name.split(".") for k in keep):
+                kept += mod.weight.numel()
     patterns = list(LAYERWISE_SKIP)
     patterns += list(getattr(model, "_keep_in_fp32_modules", None) or [])
     patterns += list(getattr(model, "_skip_layerwise_casting_patterns", None) or [])
@@ -76,6 +84,7 @@ def module_structure(model) -> dict[str, Any]:
     seen.clear()
     unmatched, blocks = _block_groups(model, direct)
     return {"parameters": total, "linear_weight_parameters": linear, "linear_rows": linear_rows,
+            "unquantized_linear_parameters": kept,
             "layerwise_castable_parameters": castable, "largest_leaf_parameters": largest_leaf,
             "group_unmatched_parameters": unmatched, "group_blocks": blocks,
             "pinned_elements": pinned}

@@ -251,7 +251,8 @@ def _parts(entry: dict, w: ImageWorkload, assumptions: list[str]) -> dict[str, P
             per, row_b, _label = QUANT_FORMATS[w.quantize]
             row_b = dt if row_b is None else row_b
             if s and s.get("linear_weight_parameters"):
-                lin = int(s["linear_weight_parameters"])
+                # keep-in-fp32 modules (T5's wo) are not quantized; they stay in the dtype (transformers 5)
+                lin = int(s["linear_weight_parameters"]) - int(s.get("unquantized_linear_parameters") or 0)
                 b = (params - lin) * dt + int(lin * per) + int(s.get("linear_rows", 0)) * row_b
             else:
                 b = int(params * per)
