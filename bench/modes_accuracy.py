@@ -54,7 +54,7 @@ def run_rows(rows: list[dict]) -> list[dict]:
 
 
 def main() -> int:
-    out = ["## Pipeline memory modes (issue 15)", ""]
+    out = ["## Pipeline memory modes", ""]
     paths = default_mode_paths(ROOT)
     rows = compare_modes(paths) if paths else []
     if not rows:

@@ -154,7 +154,7 @@ def count_on_meta(cls_name: str, config: dict, comp: dict | None = None) -> dict
                                 hint=install_command("diffusers transformers accelerate torch")) from None
     import torch
 
-    from gpu_preflight.measure.diffusion_child import build_component
+    from gpu_preflight.models.component_build import build_component
 
     spec = dict(comp or {})
     spec.setdefault("class", cls_name)

@@ -124,7 +124,7 @@ class PipelineEstimate:
 
     @property
     def peak_reserved_bytes(self) -> int:
-        return max([p.peak_reserved_bytes for p in self.phases] + [self.load_peak_bytes])
+        return max(p.peak_reserved_bytes for p in self.phases)
 
     @property
     def host_bytes(self) -> int:
@@ -540,6 +540,10 @@ def estimate_pipeline(entry: dict, w: ImageWorkload) -> PipelineEstimate:
                            "models) are counted by their weights only")
     est = PipelineEstimate(weights, phases, assumptions, rounded)
     _load_and_transfers(est, parts, w, den, enc_names)
+    if est.load_peak_bytes:  # quantizing on the GPU while loading: the allocator keeps the warmup reserve
+        est.phases.insert(0, Phase("load", est.load_peak_bytes, 0, "weights quantized on the GPU after "
+                                   "diffusers' allocator warmup (numel // 4 elements of the dtype)",
+                                   host_bytes=0))
     return est
 
 
@@ -588,6 +592,11 @@ CHANGE_SETS = (
      "decode a little slower, tile seams blended"),
     ((("drop_text_encoders", True), ("vae_tiling", True)), "free the text encoders after encoding + VAE tiling",
      "--drop-text-encoders --vae-tiling", "both of the above"),
+    ((("vae_slicing", True), ("vae_tiling", True)), "VAE slicing + tiling (decode a batch one image at a time)",
+     "--vae-slicing --vae-tiling", "decode a little slower"),
+    ((("drop_text_encoders", True), ("vae_slicing", True), ("vae_tiling", True)),
+     "free the text encoders + VAE slicing and tiling", "--drop-text-encoders --vae-slicing --vae-tiling",
+     "encoders reload per prompt, decode a little slower"),
     ((("layerwise_fp8", True),), "denoiser weights stored in fp8, upcast layer by layer "
      "(pipe.transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=...))",
      "--layerwise-fp8", "a cast per layer per step, small quality loss"),
@@ -596,8 +605,8 @@ CHANGE_SETS = (
      "all three of the above"),
     ((("offload", "model"),), "model CPU offload (pipe.enable_model_cpu_offload(): one component on the GPU at a time)",
      "--offload model", "each component crosses PCIe once per image"),
-    ((("offload", "model"), ("vae_tiling", True)), "model CPU offload + VAE tiling", "--offload model --vae-tiling",
-     "as above, plus tiled decode"),
+    ((("offload", "model"), ("vae_tiling", True), ("vae_slicing", True)), "model CPU offload + VAE tiling and slicing",
+     "--offload model --vae-tiling --vae-slicing", "as above, plus tiled, sliced decode"),
     ((("quantize", "8bit"),), "8-bit weights for the denoiser and text encoders (bitsandbytes)", "--quantize 8bit",
      "int8 matmuls: slower steps, small quality loss"),
     ((("quantize", "4bit"),), "4-bit NF4 weights for the denoiser and text encoders (bitsandbytes)", "--quantize 4bit",
@@ -618,8 +627,9 @@ CHANGE_SETS = (
      "(pipe.enable_group_offload(onload_device, offload_type='leaf_level', use_stream=True))",
      "--offload group --group-type leaf_level --use-stream --vae-tiling",
      "every layer crosses PCIe each step, overlapped; pinned host copies"),
-    ((("offload", "sequential"), ("vae_tiling", True)),
-     "sequential CPU offload + VAE tiling (pipe.enable_sequential_cpu_offload())", "--offload sequential --vae-tiling",
+    ((("offload", "sequential"), ("vae_tiling", True), ("vae_slicing", True)),
+     "sequential CPU offload + VAE tiling and slicing (pipe.enable_sequential_cpu_offload())",
+     "--offload sequential --vae-tiling --vae-slicing",
      "every layer crosses PCIe each step, not overlapped: much slower"),
 )
 
@@ -704,8 +714,7 @@ def max_square(entry: dict, w: ImageWorkload, memory: int, overhead: int) -> int
 from gpu_preflight.estimate.engines.base import Engine, Option, bounded_float, positive_int  # noqa: E402
 
 OPTIONS = (
-    Option("--dtype", "dtype", "component dtype: bfloat16, float16 or float32 (default: the pipeline's torch_dtype, "
-           "else bfloat16)"),
+    Option("--dtype", "dtype", "component dtype: bfloat16 (default), float16 or float32", default="bfloat16"),
     Option("--batch", "batch", "images per prompt (default 1)", type=positive_int, default=1),
     Option("--height", "height", "image height in pixels (default: the pipeline's)", type=positive_int),
     Option("--width", "width", "image width in pixels (default: the pipeline's)", type=positive_int),
@@ -800,7 +809,7 @@ def run_engine(source, o: dict, targets: list, common: dict) -> dict:
         raise UsageError("--record-stream needs --use-stream", hint="add --use-stream")
     w = ImageWorkload(height=o["height"] or int(d.get("height", 1024)), width=o["width"] or int(d.get("width", 1024)),
                       batch=o["batch"], guidance_scale=o["guidance_scale"], steps=o["steps"],
-                      dtype=parse_dtype(o["dtype"] or d.get("torch_dtype") or "bfloat16"), offload=o["offload"],
+                      dtype=parse_dtype(o["dtype"]), offload=o["offload"],
                       vae_tiling=o["vae_tiling"],
                       vae_slicing=o["vae_slicing"], quantize=o["quantize"], drop_text_encoders=o["drop_text_encoders"],
                       frames=o["frames"], decode_chunk=o["decode_chunk"], attn=o["attn"],
