@@ -184,3 +184,12 @@ def test_modes_child_dry_run_on_cpu(tmp_path):
     fp8 = [r for r in recs if r.get("phase") == "denoise" and r.get("setup") == "fp8"][0]
     assert fp8["seconds_per_step"] is not None and fp8["peak_host_rss_bytes"] > 0
     assert os.path.exists(str(out) + ".summary.txt")
+
+
+def test_eager_attention_in_the_sdxl_unet_materializes_its_scores():
+    """AttnProcessor: baddbmm input, scores and probabilities (3 x S x S per head, float16) at the first
+    attention level of SDXL (down_blocks[1]: latents / 2, 10 heads), CFG batch 2 at 1024x1024."""
+    e = entry("sdxl-base-1.0")
+    sdpa = phases(e, dtype="float16")["denoise"].transient_bytes
+    eager = phases(e, dtype="float16", attn="eager")["denoise"].transient_bytes
+    assert eager - sdpa == 2 * 10 * (64 * 64) ** 2 * 3 * 2

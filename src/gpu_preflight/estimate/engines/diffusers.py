@@ -328,7 +328,19 @@ def denoiser_transient(cls: str, cfg: dict, w: ImageWorkload, lat_h: int, lat_w:
         return int(b * frames * lat_h * lat_w * per * dt / 2), f"{b} x {frames} frames x {lat_h}x{lat_w} latents"
     if "UNet" in cls:
         per, _src = UNET_BYTES_PER_LATENT_PIXEL
-        return int(b * lat_h * lat_w * per * dt / 2), f"{b} x {lat_h}x{lat_w} latents"
+        t, detail = int(b * lat_h * lat_w * per * dt / 2), f"{b} x {lat_h}x{lat_w} latents"
+        if w.attn == "eager":
+            # set_default_attn_processor() -> AttnProcessor (diffusers models/attention_processor.py
+            # get_attention_scores): baddbmm input, scores and softmax probabilities, each S x S per head,
+            # at the highest-resolution level with attention
+            types = list(_c(cfg, "down_block_types", default=[]))
+            lvl = next((i for i, name in enumerate(types) if "CrossAttn" in name), 0)
+            n = (lat_h >> lvl) * (lat_w >> lvl)
+            heads_cfg = _c(cfg, "num_attention_heads", "attention_head_dim", default=8)
+            heads = int(heads_cfg[lvl] if isinstance(heads_cfg, list) else heads_cfg)
+            t += b * heads * n * n * 3 * dt
+            detail += f" + eager attention scores ({heads} heads x {n}^2 tokens)"
+        return t, detail
     n = dit_tokens(cls, cfg, lat_h, lat_w) + txt
     heads = int(_c(cfg, "num_attention_heads", "n_heads", default=24))
     hd = int(_c(cfg, "attention_head_dim", "head_dim", default=128))
