@@ -169,6 +169,11 @@ def render_vllm(r: dict[str, Any], style: Style) -> str:
     else:
         lines.append(f"{style.glyph('fail')} does not start on {where}:")
         lines.append(style.wrap(f"  {v['refusal']}", 4))
+    par = v.get("parallel") or {}
+    if par.get("gpus_used", 1) > 1 or par.get("nodes", 1) > 1:
+        lines.append(style.wrap(f"Parallel: TP {par['tensor_parallel_size']} x PP {par['pipeline_parallel_size']} on "
+                                f"{par['gpus_used']} GPUs ({par['nodes']} node(s) x {par['gpus_per_node']}); TP group "
+                                f"{par['tp_interconnect']}; PP {par['pp_interconnect']}", 2))
     lines.append(f"Per GPU: budget {gib(v['budget_bytes'])} = gpu_memory_utilization {v['gpu_memory_utilization']:g} x "
                  f"{gib(v['total_memory_bytes'])} (vLLM takes all of it)")
     parts = [("weights", v["weights_bytes"]), ("profile-run peak (activations, sampler)", v["activation_bytes"]),
