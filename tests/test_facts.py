@@ -61,7 +61,7 @@ def test_gpu_catalog_size_and_unique_names():
 # Values below are read from NVIDIA's CUDA release notes Table 3 and the compatibility guide.
 def test_family_floors():
     assert facts.cuda_family(12)["linux_floor"] == "525.60.13"
-    assert facts.cuda_family(13)["linux_floor"] == "580.65.06"
+    assert facts.cuda_family(13)["linux_floor"] == "580.00"  # ">= 580": a branch (minor-version page, Table 1)
     assert facts.cuda_family(11)["linux_floor"] == "450.80.02"
 
 

@@ -67,7 +67,7 @@ def check(code: str, name: str, area: str, title: str):
 
 
 def all_checks() -> list[Check]:
-    from gpu_preflight.checks import stack  # noqa: F401 - registers the checks
+    from gpu_preflight.checks import platform, stack  # noqa: F401 - registers the checks
 
     return [REGISTRY[k] for k in sorted(REGISTRY)]
 

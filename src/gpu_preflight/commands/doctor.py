@@ -20,7 +20,21 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    import sys
+
     from gpu_preflight import snapshot
 
-    snap = snapshot.load(args.from_file) if args.from_file else snapshot.collect(deep=args.deep, python=args.python)
+    if args.from_file:
+        snap = snapshot.load(args.from_file)
+        recorded = snap.get("created_utc") or "an unknown time"
+        sys.stderr.write(f"preflight: replaying {args.from_file} (recorded {recorded}), not probing this machine\n")
+        snap["recorded_origin"] = snap.get("origin")
+        snap["origin"] = "file"
+        snap["replayed_from"] = args.from_file
+    else:
+        if args.deep:
+            sys.stderr.write("preflight: --deep: importing torch in a child process and running a test matmul on each "
+                             "GPU (takes seconds)...\n")
+            sys.stderr.flush()
+        snap = snapshot.collect(deep=args.deep, python=args.python)
     return emit_report("doctor", snap, args)
