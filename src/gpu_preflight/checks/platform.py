@@ -38,7 +38,7 @@ def jetson_stack(snap):
     torch.cuda.is_available() is False or kernels fail with "no kernel image is available".
 
     Example:
-    Jetson AGX Orin on JetPack 6.1 (L4T 36.4, CUDA 12.6) with `pip install torch` from PyPI.
+    Jetson AGX Orin on JetPack 6.1 (L4T 36.4, CUDA 12.6) with torch installed from PyPI.
 
     Fix:
     Install NVIDIA's wheel for the JetPack (e.g. JetPack 6.1/6.2: torch 2.5.0a0+872d972e41.nv24.08
@@ -180,7 +180,7 @@ def glibc_wheel_tag(snap):
     may lack kernels for a new GPU or need another driver.
 
     Example:
-    Ubuntu 18.04 (glibc 2.27) or CentOS 7 (glibc 2.17): `pip install torch` gives 2.6.0.
+    Ubuntu 18.04 (glibc 2.27) or CentOS 7 (glibc 2.17): installing torch from PyPI gives 2.6.0.
 
     Fix:
     Use a newer distribution or a container with glibc >= 2.28 (e.g. Ubuntu 20.04+), or pin a
@@ -228,8 +228,8 @@ def extension_wheels(snap):
     torch 2.11.0 upgraded under torchvision 0.24.1 (which pins torch==2.9.1).
 
     Fix:
-    Install the extension release built for your torch (`pip install torchvision --index-url
-    .../cuXXX` together with torch), or reinstall torch at the version the extension pins.
+    Install the extension release built for your torch (torchvision from the same cuXXX index,
+    together with torch), or reinstall torch at the version the extension pins.
 
     Sources:
     https://pypi.org/project/torchvision/0.24.1/
@@ -255,7 +255,7 @@ def extension_wheels(snap):
             if not ok:
                 out.append(_F("fail", title, f"{name} {info['version']} requires torch{req}, installed torch is "
                                              f"{tv.version}: import fails (\"undefined symbol\" / missing operators)",
-                              f"pip install the {name} release built for torch {tv.version} (same index as torch), "
+                              f"install the {name} release built for torch {tv.version} (same index as torch), "
                               f"or torch{req}", package=name, requires=req, torch=tv.version))
         m = re.search(r"\+cu(\d+)torch(\d+\.\d+)", info.get("version") or "")
         if m and not tv.version.startswith(m.group(2) + "."):
@@ -357,14 +357,14 @@ def platform_check(snap):
     with their own arch lists) and Jetson.
 
     Why it matters:
-    Advice written for x86_64 Linux PyPI wheels is wrong elsewhere: `pip install torch` gives a CPU
-    build on Windows and on aarch64 before 2.11, and a Linux driver inside WSL breaks CUDA.
+    Advice written for x86_64 Linux PyPI wheels is wrong elsewhere: PyPI's torch is a CPU build on
+    Windows and on aarch64 before 2.11, and a Linux driver inside WSL breaks CUDA.
 
     Example:
     WSL2 with libcuda.so.1 from a Linux driver package in /usr/lib/x86_64-linux-gnu.
 
     Fix:
-    Windows: install from the CUDA index (`--index-url https://download.pytorch.org/whl/cu128`);
+    Windows: install torch from a CUDA index (`--index-url https://download.pytorch.org/whl/cu128`);
     WSL: remove Linux NVIDIA driver packages inside WSL and keep the Windows driver up to date;
     aarch64: torch >= 2.11 from PyPI, or a cuXXX index that publishes aarch64 wheels.
 
@@ -387,13 +387,13 @@ def platform_check(snap):
     if plat == "windows":
         if tv.installed and tv.variant == "cpu":
             return _F("warn", title, "Windows: the installed torch is CPU-only (PyPI's Windows wheels have no CUDA)",
-                      "pip install torch --index-url https://download.pytorch.org/whl/cu128 (or the variant PF105 names)")
+                      facts.index_install_command("cu128") + "   (or the variant PF105 names)")
         return _F("ok", title, "Windows: CUDA builds of torch come from download.pytorch.org, not PyPI")
     if plat == "linux-aarch64":
         if tv.installed and tv.variant == "cpu" and gpu_views(snap):
             return _F("warn", title, f"Linux aarch64 (SBSA) with a CPU-only torch {tv.version}: PyPI's aarch64 wheels "
-                                     f"before 2.11 are CPU-only", "pip install 'torch>=2.11' (CUDA 13.0 aarch64 wheels "
-                                                                 "on PyPI) or a cuXXX index with aarch64 builds")
+                                     f"before 2.11 are CPU-only", facts.index_install_command(None, "torch>=2.11") + "   (CUDA 13.0 aarch64 "
+                                                                 "wheels on PyPI), or a cuXXX index with aarch64 builds")
         return _F("ok", title, "Linux aarch64 (SBSA): arch lists of aarch64 builds apply (8.0, 9.0, 10.0, 11.0, 12.0)")
     if plat == "jetson":
         return _F("ok", title, "Jetson: see PF120")

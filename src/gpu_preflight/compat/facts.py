@@ -411,3 +411,16 @@ def jetpack_for_l4t(l4t: str | None) -> dict[str, Any] | None:
             if (s == pre or s.startswith(pre + ".")) and (best is None or len(pre) > best[0]):
                 best = (len(pre), j)
     return best[1] if best else None
+
+
+def index_install_command(variant: str | None, requirement: str = "torch") -> str:
+    """`pip install torch --index-url .../cu128` (variant None: from PyPI)."""
+    req = f"'{requirement}'" if any(c in requirement for c in "<>") else requirement
+    return f"pip install {req}" + (f" --index-url {TORCH_INDEX}/{variant}" if variant else "")
+
+
+def jetson_install_command(wheel: dict[str, Any], jp: dict[str, Any]) -> str:
+    """NVIDIA's Jetson wheel for a JetPack: an index (jetson-ai-lab) or a download folder."""
+    if "jetson-ai-lab" in wheel["url"]:
+        return f"pip install torch=={wheel['torch'].split('+')[0]} --index-url {wheel['url']}"
+    return f"pip install torch=={wheel['torch']} --find-links {wheel['url']}   (NVIDIA's wheel for JetPack {jp['jetpack']})"

@@ -112,10 +112,8 @@ def recommend_jetson(jp: dict[str, Any] | None, python: str | None = None) -> di
     if not wheels:
         return None
     w = wheels[-1]
-    base = w["torch"].split("+")[0]
     return {"torch": w["torch"], "variant": f"jetpack{jp['jetpack']}", "cuda": jp["cuda"],
-            "command": f"pip install torch=={base} --index-url {w['url']}" if "jetson-ai-lab" in w["url"]
-            else f"pip install torch=={w['torch']} --find-links {w['url']}   (NVIDIA's wheel for JetPack {jp['jetpack']})",
+            "command": facts.jetson_install_command(w, jp),
             "limitations": [], "verdict": "runs",
             "requires": {"driver_floor": None, "driver_full_features": None, "python": f"=={w['python']}.*",
                          "glibc": None, "platform": f"jetson (JetPack {jp['jetpack']}, L4T {'/'.join(jp['l4t'])})",
