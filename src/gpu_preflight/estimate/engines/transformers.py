@@ -354,15 +354,18 @@ def estimate_transformers(arch: LlmArch, w: Workload, cc: tuple[int, int] | None
         kv += w.batch * bpt * (min(total_len, win) if win and w.output_len > 1 else total_len)
     peak_alloc = r.al.peak_allocated
     ws = cublas_workspace_bytes(cc)
-    exact = sum(t.bytes for t in tensors)
+    exact = sum(t.bytes for t in tensors if not t.name.startswith("buffer:"))
+    buffers = sum(t.bytes for t in tensors if t.name.startswith("buffer:"))
     breakdown = {
         "weights": exact,
-        "allocator_rounding": weights_allocated - exact,
+        "allocator_rounding": weights_allocated - exact - buffers,
         "kv_cache": kv,
         "activations": max(peak_alloc - base_alloc - kv, 0),
         "cublas_workspace": ws,
         "allocator_slack": r.al.peak_reserved - peak_alloc,
     }
+    if buffers:
+        breakdown["buffers"] = buffers
     return LlmEstimate(weights_allocated, kv, peak_alloc, r.al.peak_reserved, phase, breakdown, assumptions)
 
 
