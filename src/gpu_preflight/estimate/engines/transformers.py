@@ -496,9 +496,85 @@ def _decode_may_matter(arch: LlmArch, w: Workload, dt: int, kv_dt: int, prefill_
     return prefill_cache + growth + step > 0.8 * prefill_extra
 
 
+REPLAY_ALL_LAYERS_UP_TO = 64  # deeper models: two short replays, extrapolated (cost independent of depth)
+
+
+def layer_period(arch: LlmArch) -> tuple[int, int] | None:
+    """(prefix, period) such that layer i and layer i + period are built alike for every i >= prefix
+    (attention kind, MoE or dense, attention or Mamba); None if no period <= 16 after <= 8 layers."""
+    sig = [(arch.layer_kinds[i] if i < len(arch.layer_kinds) else "full",
+            bool(arch.moe_layers[i]) if i < len(arch.moe_layers) else False,
+            arch.mixers[i] if i < len(arch.mixers) else "attn") for i in range(arch.layers)]
+    for q in range(0, 9):
+        for p in range(1, 17):
+            if q + 3 * p > arch.layers:
+                break
+            if all(sig[i] == sig[i + p] for i in range(q, arch.layers - p)):
+                return q, p
+    return None
+
+
+def _shortened(arch: LlmArch, n: int) -> LlmArch:
+    return dataclasses.replace(arch, layers=n, layer_kinds=arch.layer_kinds[:n], moe_layers=arch.moe_layers[:n],
+                               mixers=arch.mixers[:n] if arch.mixers else [])
+
+
 def estimate_transformers(arch: LlmArch, w: Workload, cc: tuple[int, int] | None = None,
                           tensors: list[Tensor] | None = None, decode_samples: int = 2,
                           transformers_version: tuple[int, int] = (5, 17)) -> LlmEstimate:
+    """The replay below, on the whole model when it has at most REPLAY_ALL_LAYERS_UP_TO layers. Deeper
+    models repeat a block of `period` layers: the replay then runs on two shortened copies (k and k + 1
+    repetitions, same first and last layers) and every byte count is extrapolated linearly to the real
+    repetition count. Each repetition adds the same weights, cache and allocator segments once the
+    caching allocator reaches its steady state (tests/test_archs.py compares the two on 80-layer
+    models), so the cost no longer grows with the number of layers."""
+    per = layer_period(arch) if arch.layers > REPLAY_ALL_LAYERS_UP_TO else None
+    if per is None:
+        return _estimate_replay(arch, w, cc, tensors, decode_samples, transformers_version)
+    q, p = per
+    reps, tail = divmod(arch.layers - q, p)
+    k1 = max(2, -(-8 // p))
+    e1 = _estimate_replay(_shortened(arch, q + k1 * p + tail), w, cc, None, decode_samples, transformers_version)
+    e2 = _estimate_replay(_shortened(arch, q + (k1 + 1) * p + tail), w, cc, None, decode_samples,
+                          transformers_version)
+    n = reps - k1
+
+    def ext(a: int, b: int) -> int:
+        return a + n * (b - a)
+
+    def phase(ph: str) -> dict[str, int]:
+        d1, d2 = e1.phase_peaks[ph], e2.phase_peaks.get(ph, e1.phase_peaks[ph])
+        alloc = ext(d1["peak_allocated_bytes"], d2["peak_allocated_bytes"])
+        return {"peak_allocated_bytes": alloc,
+                "peak_reserved_bytes": alloc + d2["peak_reserved_bytes"] - d2["peak_allocated_bytes"]}
+
+    # allocated bytes are exactly affine in the repetition count; the caching allocator's slack
+    # (reserved - allocated) is not (deeper models reuse cached activation blocks for later layers'
+    # caches): it is taken from the longer replay, not extrapolated
+    breakdown = {k: ext(v, e2.breakdown.get(k, v)) for k, v in e1.breakdown.items()}
+    breakdown["allocator_slack"] = e2.breakdown["allocator_slack"]
+    alloc = ext(e1.peak_allocated_bytes, e2.peak_allocated_bytes)
+    est = LlmEstimate(ext(e1.weights_bytes, e2.weights_bytes), ext(e1.kv_cache_bytes, e2.kv_cache_bytes),
+                      alloc, alloc + e2.peak_reserved_bytes - e2.peak_allocated_bytes,
+                      {ph: phase(ph) for ph in e1.phase_peaks}, breakdown,
+                      list(e1.assumptions) + [f"{arch.layers} layers: replayed {q + k1 * p + tail} and "
+                                              f"{q + (k1 + 1) * p + tail} layers and extrapolated"])
+    if tensors:  # exact tensors (safetensors headers, meta device): replace the computed weights by them
+        exact = sum(t.bytes for t in tensors if not t.name.startswith("buffer:"))
+        delta = exact - est.breakdown["weights"]
+        est.breakdown["weights"] = exact
+        est.weights_bytes += delta
+        est.peak_allocated_bytes += delta
+        est.peak_reserved_bytes += delta
+        for d in est.phase_peaks.values():
+            for k in d:
+                d[k] += delta
+    return est
+
+
+def _estimate_replay(arch: LlmArch, w: Workload, cc: tuple[int, int] | None = None,
+                     tensors: list[Tensor] | None = None, decode_samples: int = 2,
+                     transformers_version: tuple[int, int] = (5, 17)) -> LlmEstimate:
     dt = DTYPE_BYTES.get(w.dtype, 2)
     kv_dt = DTYPE_BYTES.get(w.kv_dtype or w.dtype, dt)
     assumptions: list[str] = []
@@ -580,6 +656,9 @@ OPTIONS = LLM_WORKLOAD_OPTIONS + (
            choices=("8bit", "4bit", "nf4", "fp4")),
     Option("--double-quant", "double_quant", "4-bit: quantize the absmax constants too "
            "(bnb_4bit_use_double_quant)", action="store_true", default=False),
+    Option("--assume-llama-like", "assume_llama_like", "estimate a model_type the tool has no layout table for as "
+           "a Llama-shaped decoder (stated in the report, wider error); without it such a model is refused "
+           "unless transformers is installed to count its weights", action="store_true", default=False),
 )
 
 
@@ -595,7 +674,8 @@ def run_engine(source, o: dict[str, Any], targets: list, common: dict[str, Any])
     report = estimate_llm(source.config, tensors=source.tensors, workload=w, targets=targets, engine="transformers",
                           torch_version=common.get("torch"), transformers_version=o["transformers"],
                           model_name=source.name, gguf=source.origin == "gguf",
-                          quantize=o["quantize"], double_quant=o["double_quant"])
+                          quantize=o["quantize"], double_quant=o["double_quant"],
+                          assume_llama_like=bool(o.get("assume_llama_like")))
     if o["attn"] == "flash_attention_2":
         report["workload"]["attn"] = "flash_attention_2"
         report["assumptions"].append("flash_attention_2 modelled like SDPA's flash kernel (no score matrix)")
