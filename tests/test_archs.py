@@ -110,7 +110,7 @@ def test_meta_device_count_matches_the_table(name):
     cfg, expected = CASES[name]
     mc = meta_count.count_weights(cfg, "bfloat16")
     assert sum(t.bytes for t in mc.tensors if not t.name.startswith("buffer:")) == expected
-    buffers = sum(t.bytes for t in weight_tensors(parse_llm(cfg), 2) if t.name.startswith("buffer:"))
+    buffers = sum(t.bytes for t in weight_tensors(parse_llm(cfg), 2, buffers=True) if t.name.startswith("buffer:"))
     assert abs(buffers - mc.buffer_bytes) <= max(1024, mc.buffer_bytes // 100)
 
 
@@ -170,7 +170,7 @@ BRANDNEW = {"model_type": "brandnew", "hidden_size": 1024, "num_hidden_layers": 
 def test_unknown_model_type_is_refused_without_transformers(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(meta_count, "available", lambda: False)
     with pytest.raises(UnknownArchitecture):
-        parse_llm(BRANDNEW)
+        parse_llm(BRANDNEW, assume_llama_like=False)
     assert main(["estimate", _write(tmp_path, BRANDNEW), "--gpu", "h100"]) == 3
     err = capsys.readouterr().err
     assert "brandnew" in err and "--assume-llama-like" in err and "Traceback" not in err

@@ -162,7 +162,10 @@ def _layer_kinds(cfg: dict, mt: str, layers: int) -> tuple[list[str], int | None
     return ["full"] * layers, None
 
 
-def parse_llm(config: dict, assume_llama_like: bool = False) -> LlmArch:
+def parse_llm(config: dict, assume_llama_like: bool = True) -> LlmArch:
+    """The architecture of `config`. A model_type without a layout table is refused
+    (UnknownArchitecture) when `assume_llama_like` is False (the transformers engine's path, see
+    plan.resolve_architecture); other callers get the generic Llama-like reading with a warning."""
     if not isinstance(config, dict):
         raise ModelSourceError("config.json is not a JSON object")
     cfg = text_part(config)

@@ -55,8 +55,10 @@ def build_on_meta(config: dict, dtype: str = "bfloat16"):
     cannot build it."""
     _refuse_remote_code(config)
     if not available():
+        from gpu_preflight.hints import install_command
+
         raise DependencyMissing("counting weights on the meta device needs torch and transformers",
-                                hint="pip install torch transformers")
+                                hint=install_command("torch", "transformers"))
     import torch
     import transformers
     from transformers import AutoConfig

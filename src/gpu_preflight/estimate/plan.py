@@ -203,7 +203,7 @@ def resolve_architecture(config: dict, dtype: str, assume_llama_like: bool = Fal
     from gpu_preflight.estimate.arch import UnknownArchitecture
 
     try:
-        arch = parse_llm(config)
+        arch = parse_llm(config, assume_llama_like=False)
         return arch, None, f"family table ({arch.family})"
     except UnknownArchitecture as exc:
         unknown = exc

@@ -214,7 +214,10 @@ def layer_norm_count(arch: LlmArch, i: int) -> int:
 
 
 def weight_tensors(arch: LlmArch, dtype_bytes: int = 2, dequantize_mxfp4: bool = False,
-                   fused_experts: bool = True) -> list[Tensor]:
+                   fused_experts: bool = True, buffers: bool = False) -> list[Tensor]:
+    """Parameter tensors as transformers lays them out; with `buffers`, also the buffers its modules
+    register (rotary tables, GPT-J position tables, BigCode's mask), which transformers allocates on the
+    GPU next to the weights."""
     method = quant_method(arch)
     q = arch.quant if isinstance(arch.quant, dict) else None
     if method == "mxfp4" and dequantize_mxfp4:
@@ -248,7 +251,7 @@ def weight_tensors(arch: LlmArch, dtype_bytes: int = 2, dequantize_mxfp4: bool =
         ts.append(Tensor("lm_head.weight", arch.vocab * emb, arch.vocab * emb * dt))
     if arch.lm_head_bias:
         ts.append(Tensor("lm_head.bias", arch.vocab, arch.vocab * dt))
-    return ts + buffer_tensors(arch, dt)
+    return ts + buffer_tensors(arch, dt) if buffers else ts
 
 
 def buffer_tensors(arch: LlmArch, dt: int) -> list[Tensor]:

@@ -585,7 +585,7 @@ def _estimate_replay(arch: LlmArch, w: Workload, cc: tuple[int, int] | None = No
                            f"batch x heads x prompt x prompt score matrices")
     method = quant_method(arch)
     v5 = transformers_version >= (5, 0)
-    tensors = tensors or weight_tensors(arch, dt, dequantize_mxfp4=True, fused_experts=v5)
+    tensors = tensors or weight_tensors(arch, dt, dequantize_mxfp4=True, fused_experts=v5, buffers=True)
     if transformers_version < (4, 45):
         assumptions.append("transformers < 4.45: the prefill computes logits for every prompt position and "
                            "upcasts them to float32")
