@@ -130,7 +130,7 @@ def markdown(rows: list[dict[str, Any]], title: str) -> str:
     """The docs/accuracy.md training section: summary by set, then every case's whole-step peak."""
     step = [r for r in rows if r["phase"] == "step"]
     key = "process_error" if any("process_error" in r for r in step) else "allocated_error"
-    sets = [("all cases", step), ("held out (chosen before comparing; set no constant)", [r for r in step if r["held_out"]]),
+    sets = [("every case", step), ("held out (chosen before comparing; set no constant)", [r for r in step if r["held_out"]]),
             ("not held out", [r for r in step if not r["held_out"]]),
             ("full fine-tuning", [r for r in step if r["mode"] == "full"]),
             ("LoRA", [r for r in step if r["mode"] == "lora"]),
