@@ -99,10 +99,14 @@ def run(args) -> int:
         raise UsageError("no model given", hint="e.g. preflight estimate qwen2.5-7b-instruct --gpu rtx-4090 "
                                                 "(--list-models shows the built-in names)")
     engines = all_engines()
-    source = load_model_source(args.model, revision=args.revision, offline=True if args.offline else None)
+    from gpu_preflight.models import gguf_remote  # a GGUF on the Hub (org/name/file.gguf): its header by range requests
+
+    load = gguf_remote.load_hub_gguf if gguf_remote.is_hub_gguf(args.model) else load_model_source
+    source = load(args.model, revision=args.revision, offline=True if args.offline else None)
     kind = "pipeline" if source.kind == "diffusion" or source.components else "llm"
     label = "an image/video pipeline" if kind == "pipeline" else "an LLM"
-    engine = find_engine(args.engine, engines) if args.engine else default_engine(kind, engines)
+    fmt = "gguf" if source.origin == "gguf" and any("gguf" in e.default_for for e in engines) else kind
+    engine = find_engine(args.engine, engines) if args.engine else default_engine(fmt, engines)  # .gguf: llama.cpp
     if kind not in engine.kinds:
         fitting = [e.name for e in engines if kind in e.kinds]
         raise UsageError(f"--engine {engine.name} does not run {label}",
