@@ -56,6 +56,11 @@ VERSIONS: dict[str, dict[str, Any]] = {
 }
 NEWEST = "b10800"
 PROFILE_SPLIT_BUILD = 7000  # builds from ~2025-11 on (fit, 256-cell padding, -fa auto) use the newer profile
+# The reservation graph changed twice in ways that move the compute buffers by a few MiB: ggml_set_rows
+# with index inputs replaced ggml_cpy into the cache and out_ids became unconditional (mid-2025, PRs
+# #14285 / #14275), then an embeddings input joined the token path and the mask became F16 at the
+# source (early 2026, PR #18550). Build numbers below are the approximate first builds of each.
+GRAPH_ERAS = ((7600, 2026), (6000, 2025), (0, 2024))
 
 # Ollama defaults per release; each row cites where it comes from.
 OLLAMA_DEFAULTS: list[dict[str, Any]] = [
@@ -250,19 +255,23 @@ class Settings:
     tensor_split: list[float] | None = None
     ctx_given: bool = False
     ngl_given: bool = False
+    era: int = 2026
 
     @property
     def profile(self) -> dict[str, Any]:
         return VERSIONS[self.version]
 
 
-def resolve_version(text: str | None) -> str:
+def resolve_version(text: str | None) -> tuple[str, int]:
+    """(defaults profile, graph era) for a llama.cpp build number like b6150."""
     if not text:
-        return NEWEST
+        return NEWEST, 2026
     m = re.fullmatch(r"b?(\d+)", str(text).strip().lower())
     if not m:
         raise UsageError(f"--llama-cpp {text!r} is not a llama.cpp build", hint="use a build number such as b6150")
-    return "b6150" if int(m.group(1)) < PROFILE_SPLIT_BUILD else NEWEST
+    build = int(m.group(1))
+    era = next(e for first, e in GRAPH_ERAS if build >= first)
+    return ("b6150" if build < PROFILE_SPLIT_BUILD else NEWEST), era
 
 
 def flash_attn_enabled(model: LlamaModel, s: Settings) -> bool:
@@ -422,7 +431,8 @@ def output_buffer_bytes(model: LlamaModel, s: Settings) -> int:
 
 def compute(model: LlamaModel, s: Settings, lay: Layout, pl: Placement) -> dict[int, int]:
     cp = CParams(n_ubatch=lay.n_ubatch, n_outputs=lay.n_ubatch, kv_cells=lay.cells, kv_cells_swa=lay.cells_swa,
-                 n_stream=lay.n_stream, flash_attn=lay.flash_attn, type_k=s.type_k.upper(), type_v=s.type_v.upper())
+                 n_stream=lay.n_stream, flash_attn=lay.flash_attn, type_k=s.type_k.upper(), type_v=s.type_v.upper(),
+                 era=s.era)
     return compute_buffers(model.hp, cp, pl, model.weights)
 
 
@@ -740,11 +750,11 @@ def _settings(model: LlamaModel, o: dict[str, Any], engine: str, targets: list) 
         notes.append("Ollama runs llama.cpp with num_ctx x OLLAMA_NUM_PARALLEL cells, one slot each, and picks "
                      "num_gpu itself; the layer count below is the one that fits")
     else:
-        vkey = resolve_version(o.get("llama_cpp"))
+        vkey, era = resolve_version(o.get("llama_cpp"))
         prof = VERSIONS[vkey]
         s = Settings(version=vkey, n_ctx=prof["default_ctx"], n_parallel=prof["default_parallel"],
                      kv_unified=prof["default_unified"], flash_attn=prof["default_fa"],
-                     n_gpu_layers=prof["default_ngl"])
+                     n_gpu_layers=prof["default_ngl"], era=era)
         if not o.get("llama_cpp"):
             notes.append(f"llama.cpp {prof['label']} defaults assumed; pass --llama-cpp VER for another build")
     if o.get("ctx") is not None:

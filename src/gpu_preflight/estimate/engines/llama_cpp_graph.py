@@ -393,6 +393,9 @@ class CParams:
     type_k: str = "F16"
     type_v: str = "F16"
     offload_kqv: bool = True
+    era: int = 2026            # graph details by llama.cpp release: 2024 (ggml_cpy into the cache),
+                               # 2025 (set_rows + index inputs, F32 mask cast to F16 for flash attention),
+                               # 2026 (also an embeddings input; F16 mask built directly)
 
 
 @dataclass
@@ -447,22 +450,21 @@ class _Builder:
         hp, cp, g = self.hp, self.cp, self.g
         T_ = cp.n_ubatch
         tokens = self.input("inp_tokens", (T_,), "I32")
-        embd_in = self.input("inp_embd", (hp.n_embd, T_))
         tok = self.weight("token_embd.weight", self.cpu)
         cur = self.op("GET_ROWS", [tok, tokens], (hp.n_embd, T_), name="get_rows_embd")
         g.expand(cur)
-        g.expand(embd_in)
+        if cp.era >= 2026:  # build_inp_embd keeps an embeddings input next to the token path (PR #18550)
+            g.expand(self.input("inp_embd", (hp.n_embd, T_)))
         if hp.emb_scale:
             cur = self.op("SCALE", [cur], cur.ne, name="inp_scaled")
         pos = self.input("inp_pos", (T_,), "I32")
-        ns = cp.n_stream
-        mask_t = "F16" if cp.flash_attn else "F32"
-        masks = {False: self.input("kq_mask", (cp.kv_cells, T_ // ns, 1, ns), mask_t)}
-        idx = {False: (self.input("k_idxs", (T_,), "I64"), self._v_idxs(T_))}
+        masks = {False: self._mask(cp.kv_cells, T_)}
+        idx = {False: self._idxs(T_)}
         if any(hp.swa):
-            masks[True] = self.input("kq_mask_swa", (cp.kv_cells_swa, T_ // ns, 1, ns), mask_t)
-            idx[True] = (self.input("k_idxs_swa", (T_,), "I64"), self._v_idxs(T_))
-        out_ids = self.input("out_ids", (cp.n_outputs,), "I32")
+            masks[True] = self._mask(cp.kv_cells_swa, T_)
+            idx[True] = self._idxs(T_)
+        # before mid-2025 the reservation (all tokens output) built no out_ids / get_rows (PR #14275)
+        out_ids = self.input("out_ids", (cp.n_outputs,), "I32") if cp.era >= 2025 else None
         inpL = cur
         for il in range(hp.n_layer):
             inpL = self.layer(il, inpL, pos, masks[hp.is_swa(il)], idx[hp.is_swa(il)], out_ids)
@@ -484,6 +486,21 @@ class _Builder:
         w = self.w["token_embd.weight"]
         t = T("output.weight(tied)", "NONE", [], w.ne, w.type, dev=dev, weight=True)
         return t
+
+    def _mask(self, cells: int, n_tokens: int) -> T:
+        """The KQ mask: F16 built directly (2026); before, F32 padded to GGML_KQ_MASK_PAD rows and cast
+        to F16 for flash attention (the cast is a GPU tensor that lives through the graph)."""
+        cp, ns = self.cp, self.cp.n_stream
+        if cp.era >= 2026:
+            return self.input("kq_mask", (cells, n_tokens // ns, 1, ns), "F16" if cp.flash_attn else "F32")
+        rows = _pad_to(n_tokens // ns, 64 if cp.era >= 2025 else 32)
+        m = self.input("kq_mask", (cells, rows, 1, ns), "F32")
+        return self.op("CPY", [m], m.ne, "F16", name="kq_mask_f16") if cp.flash_attn else m
+
+    def _idxs(self, n_tokens: int) -> tuple[T | None, T | None]:
+        if self.cp.era < 2025:  # the KV cache was written with ggml_cpy into views: no index inputs
+            return None, None
+        return self.input("k_idxs", (n_tokens,), "I64"), self._v_idxs(n_tokens)
 
     def _v_idxs(self, n_tokens: int) -> T:
         if self.cp.flash_attn:
@@ -570,7 +587,7 @@ class _Builder:
         if hp.post_norms:
             cur = self.norm(cur, self.weight(p + "post_attention_norm.weight", dev), il)
         inpSA = inpL
-        if il == hp.n_layer - 1:
+        if il == hp.n_layer - 1 and out_ids is not None:
             cur = self.op("GET_ROWS", [cur, out_ids], (cur.ne[0], self.cp.n_outputs))
             inpSA = self.op("GET_ROWS", [inpSA, out_ids], (inpSA.ne[0], self.cp.n_outputs))
         ffn_inp = self.op("ADD", [cur, inpSA], cur.ne, name="ffn_inp")
@@ -581,8 +598,10 @@ class _Builder:
         cur = self.op("ADD", [cur, ffn_inp], cur.ne, name="l_out")
         return cur
 
-    def _set_rows(self, cache: T, cur: T, idxs: T) -> T:
+    def _set_rows(self, cache: T, cur: T, idxs: T | None) -> T:
         src = self.view(cur, (cur.ne[0] * cur.ne[1], cur.ne[2]), contig=cur.contig)
+        if idxs is None:  # ggml_cpy(cur, view of the cache): the result is a view of the cache
+            return T(cache.name + "(cpy)", "CPY", [src, cache], cache.ne, cache.type, view_src=cache)
         return T(cache.name + "(set)", "SET_ROWS", [cache, src, idxs], cache.ne, cache.type, view_src=cache)
 
     def ffn(self, il: int, cur: T, dev: int) -> T:
@@ -634,6 +653,10 @@ class _Builder:
             sd = self.mm(self.weight(p + "ffn_down_shexp.weight", dev), sa)
             out = self.op("ADD", [out, sd], out.ne)
         return out
+
+
+def _pad_to(n: int, p: int) -> int:
+    return -(-n // p) * p
 
 
 def compute_buffers(hp: HParams, cp: CParams, pl: Placement, weights: dict[str, Weight]) -> dict[int, int]:
