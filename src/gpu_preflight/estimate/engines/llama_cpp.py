@@ -302,17 +302,18 @@ def layout(model: LlamaModel, s: Settings) -> Layout:
     fa = flash_attn_enabled(model, s)
     n_ctx = s.n_ctx or model.n_ctx_train
     seqs = max(1, s.n_parallel)
+    unified = s.kv_unified or s.era < 2025  # one stream per sequence came with PR #14363 (mid-2025)
     if prof["ctx_pad"]:
         pad = prof["ctx_pad"]
         n_ctx = _pad(n_ctx, pad)
-        if s.kv_unified:
+        if unified:
             cells, n_stream = n_ctx, 1
         else:
             cells, n_stream = _pad(n_ctx // seqs, pad), seqs
             n_ctx = cells * seqs
     else:  # 2025: llama_kv_cache_unified::get_padding = 256 with flash attention, else 32
         pad = 256 if fa else 32
-        if s.kv_unified:
+        if unified:
             cells, n_stream = _pad(n_ctx, pad), 1
             n_ctx = cells
         else:
@@ -322,7 +323,7 @@ def layout(model: LlamaModel, s: Settings) -> Layout:
     cells_swa = 0
     if any(model.hp.swa):
         # llama_kv_cache_iswa: min(size, n_swa x (unified ? n_seq : 1) + n_ubatch), padded to 256
-        want = model.hp.n_swa * (seqs if s.kv_unified else 1) + n_ubatch
+        want = model.hp.n_swa * (seqs if unified else 1) + n_ubatch
         cells_swa = _pad(min(cells, want), 256) if prof["ctx_pad"] else min(cells, _pad(want, pad))
     return Layout(n_ctx, cells, cells_swa, n_stream, n_ubatch, fa)
 
