@@ -148,6 +148,7 @@ def model_from_gguf(source) -> LlamaModel:
     hp = HParams(arch=arch, n_layer=n_layer, n_embd=n_embd, n_head=n_head, n_head_kv=[int(x) for x in kv],
                  head_k=head_k, head_v=head_v, n_ff=[int(x) for x in ff], n_vocab=vocab)
     _arch_features(hp, arch, weights, key)
+    _check_tensors(weights, n_layer, arch)
     model = LlamaModel(name=source.name, hp=hp, weights=weights, n_ctx_train=int(key("context_length", 4096)),
                        file_type=_file_type_name(md.get("general.file_type")), graph_exact=arch in _GRAPH_ARCHS)
     if not model.graph_exact:
@@ -179,6 +180,23 @@ def model_from_config(source, quant: str) -> LlamaModel:
     return LlamaModel(name=f"{source.name} {quant}", hp=hp, weights=weights, n_ctx_train=ctx, file_type=quant,
                       notes=[f"GGUF predicted from config.json with llama-quantize's {quant} recipe "
                              f"(models/gguf_quant.py)"])
+
+
+def _check_tensors(weights: dict[str, Weight], n_layer: int, arch: str) -> None:
+    """The tensors the decoder graph reads; a GGUF without them is not a model llama.cpp would load."""
+    need = ["token_embd.weight"]
+    for il in range(n_layer):
+        p = f"blk.{il}."
+        attn = [p + "attn_qkv.weight"] if p + "attn_qkv.weight" in weights else \
+            [p + "attn_q.weight", p + "attn_k.weight", p + "attn_v.weight"]
+        ffn = [p + "ffn_up_exps.weight", p + "ffn_down_exps.weight"] if p + "ffn_gate_inp.weight" in weights else \
+            [p + "ffn_up.weight", p + "ffn_down.weight"]
+        need += attn + [p + "attn_output.weight"] + ffn
+    missing = [n for n in need if n not in weights]
+    if missing:
+        raise ModelSourceError(f"the {arch} GGUF lacks tensors llama.cpp needs: {', '.join(missing[:4])}"
+                               + (f" and {len(missing) - 4} more" if len(missing) > 4 else ""),
+                               hint="check the file (a partial download, or a split part that is not the first?)")
 
 
 def _arch_features(hp: HParams, arch: str, weights: dict[str, Weight], key) -> None:
@@ -722,7 +740,7 @@ def _load_model(source, o: dict[str, Any]) -> LlamaModel:
     if source.origin == "gguf":
         if o.get("quant"):
             raise UsageError("--quant applies to a config or catalog model; this file is already a GGUF "
-                             f"({source.metadata.get('general.file_type', 'quantized')})", hint="drop --quant")
+                             f"({_file_type_name(source.metadata.get('general.file_type')) or 'quantized'})", hint="drop --quant")
         return model_from_gguf(source)
     if source.kind == "diffusion" or source.components:
         raise UsageError("llama.cpp runs LLMs", hint="use --engine diffusers for a pipeline")
