@@ -211,6 +211,7 @@ def build(src: Path, build_dir: Path, cpu: bool, jobs: int, log: Path, timeout_s
     """Configure and build libllama (+ ggml); returns the folder holding the shared libraries."""
     build_dir.mkdir(parents=True, exist_ok=True)
     lib_dir = build_dir / "bin"
+    hints = [] if cpu else cuda_library_hints(find_nvcc(), build_dir)
     if (lib_dir / "libllama.so").exists():
         return lib_dir
     cfg = ["cmake", "-S", str(src), "-B", str(build_dir), "-DCMAKE_BUILD_TYPE=Release", "-DBUILD_SHARED_LIBS=ON",
@@ -224,11 +225,21 @@ def build(src: Path, build_dir: Path, cpu: bool, jobs: int, log: Path, timeout_s
         nvcc = find_nvcc()
         if nvcc:
             cfg.append(f"-DCMAKE_CUDA_COMPILER={nvcc}")
+        cfg += hints
     t0 = time.time()
     with open(log, "a") as f:
         f.write("$ " + " ".join(cfg) + "\n")
         f.flush()
-        subprocess.run(cfg, stdout=f, stderr=subprocess.STDOUT, check=True, timeout=120)
+        done = subprocess.run(cfg, stdout=f, stderr=subprocess.STDOUT, timeout=120)
+        if done.returncode != 0 and not cpu:
+            # no libcuda.so for CMake to link (VMM pool): the legacy pool still runs every case
+            f.write("# configure failed; retrying with -DGGML_CUDA_NO_VMM=ON\n")
+            f.flush()
+            shutil.rmtree(build_dir / "CMakeFiles", ignore_errors=True)
+            (build_dir / "CMakeCache.txt").unlink(missing_ok=True)
+            subprocess.run(cfg + ["-DGGML_CUDA_NO_VMM=ON"], stdout=f, stderr=subprocess.STDOUT, check=True, timeout=120)
+        elif done.returncode != 0:
+            raise subprocess.CalledProcessError(done.returncode, cfg)
         bld = ["cmake", "--build", str(build_dir), "--target", "llama", "-j", str(jobs)]
         f.write("$ " + " ".join(bld) + "\n")
         f.flush()
@@ -237,11 +248,55 @@ def build(src: Path, build_dir: Path, cpu: bool, jobs: int, log: Path, timeout_s
     return lib_dir
 
 
+EXTRA_LIB_DIRS: list[str] = []  # cuBLAS found outside the toolkit: the probe needs it on LD_LIBRARY_PATH
+
+
+def cuda_library_hints(nvcc: str | None, build_dir: Path) -> list[str]:
+    """CMake cache entries for cuBLAS and libcuda when the toolkit lacks them: the machine's PyTorch
+    ships cuBLAS as a wheel (site-packages/nvidia/.../libcublas.so.N, no unversioned name, headers
+    beside it), and the driver's libcuda.so.1 may have no unversioned link either."""
+    import glob
+
+    root = Path(nvcc).resolve().parents[1] if nvcc else Path("/usr/local/cuda")
+    hints: list[str] = []
+    have_cublas = any(Path(root, d, "libcublas.so").exists() for d in ("lib64", "lib", "targets/x86_64-linux/lib"))
+    if not have_cublas:
+        import site
+
+        roots = [p for p in site.getsitepackages() + [site.getusersitepackages()] if p]
+        libs = sorted(glob.glob(f"{roots[0]}/nvidia/**/libcublas.so.*", recursive=True)) if roots else []
+        for r in roots[1:]:
+            libs = libs or sorted(glob.glob(f"{r}/nvidia/**/libcublas.so.*", recursive=True))
+        if libs:
+            lib = Path(libs[-1])
+            shim = build_dir / "cublas-shim"
+            shim.mkdir(parents=True, exist_ok=True)
+            for name in ("libcublas", "libcublasLt"):
+                target = next(iter(sorted(lib.parent.glob(f"{name}.so.*"))), None)
+                link = shim / f"{name}.so"
+                if target and not link.exists():
+                    link.symlink_to(target)
+            inc = next((p for p in (lib.parent.parent / "include",) if (p / "cublas_v2.h").exists()), None)
+            hints += [f"-DCUDA_cublas_LIBRARY={shim / 'libcublas.so'}",
+                      f"-DCUDA_cublasLt_LIBRARY={shim / 'libcublasLt.so'}"]
+            if inc:
+                hints += [f"-DCMAKE_CUDA_FLAGS=-I{inc}", f"-DCMAKE_CXX_FLAGS=-I{inc}"]
+            EXTRA_LIB_DIRS.append(str(lib.parent))
+    libcuda = [p for p in ("/usr/lib/x86_64-linux-gnu/libcuda.so", "/usr/lib64/libcuda.so",
+                           "/usr/local/nvidia/lib64/libcuda.so", "/usr/lib/x86_64-linux-gnu/libcuda.so.1",
+                           "/usr/local/nvidia/lib64/libcuda.so.1", "/usr/lib64/libcuda.so.1") if os.path.exists(p)]
+    if libcuda:
+        hints.append(f"-DCUDA_cuda_driver_LIBRARY={libcuda[0]}")
+    return hints
+
+
 def build_probe(src: Path, lib_dir: Path, out: Path, log: Path) -> Path:
     exe = out / "llamacpp_probe"
     cmd = ["g++", "-O2", "-std=c++17", str(ROOT / "bench" / "llamacpp_probe.cpp"), "-o", str(exe),
            f"-I{src / 'include'}", f"-I{src / 'ggml' / 'include'}", f"-L{lib_dir}", "-lllama", "-lggml",
            "-lggml-base", f"-Wl,-rpath,{lib_dir}"]
+    for d in EXTRA_LIB_DIRS:
+        cmd += [f"-Wl,-rpath-link,{d}", f"-Wl,-rpath,{d}"]
     with open(log, "a") as f:
         f.write("$ " + " ".join(cmd) + "\n")
         f.flush()
@@ -255,6 +310,10 @@ def import_gguf():
     try:
         import gguf  # noqa: F401
     except ModuleNotFoundError as exc:
+        wheels = sorted((ROOT / ".whl").glob("gguf-*.whl"))
+        if exc.name == "gguf" and wheels:
+            sys.path.insert(0, str(wheels[-1]))  # a pure-Python wheel imports straight from the zip
+            return import_gguf()
         if exc.name != "yaml":
             raise
         import types
@@ -401,7 +460,10 @@ def run_case(exe: Path, model_path: Path, c: dict, cpu: bool, timeout_s: float) 
             f"ngl={c['ngl']}", f"unified={c['unified']}", f"decode={c['decode']}",
             f"threads={min(os.cpu_count() or 4, 16)}"]
     t0 = time.time()
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = dict(os.environ)
+    if EXTRA_LIB_DIRS:
+        env["LD_LIBRARY_PATH"] = ":".join(EXTRA_LIB_DIRS + [env.get("LD_LIBRARY_PATH", "")]).rstrip(":")
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     sampler = None
     if not cpu:
         try:
