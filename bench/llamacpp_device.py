@@ -83,6 +83,9 @@ SHAPES: dict[str, dict] = {
 }
 
 
+HELD_OUT = {"mistral-7b", "gemma-3-4b", "qwen2.5-3b"}
+
+
 def case(model: str, quant: str, ctx: int, *, ub: int = 512, b: int = 2048, fa: int = 1, ctk: str = "F16",
          ctv: str = "F16", ngl: int = -1, seqs: int = 1, unified: int = 0, decode: int | None = None,
          tag: str = "") -> dict:
@@ -482,6 +485,9 @@ def run_case(exe: Path, model_path: Path, c: dict, cpu: bool, timeout_s: float) 
     if sampler:
         sampler.stop()
     rec = dict(c)
+    rec["config"] = SHAPES[c["model"]]
+    # chosen before any GPU result was seen: these models never set the process-overhead constant
+    rec["held_out"] = c["model"] in HELD_OUT
     rec.update(parse_log(stderr))
     rec["rc"] = rc
     rec["wall_s"] = round(time.time() - t0, 2)
