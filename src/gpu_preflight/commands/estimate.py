@@ -51,7 +51,9 @@ def register(sub) -> None:
 def add_engine_options(p, engines) -> None:
     """One argparse option per distinct flag, shown in the group of the first engine declaring it.
     Defaults are None (= not given): the chosen engine applies its own default after parsing."""
-    owners = _owners(engines)
+    from gpu_preflight.estimate.engines.base import owners as engine_owners
+
+    owners = engine_owners(engines)
     seen: set[str] = set()
     for e in engines:
         group = p.add_argument_group(f"--engine {e.name}", e.summary)
@@ -78,47 +80,18 @@ def _metavar(o) -> str:
     return "N" if name.endswith("_int") else "X" if name == "number" else o.dest.upper()
 
 
-def _owners(engines):
-    out: dict = {}
-    for e in engines:
-        for o in e.options:
-            first, names = out.get(o.dest, (o, []))
-            out[o.dest] = (first, names + [e.name])
-    return out
-
-
 def run(args) -> int:
+    from gpu_preflight.api import run_estimate
     from gpu_preflight.errors import UsageError
-    from gpu_preflight.estimate.engines import all_engines, default_engine, find_engine
-    from gpu_preflight.estimate.engines.base import resolve_options
-    from gpu_preflight.models import load_model_source
 
     if args.list_models:
         return _list_models()
     if not args.model:
         raise UsageError("no model given", hint="e.g. preflight estimate qwen2.5-7b-instruct --gpu rtx-4090 "
                                                 "(--list-models shows the built-in names)")
-    engines = all_engines()
-    from gpu_preflight.models import gguf_remote  # a GGUF on the Hub (org/name/file.gguf): its header by range requests
-
-    load = gguf_remote.load_hub_gguf if gguf_remote.is_hub_gguf(args.model) else load_model_source
-    source = load(args.model, revision=args.revision, offline=True if args.offline else None)
-    kind = "pipeline" if source.kind == "diffusion" or source.components else "llm"
-    label = "an image/video pipeline" if kind == "pipeline" else "an LLM"
-    fmt = "gguf" if source.origin == "gguf" and any("gguf" in e.default_for for e in engines) else kind
-    engine = find_engine(args.engine, engines) if args.engine else default_engine(fmt, engines)  # .gguf: llama.cpp
-    if kind not in engine.kinds:
-        fitting = [e.name for e in engines if kind in e.kinds]
-        raise UsageError(f"--engine {engine.name} does not run {label}",
-                         hint=f"for {label} use --engine {' or '.join(fitting)}")
     given = {k: v for k, v in vars(args).items() if k not in COMMON_DESTS}
-    opts = resolve_options(engine, given, _owners(engines), label)
-    targets = _targets(args.gpu)
-    report = engine.run(source, opts, targets, {"torch": args.torch})
-    report["assumptions"] = list(source.warnings) + report.get("assumptions", [])
-    report["source"] = {"origin": source.origin, "url": source.source_url}
-    if not targets:
-        report["assumptions"].append("no target GPU: this machine has none visible; pass --gpu NAME[:COUNT]")
+    report = run_estimate(args.model, engine=args.engine, gpu_specs=args.gpu, torch=args.torch,
+                          revision=args.revision, offline=True if args.offline else None, given=given)
     _emit(report, args.json)
     if not report["fits"]:
         return EXIT_NO_TARGET
@@ -135,17 +108,6 @@ def _emit(report: dict, as_json: bool) -> None:
     from gpu_preflight.render.style import Style
 
     sys.stdout.write(render_report(report, Style(sys.stdout)) + "\n")
-
-
-def _targets(specs: list[str]):
-    from gpu_preflight.estimate.plan import targets_from_machine, targets_from_specs
-
-    if specs:
-        return targets_from_specs(specs)
-    from gpu_preflight.probes.context import ProbeContext
-    from gpu_preflight.probes.nvml import probe_nvml
-
-    return targets_from_machine({"nvml": probe_nvml(ProbeContext())})
 
 
 def _list_models() -> int:

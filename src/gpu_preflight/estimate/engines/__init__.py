@@ -28,9 +28,24 @@ def all_engines() -> list[Engine]:
     return out
 
 
-def default_engine(kind: str, engines: list[Engine] | None = None) -> Engine:
-    for e in engines or all_engines():
+def model_kind(source) -> str:
+    """"pipeline" (diffusers components), "gguf" (a GGUF file) or "llm"."""
+    if source.kind == "diffusion" or source.components:
+        return "pipeline"
+    return "gguf" if source.origin == "gguf" else "llm"
+
+
+def default_engine(kind: str, engines: list[Engine] | None = None, given: dict | None = None) -> Engine:
+    """The engine an option selects (e.g. --train), else the default for the model's kind."""
+    engines = engines or all_engines()
+    for e in engines:
+        if kind in e.kinds and any((given or {}).get(dest) is not None for dest in e.selected_by):
+            return e
+    for e in engines:
         if kind in e.default_for:
+            return e
+    for e in engines:
+        if kind in e.kinds:
             return e
     raise LookupError(f"no engine serves {kind}")
 

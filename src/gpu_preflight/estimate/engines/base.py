@@ -39,6 +39,7 @@ class Engine:
     run: Callable[..., dict[str, Any]]         # run(source, opts, targets, common) -> report
     default_for: tuple[str, ...] = ()          # model kinds for which it is the default engine
     aliases: tuple[str, ...] = field(default=())
+    selected_by: tuple[str, ...] = ()          # option dests that choose this engine when given (--train)
 
     def option(self, dest: str) -> Option | None:
         return next((o for o in self.options if o.dest == dest), None)
@@ -78,6 +79,16 @@ def bounded_float(lo: float, hi: float) -> Callable[[str], float]:
 
     parse.__name__ = "number"
     return parse
+
+
+def owners(engines) -> dict[str, tuple[Option, list[str]]]:
+    """dest -> (the first declaration, names of every engine declaring it)."""
+    out: dict[str, tuple[Option, list[str]]] = {}
+    for e in engines:
+        for o in e.options:
+            first, names = out.get(o.dest, (o, []))
+            out[o.dest] = (first, names + [e.name])
+    return out
 
 
 def resolve_options(engine: Engine, given: dict[str, Any], all_options: dict[str, tuple[Option, list[str]]],

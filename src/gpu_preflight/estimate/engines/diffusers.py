@@ -424,7 +424,9 @@ def pipeline_report(entry: dict, w: ImageWorkload, targets: list, overhead: int,
                 p2 = process_peak(estimate_pipeline(entry, w2), overhead)
                 if p2 <= t.memory_bytes:
                     report["suggestions"].append({"change": label, "settings": dict(changes), "peak_process_bytes": p2,
-                                                  "fits": True, "headroom_bytes": t.memory_bytes - p2})
+                                                  "fits": True, "headroom_bytes": t.memory_bytes - p2,
+                                                  "flag": " ".join(f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}")
+                                                                   for k, v in changes)})
                     break
     return report
 

@@ -408,5 +408,5 @@ def run_engine(source, o: dict[str, Any], targets: list, common: dict[str, Any])
     return report
 
 
-ENGINES = (Engine("transformers", ("llm",), "Hugging Face transformers generate() on one or more GPUs",
+ENGINES = (Engine("transformers", ("llm", "gguf"), "Hugging Face transformers generate() on one or more GPUs",
                   OPTIONS, run_engine, default_for=("llm",)),)
