@@ -100,7 +100,7 @@ def evaluate_cpu_replay(root: str | Path) -> list[dict[str, Any]]:
 
 
 def evaluate_gguf_sizes(root: str | Path) -> list[dict[str, Any]]:
-    from gpu_preflight.models.gguf_quant import predict_file_bytes
+    from gpu_preflight.estimate.engines.llama_cpp import predict_file_bytes
 
     out = []
     for r in read_jsonl(root, "gguf_sizes.jsonl"):
@@ -190,9 +190,9 @@ def markdown_section(root: str | Path) -> str:
     for r in sizes:
         out.append(f"| [{r['model']}]({r['url'].split(' ')[0]}) | {r['quant']} | {r['published_bytes']:,} | "
                    f"{r['predicted_bytes']:,} | {r['error']:+.2%} |")
-    out += ["", "Known gaps: fewer than the 15 published logs the issue asks for could be collected with full settings "
-            "and an identifiable model (the others posted lack the model's shape, the settings, or use pipeline "
-            "parallelism, which the replay does not model); pipeline parallelism (multi-GPU full offload) and "
+    out += ["", "Known gaps: only these published logs could be used (fifteen were sought): the others found lack the model's "
+            "shape, the settings, or use pipeline parallelism; usable ones give full settings "
+            "and an identifiable model. Pipeline parallelism (multi-GPU full offload) and "
             "MLA / recurrent / hybrid models are not modelled.", ""]
     return "\n".join(out)
 

@@ -85,34 +85,6 @@ class ModelShape:
     rope_freqs: bool = False
 
 
-_ARCH_FROM_HF = {"llama": "llama", "mistral": "llama", "mixtral": "llama", "qwen2": "qwen2", "qwen3": "qwen3",
-                 "qwen2_moe": "qwen2moe", "qwen3_moe": "qwen3moe", "gemma2": "gemma2", "gemma3": "gemma3",
-                 "gemma3_text": "gemma3", "phi3": "phi3"}
-
-
-def shape_from_config(config: dict) -> ModelShape:
-    """A config.json (or a catalog config) as the GGUF llama.cpp's converter would write."""
-    from gpu_preflight.estimate.arch import parse_llm
-
-    a = parse_llm(config)
-    arch = _ARCH_FROM_HF.get(a.model_type)
-    if arch is None:
-        raise UsageError(f"--quant: no GGUF layout known for model_type {a.model_type!r}",
-                         hint="pass a published .gguf file of this model instead (local, or org/name/file.gguf)")
-    if a.mla:
-        raise UsageError("--quant: multi-head latent attention models are not predicted",
-                         hint="pass a published .gguf file of this model instead")
-    rope = (config.get("rope_scaling") or {}) if isinstance(config.get("rope_scaling"), dict) else {}
-    return ModelShape(
-        arch=arch, n_layer=a.layers, n_embd=a.hidden, n_head=a.heads, n_head_kv=a.kv_heads, head_dim=a.head_dim,
-        n_ff=a.intermediate, n_vocab=a.vocab, tied=a.tied, n_expert=a.experts, n_expert_used=a.experts_per_token,
-        n_ff_exp=a.moe_intermediate if a.experts else 0, n_ff_shexp=a.shared_intermediate,
-        qkv_bias=a.qkv_bias, qk_norm=arch in ("qwen3", "qwen3moe", "gemma3"),
-        post_norms=arch in ("gemma2", "gemma3"), fused_qkv=arch == "phi3",
-        rope_freqs=arch == "llama" and rope.get("rope_type") == "llama3",
-    )
-
-
 def gguf_tensors(s: ModelShape, float_type: str = "BF16") -> list[PlannedTensor]:
     """The tensors of the converted (unquantized) GGUF, in llama.cpp's names and shapes."""
     E, hd = s.n_embd, s.head_dim
@@ -318,7 +290,6 @@ def header_bytes_estimate(s: ModelShape, n_tensors: int) -> int:
     return s.n_vocab * per_token + merges + n_tensors * 64 + 16_384
 
 
-def predict_file_bytes(config: dict, ftype: str) -> tuple[int, list[PlannedTensor], ModelShape]:
-    s = shape_from_config(config)
+def predict_file_bytes_for_shape(s: ModelShape, ftype: str) -> tuple[int, list[PlannedTensor]]:
     tensors = quantize(gguf_tensors(s), ftype, s)
-    return tensor_data_bytes(tensors) + header_bytes_estimate(s, len(tensors)), tensors, s
+    return tensor_data_bytes(tensors) + header_bytes_estimate(s, len(tensors)), tensors

@@ -157,9 +157,49 @@ def model_from_gguf(source) -> LlamaModel:
     return model
 
 
+# ---- a config.json as the GGUF llama.cpp's converter and llama-quantize would write ----
+
+_ARCH_FROM_HF = {"llama": "llama", "mistral": "llama", "mixtral": "llama", "qwen2": "qwen2", "qwen3": "qwen3",
+                 "qwen2_moe": "qwen2moe", "qwen3_moe": "qwen3moe", "gemma2": "gemma2", "gemma3": "gemma3",
+                 "gemma3_text": "gemma3", "phi3": "phi3"}
+
+
+def shape_from_config(config: dict):
+    """A config.json (or a catalog config) as the GGUF llama.cpp's converter would write."""
+    from gpu_preflight.estimate.arch import parse_llm
+    from gpu_preflight.models.gguf_quant import ModelShape
+
+    a = parse_llm(config)
+    arch = _ARCH_FROM_HF.get(a.model_type)
+    if arch is None:
+        raise UsageError(f"--quant: no GGUF layout known for model_type {a.model_type!r}",
+                         hint="pass a published .gguf file of this model instead (local, or org/name/file.gguf)")
+    if a.mla:
+        raise UsageError("--quant: multi-head latent attention models are not predicted",
+                         hint="pass a published .gguf file of this model instead")
+    rope = (config.get("rope_scaling") or {}) if isinstance(config.get("rope_scaling"), dict) else {}
+    return ModelShape(
+        arch=arch, n_layer=a.layers, n_embd=a.hidden, n_head=a.heads, n_head_kv=a.kv_heads, head_dim=a.head_dim,
+        n_ff=a.intermediate, n_vocab=a.vocab, tied=a.tied, n_expert=a.experts, n_expert_used=a.experts_per_token,
+        n_ff_exp=a.moe_intermediate if a.experts else 0, n_ff_shexp=a.shared_intermediate,
+        qkv_bias=a.qkv_bias, qk_norm=arch in ("qwen3", "qwen3moe", "gemma3"),
+        post_norms=arch in ("gemma2", "gemma3"), fused_qkv=arch == "phi3",
+        rope_freqs=arch == "llama" and rope.get("rope_type") == "llama3",
+    )
+
+
+def predict_file_bytes(config: dict, ftype: str):
+    """(predicted GGUF file bytes, tensors with their types, shape) for a config and a llama.cpp file type."""
+    from gpu_preflight.models.gguf_quant import predict_file_bytes_for_shape
+
+    s = shape_from_config(config)
+    size, tensors = predict_file_bytes_for_shape(s, ftype)
+    return size, tensors, s
+
+
 def model_from_config(source, quant: str) -> LlamaModel:
     """A config.json (catalog, folder or Hub) turned into the GGUF llama-quantize would write."""
-    from gpu_preflight.models.gguf_quant import gguf_tensors, quantize, shape_from_config
+    from gpu_preflight.models.gguf_quant import gguf_tensors, quantize
 
     s = shape_from_config(source.config)
     tensors = quantize(gguf_tensors(s), quant, s)
