@@ -248,7 +248,7 @@ def render_llama_cpp(r: dict[str, Any], style: Style) -> str:
             mark = style.glyph("ok" if s["fits"] else "fail")
             lines.append(style.wrap(f"{mark} {s['change']}: {gib(s['peak_process_bytes'])} per GPU "
                                     f"({'fits, ' + gib(s['headroom_bytes']) + ' headroom' if s['fits'] else 'still too big'})", 2))
-            lines.append(style.paint(style.wrap(f"    {s['flag']}", 6), "dim"))
+            lines.append(style.paint(f"    {s['flag']}", "dim"))  # a command line: never wrapped
     if r.get("assumptions"):
         lines.append(style.paint("Assumptions:", "dim"))
         for a in r["assumptions"]:

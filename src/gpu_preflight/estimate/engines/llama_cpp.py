@@ -998,7 +998,8 @@ def run_ollama(source, o, targets, common):
 
 ENGINES = (
     Engine("llama.cpp", ("gguf", "llm"), "llama.cpp llama-server: GGUF weights, KV cache and compute buffers per "
-           "device", LLAMA_OPTIONS, run_llama, default_for=("gguf",), aliases=("llama-cpp", "llamacpp", "llama-server")),
+           "device", LLAMA_OPTIONS, run_llama, default_for=("gguf",), aliases=("llama-cpp", "llamacpp", "llama-server"),
+           selected_by=("llama_cpp", "quant", "n_gpu_layers", "ctx")),
     Engine("ollama", ("gguf", "llm"), "Ollama: llama.cpp with Ollama's defaults for the release given", OLLAMA_OPTIONS,
-           run_ollama),
+           run_ollama, selected_by=("ollama",)),
 )
