@@ -514,6 +514,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=os.environ.get("OUT") or "llamacpp-out", help="results folder (default $OUT)")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 4)
     ap.add_argument("--only", default=None, help="run only cases whose id contains this text")
+    ap.add_argument("--skip", type=int, default=0,
+                    help="skip the first N cases (a second call on a warm machine reuses the build)")
     ap.add_argument("--matrix", choices=("gpu", "cpu", "cpu-real"), default=None,
                     help="which case list (default: gpu, or cpu with --cpu)")
     a = ap.parse_args(argv)
@@ -525,6 +527,7 @@ def main(argv: list[str] | None = None) -> int:
     cases = matrices[a.matrix or ("cpu" if a.cpu else "gpu")]()
     if a.only:
         cases = [c for c in cases if a.only in c["id"]]
+    cases = cases[a.skip:]
     if a.dry_run:
         print(f"{len(cases)} cases, budget {a.budget_s:.0f} s, source {a.src}")
         for c in cases:
