@@ -32,7 +32,7 @@ from typing import Any
 
 from gpu_preflight.errors import ModelSourceError, UsageError
 from gpu_preflight.estimate.engines.llama_cpp_graph import (
-    CParams, HParams, Placement, TYPE_SIZES, Weight, compute_buffers, row_bytes)
+    CParams, HParams, Placement, Weight, compute_buffers, row_bytes, type_sizes)
 
 GIB = 1 << 30
 MIB = 1 << 20
@@ -272,7 +272,7 @@ def _arch_features(hp: HParams, arch: str, weights: dict[str, Weight], key) -> N
 
 def _ggml_type(dtype: str) -> str:
     d = dtype.upper()
-    return d if d in TYPE_SIZES else {"BFLOAT16": "BF16", "FLOAT16": "F16", "FLOAT32": "F32"}.get(d, d)
+    return d if d in type_sizes() else {"BFLOAT16": "BF16", "FLOAT16": "F16", "FLOAT32": "F32"}.get(d, d)
 
 
 _FILE_TYPES = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1", 10: "Q2_K", 11: "Q3_K_S",

@@ -30,10 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-# ggml type -> (elements per block, bytes per block); see models/gguf.py GGML_TYPES for the source
-from gpu_preflight.models.gguf import GGML_TYPES
-
-TYPE_SIZES: dict[str, tuple[int, int]] = {name: (blk, size) for name, blk, size in GGML_TYPES.values()}
+import functools
 
 INPUT, OUTPUT = 1, 2
 INPLACE_OPS = frozenset({"SCALE", "ADD", "MUL", "DIV", "UNARY", "ROPE", "RMS_NORM", "CLAMP", "SOFT_MAX", "SUB",
@@ -44,8 +41,17 @@ HOST_ALIGN = 64       # CUDA_Host and CPU buffers: TENSOR_ALIGNMENT (ggml-backen
 MIN_OFFLOAD_BATCH = 32  # GGML_OP_OFFLOAD_MIN_BATCH default (ggml-cuda.cu)
 
 
+@functools.lru_cache(maxsize=None)
+def type_sizes() -> dict[str, tuple[int, int]]:
+    """ggml type -> (elements per block, bytes per block): models/gguf.py GGML_TYPES (imported late, so
+    building the CLI parser does not load the model readers)."""
+    from gpu_preflight.models.gguf import GGML_TYPES
+
+    return {name: (blk, size) for name, blk, size in GGML_TYPES.values()}
+
+
 def row_bytes(type_name: str, n: int) -> int:
-    blk, size = TYPE_SIZES[type_name]
+    blk, size = type_sizes()[type_name]
     return n // blk * size
 
 
