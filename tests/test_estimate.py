@@ -176,14 +176,6 @@ def test_bad_config_file_is_a_clean_cli_error(tmp_path, capsys):
     assert "Traceback" not in capsys.readouterr().err
 
 
-def test_unknown_model_type_falls_back_with_warning(capsys, tmp_path):
-    p = tmp_path / "config.json"
-    p.write_text(json.dumps({"model_type": "brandnew", "hidden_size": 1024, "num_hidden_layers": 4,
-                             "num_attention_heads": 8, "intermediate_size": 4096, "vocab_size": 32000}))
-    code, r = estimate_json(capsys, str(p), "--gpu", "h100")
-    assert code == 0 and any("unknown model_type 'brandnew'" in a for a in r["assumptions"])
-
-
 def test_weights_come_from_safetensors_headers(tmp_path, capsys):
     from models_helpers import write_model_folder
 

@@ -137,6 +137,9 @@ def render_pipeline(r: dict[str, Any], style: Style) -> str:
                      f"{reserve / GIB:5.2f} + {overhead / GIB:4.2f} = {process / GIB:6.2f}{mark}")
     lines += [style.paint("  " + f"{name}: {p['detail']}", "dim") for name, p in r["phases"].items() if p.get("detail")]
     lines += _targets(r, style, one_gpu_runs=True)
+    if r.get("host_weights_bytes") is not None:  # issue 15: offload modes hold weights in host RAM
+        lines.append(f"Host RAM for weights: {gib(r['host_weights_bytes'])} while generating, "
+                     f"{gib(r['host_weights_load_bytes'])} while loading (plus the Python/torch process)")
     if r.get("max_resolution"):
         lines.append(f"Largest square image that fits as is: {r['max_resolution']}x{r['max_resolution']}")
     if r.get("suggestions"):
