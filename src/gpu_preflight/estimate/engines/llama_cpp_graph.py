@@ -58,7 +58,8 @@ def row_bytes(type_name: str, n: int) -> int:
 class T:
     """One ggml tensor: op, sources, shape (ne0..ne3), type; views point at their source."""
 
-    __slots__ = ("name", "op", "src", "ne", "type", "view_src", "flags", "dev", "contig", "backend", "weight", "nbytes")
+    __slots__ = ("name", "op", "src", "ne", "type", "view_src", "flags", "dev", "contig", "backend", "weight", "nbytes",
+                 "extra_gpu")
 
     def __init__(self, name: str, op: str, src: list, ne: tuple, type_: str = "F32", view_src: T | None = None,
                  dev: int | None = None, weight: bool = False, contig: bool = True):
@@ -72,6 +73,7 @@ class T:
         self.backend = -1
         n = self.ne
         self.nbytes = row_bytes(type_, n[0]) * n[1] * n[2] * n[3]
+        self.extra_gpu = 0        # bytes a CUDA buffer adds to the allocation (get_alloc_size)
 
 
 @dataclass
@@ -281,8 +283,10 @@ class _Dyn:
         bl.insert(pos, [addr, size])
 
 
-def allocate(order: list[tuple[T, int]], leafs: list[T], aligns: dict[int, int]) -> dict[int, int]:
-    """Replays ggml_gallocr_alloc_graph_impl; returns the high-water mark per buffer (backend)."""
+def allocate(order: list[tuple[T, int]], leafs: list[T], aligns: dict[int, int],
+             gpu: frozenset[int] = frozenset()) -> dict[int, int]:
+    """Replays ggml_gallocr_alloc_graph_impl; returns the high-water mark per buffer (backend).
+    `gpu`: the buffers of CUDA devices, whose get_alloc_size can exceed ggml_nbytes."""
     allocs = {b: _Dyn(a) for b, a in aligns.items()}
     children: dict[int, int] = {}
     views: dict[int, int] = {}
@@ -308,8 +312,9 @@ def allocate(order: list[tuple[T, int]], leafs: list[T], aligns: dict[int, int])
                     where[id(t)] = where.pop(id(p))
                     size_of[id(t)] = size_of.pop(id(p))
                     return
-        where[id(t)] = (buf, allocs[buf].alloc(t.nbytes))
-        size_of[id(t)] = t.nbytes
+        size = t.nbytes + (t.extra_gpu if buf in gpu else 0)
+        where[id(t)] = (buf, allocs[buf].alloc(size))
+        size_of[id(t)] = size
 
     def free(t: T) -> None:
         if t.flags & OUTPUT or not own(t):
@@ -493,6 +498,19 @@ class _Builder:
         t = T("output.weight(tied)", "NONE", [], w.ne, w.type, dev=dev, weight=True)
         return t
 
+    def _fa_f16_copies(self, att: T, k: T, v: T) -> int:
+        """CUDA's flash-attention kernels for a micro-batch (MMA / tile) read K and V in F16: for a
+        quantized or BF16 cache, 0c1e57098 converts them into the node's own allocation
+        (ggml_cuda_flash_attn_ext_get_alloc_size / _get_f16_extra_data, ggml-cuda/fattn*.cu); earlier
+        releases took that scratch from the CUDA pool instead, outside the compute buffer."""
+        if self.cp.era < 2026 or self.cp.n_ubatch // self.cp.n_stream <= 2:  # 1-2 queries: the VEC kernel
+            return 0
+        end = att.nbytes
+        for t in (k, v):
+            if t.type != "F16":
+                end = -(-end // 128) * 128 + t.ne[0] * t.ne[1] * t.ne[2] * t.ne[3] * 2
+        return end - att.nbytes
+
     def _mask(self, cells: int, n_tokens: int) -> T:
         """The KQ mask: F16 built directly (2026); before, F32 padded to GGML_KQ_MASK_PAD rows and cast
         to F16 for flash attention (the cast is a GPU tensor that lives through the graph)."""
@@ -573,6 +591,7 @@ class _Builder:
         if cp.flash_attn:
             vt = self.view(vp, vp.ne, "TRANSPOSE", contig=False) if False else vp
             att = self.op("FLASH_ATTN_EXT", [qp, kp, vt, mask, sinks], (hp.head_v, hp.n_head, T_ // ns, ns))
+            att.extra_gpu = self._fa_f16_copies(att, kp, vp)
             att = self.view(att, (hp.head_v * hp.n_head, T_), "RESHAPE")
         else:
             kq = self.op("MUL_MAT", [kp, qp], (cells, T_ // ns, hp.n_head, ns), name="kq")
@@ -672,4 +691,4 @@ def compute_buffers(hp: HParams, cp: CParams, pl: Placement, weights: dict[str, 
     order = split_graph(g, pl.n_gpu)
     aligns = {b: CUDA_ALIGN for b in range(pl.n_gpu)}
     aligns[pl.n_gpu] = HOST_ALIGN
-    return allocate(order, g.leafs, aligns)
+    return allocate(order, g.leafs, aligns, frozenset(range(pl.n_gpu)))
