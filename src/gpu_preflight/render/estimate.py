@@ -267,6 +267,51 @@ def render_training(r: dict[str, Any], style: Style) -> str:
     return "\n".join(lines)
 
 
+def render_llama_cpp(r: dict[str, Any], style: Style) -> str:
+    """llama.cpp / Ollama: buffers per device, the verdict, the largest -ngl and context, the command."""
+    lc, w = r["llama_cpp"], r["workload"]
+    layers = lc["n_layers"]
+    lines = [style.paint(f"{r['model']} · {r['engine']} {lc['version']} · {lc.get('file_type') or 'GGUF'} · "
+                         f"ctx {w['n_ctx']:,} · -np {w['n_parallel']} · -ub {w['n_ubatch']} · "
+                         f"fa {'on' if w['flash_attn'] else 'off'} · KV {w['cache_type_k']}/{w['cache_type_v']} · "
+                         f"-ngl {min(lc['n_gpu_layers'], layers)}/{layers}", "bold")]
+    lines.append(f"  {'device':<14}{'model':>11}{'KV cache':>11}{'compute':>11}{'overhead':>11}{'total':>12}")
+    for d in lc["per_device"]:
+        lines.append(f"  {d['device']:<14}{gib(d['model_buffer_bytes']):>11}{gib(d['kv_cache_bytes']):>11}"
+                     f"{gib(d['compute_buffer_bytes']):>11}{gib(d['overhead_bytes']):>11}{gib(d['total_bytes']):>12}")
+    if r["fits"]:
+        lines.append("Targets:")
+        for f in r["fits"]:
+            name = f"{f['count']}x {f['gpu']}" if f["count"] > 1 else f["gpu"]
+            what = f"{gib(f['headroom_bytes'])} headroom" if f["fits"] else f"short by {gib(-f['headroom_bytes'])}"
+            lines.append(f"  {style.glyph('ok' if f['fits'] else 'fail')} {name} ({gib(f['memory_bytes'])} per GPU, "
+                         f"{f['memory_source']}): {what}")
+        mg, mc = lc.get("max_gpu_layers_that_fit"), lc.get("max_ctx_that_fits_fully_offloaded")
+        first = r["fits"][0]["gpu"]
+        parts = []
+        if mg is not None:
+            parts.append(f"largest -ngl at this context: {max(mg, 0)}/{layers}" if mg < layers
+                         else f"all {layers} layers fit at this context")
+        if mc:
+            parts.append(f"largest context with every layer on the GPU: {mc:,}")
+        if parts:
+            lines.append(f"On {first}: " + "; ".join(parts))
+    lines.append(style.paint("Run:", "bold"))
+    lines.append(f"  {lc['command']}")
+    if r.get("suggestions"):
+        lines.append(style.paint("What would make it fit:", "bold"))
+        for s in r["suggestions"]:
+            mark = style.glyph("ok" if s["fits"] else "fail")
+            lines.append(style.wrap(f"{mark} {s['change']}: {gib(s['peak_process_bytes'])} per GPU "
+                                    f"({'fits, ' + gib(s['headroom_bytes']) + ' headroom' if s['fits'] else 'still too big'})", 2))
+            lines.append(style.paint(f"    {s['flag']}", "dim"))  # a command line: never wrapped
+    if r.get("assumptions"):
+        lines.append(style.paint("Assumptions:", "dim"))
+        for a in r["assumptions"]:
+            lines.append(style.paint(style.wrap(f"- {a}", 2), "dim"))
+    return "\n".join(lines)
+
+
 def render_report(r: dict[str, Any], style: Style) -> str:
     """The text form of any estimate report, by its kind."""
     if r.get("kind") == "diffusion":
@@ -275,4 +320,6 @@ def render_report(r: dict[str, Any], style: Style) -> str:
         return render_training(r, style)
     if r.get("engine") == "vllm" and "vllm" in r:
         return render_vllm(r, style)
+    if r.get("llama_cpp"):
+        return render_llama_cpp(r, style)
     return render_estimate(r, style)
