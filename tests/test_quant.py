@@ -111,6 +111,29 @@ def test_bnb_leaves_fused_moe_experts_in_16_bit():
     assert v["layers.0.experts.0.gate.weight"] == 256 * 512 // 2
 
 
+BLOOM = {"model_type": "bloom", "n_layer": 24, "n_head": 16, "vocab_size": 250880, "tie_word_embeddings": True}
+
+
+@pytest.mark.parametrize("hidden,quant,published", [
+    # transformers tests/quantization/bnb/test_mixed_int8.py: bloom-1b7, EXPECTED_RELATIVE_DIFFERENCE = 1.540025
+    (2048, quant_config("8bit"), 1.540025),
+    # tests/quantization/bnb/test_4bit.py: bloom-1b7, EXPECTED_RELATIVE_DIFFERENCE = 2.109659552692574
+    (2048, quant_config("nf4"), 2.109659552692574),
+    # tests/quantization/gptq/test_gptq.py: bloom-560m, 4 bits, group 128, EXPECTED_RELATIVE_DIFFERENCE = 1.664253062
+    (1024, {"quant_method": "gptq", "bits": 4, "group_size": 128, "desc_act": False}, 1.664253062),
+])
+def test_published_memory_footprint_ratios(hidden, quant, published):
+    """Held out: model.get_memory_footprint() of the fp16 model over the quantized one, as transformers' own GPU
+    tests assert it (parameters + buffers: bitsandbytes' absmax / SCB are not parameters there)."""
+    cfg = {**BLOOM, "hidden_size": hidden}
+    bnb = quant.get("quant_method") == "bitsandbytes"
+
+    def footprint(c):
+        return sum(t.bytes for t in weight_tensors(parse_llm(c), 2, buffers=True) if not (bnb and t.aux))
+
+    assert footprint(cfg) / footprint({**cfg, "quantization_config": quant}) == pytest.approx(published, abs=1e-6)
+
+
 # ---- forward buffers ----
 
 def replay_one(method, quant, rows, k, n, dt=2, compute_dt=2):
