@@ -340,3 +340,22 @@ def test_torchao_storage_matches_the_layout(tmp_path, cfg, mode):
     measured = _loaded_storage(cfg, qc, tmp_path)
     layout = sum(t.bytes for t in weight_tensors(parse_llm({**cfg, "quantization_config": quant_config(mode)}), 2))
     assert layout == measured
+
+
+@pytest.mark.skipif(not (HAVE_TF and importlib.util.find_spec("torchao")), reason="needs torchao")
+def test_gpu_probe_dry_run_and_comparison(tmp_path):
+    """The GPU script's CPU path: a crash here would waste the shared GPU budget."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, str(root / "bench" / "quant_probe.py"), "--out", str(tmp_path), "--dry-run"],
+                   check=True, capture_output=True, timeout=300)
+    recs = [json.loads(line) for line in (tmp_path / "quant.jsonl").read_text().splitlines()]
+    cases = {r["method"]: r for r in recs if r["kind"] == "case"}
+    assert recs[0]["kind"] == "env" and {"none", "int8wo", "fp8wo"} <= set(cases)
+    out = subprocess.run([sys.executable, str(root / "bench" / "quant_accuracy.py"), str(tmp_path / "quant.jsonl")],
+                         check=True, capture_output=True, text=True, timeout=300).stdout
+    # the CPU storage of every measured case equals the layout table
+    assert out.count("(+0.0 %)") >= 3 and "tiny-llama int8wo" in out
