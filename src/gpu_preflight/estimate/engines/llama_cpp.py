@@ -551,6 +551,10 @@ _MATMUL_SUFFIXES = ("attn_q.weight", "attn_k.weight", "attn_v.weight", "attn_qkv
                     "ffn_up_shexp.weight", "ffn_gate_shexp.weight", "ffn_down_shexp.weight")
 _EXPERT_SUFFIXES = ("ffn_up_exps.weight", "ffn_gate_exps.weight", "ffn_down_exps.weight")
 _QUANT_FREE = ("F32", "F16", "BF16")
+# the types MMQ handles (ggml_cuda_should_use_mmq, ggml-cuda/mmq.cu:325-351); other quantized types
+# (IQ1_M, TQ1_0, TQ2_0) are dequantized to F16 for cuBLAS
+MMQ_TYPES = frozenset({"Q1_0", "Q2_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K",
+                       "IQ1_S", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S", "IQ4_XS", "IQ4_NL", "MXFP4", "NVFP4"})
 
 
 @dataclass
@@ -563,11 +567,13 @@ class PoolUse:
 def _matmul_scratch(w: Weight, n_tokens: int, n_used: int = 1) -> tuple[int, bool]:
     """(pool bytes, runs in cuBLAS) of one product with weight w over n_tokens activations."""
     k, n = w.ne[0], w.ne[1]
-    if w.type not in _QUANT_FREE and w.type not in ("I32", "I16", "I8"):
+    if w.type in MMQ_TYPES:
         rows = n_tokens * n_used
         return rows * _pad(k, MATRIX_ROW_PADDING) * 144 // 128 + min(n_tokens, 512) // 8 * 8 * 144, False
     if n_tokens <= MMF_MAX_TOKENS:
         return 0, False
+    if w.type not in _QUANT_FREE:   # dequantized to F16, then as F16 (ggml_cuda_mul_mat_cublas)
+        return n * k * 2 + n_tokens * (k + n) * 2, True
     if w.type == "F16":
         return n_tokens * (k + n) * 2, True
     if w.type == "BF16":
