@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gpu_preflight.render.style import Style
+from gpu_preflight.render.style import Style, sanitize_tree
 
 GIB = 1 << 30
 
@@ -14,6 +14,7 @@ def gib(n: int | None) -> str:
 
 
 def render_estimate(r: dict[str, Any], style: Style) -> str:
+    r = sanitize_tree(r)  # model names, file names and warnings come from files
     w = r["workload"]
     lines = [style.paint(f"{r['model']} · {r['engine']} · {w['dtype']} · batch {w['batch']} · "
                          f"{w['input_len']} in + {w['output_len']} out · {w['attn']}", "bold")]
@@ -59,6 +60,7 @@ def render_estimate(r: dict[str, Any], style: Style) -> str:
 
 
 def render_pipeline(r: dict[str, Any], style: Style) -> str:
+    r = sanitize_tree(r)  # component names and classes come from model_index.json
     w = r["workload"]
     lines = [style.paint(f"{r['model']} · diffusers · {w['dtype']} · {w['height']}x{w['width']} · {w['batch']} image(s) · "
                          f"offload {w['offload']}" + (" · VAE tiling" if w["vae_tiling"] else ""), "bold"),
