@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from gpu_preflight.commands._common import add_output_flags, emit_report
+from gpu_preflight.commands._common import add_output_flags, emit_report, number
 
 STACK_CHECKS = ["PF101", "PF103", "PF104", "PF105", "PF106", "PF115", "PF118", "PF119"]
 
@@ -20,7 +20,8 @@ def register(sub) -> None:
     p.add_argument("--torch", metavar="VERSION", help="PyTorch version, e.g. 2.7.1+cu128; without a local tag, the "
                                                       "default PyPI wheel of that release")
     p.add_argument("--python", metavar="X.Y", help="Python version, to check the release supports it")
-    p.add_argument("--ram-gb", type=float, metavar="GB", help="host RAM in GiB")
+    p.add_argument("--ram-gb", type=number(0, 1 << 20, above=True, what="size in GiB"), metavar="GB",
+                   help="host RAM in GiB")
     p.add_argument("--list-gpus", action="store_true", help="list the GPUs in the catalog and exit")
     add_output_flags(p)
     p.set_defaults(func=run)

@@ -30,6 +30,8 @@ def _fraction(text: str) -> float:
 
 
 def register(sub) -> None:
+    from gpu_preflight.commands._common import number, version  # shared flag validators (stdlib only)
+
     p = sub.add_parser(
         "estimate", help="peak GPU memory of a model before you download it, and what fits",
         description="Estimate the peak GPU memory (what nvidia-smi shows, and torch.cuda.max_memory_allocated) "
@@ -47,15 +49,15 @@ def register(sub) -> None:
     p.add_argument("--kv-cache-dtype", choices=("auto", "fp8"), default="auto", help="vllm: fp8 halves the KV cache")
     p.add_argument("--gpu", action="append", default=[], metavar="NAME[:COUNT]",
                    help="target GPU(s), e.g. rtx-4090 or h100:2; repeatable (default: this machine's GPUs)")
-    p.add_argument("--transformers", metavar="VER", help="transformers release to model (default: 5.x behaviour)")
-    p.add_argument("--torch", metavar="VER", help="torch release (selects the measured process overhead)")
+    p.add_argument("--transformers", metavar="VER", type=version("5.17.0"), help="transformers release to model (default: 5.x behaviour)")
+    p.add_argument("--torch", metavar="VER", type=version("2.11.0"), help="torch release (selects the measured process overhead)")
     p.add_argument("--gpu-memory-utilization", type=_fraction, default=0.9, help="vllm (default 0.9)")
     p.add_argument("--max-num-batched-tokens", type=_positive, default=8192, help="vllm (default 8192)")
     p.add_argument("--max-num-seqs", type=_positive, default=256, help="vllm (default 256)")
     g = p.add_argument_group("image / video pipelines")
     g.add_argument("--height", type=_positive, help="image height in pixels (default: the pipeline's)")
     g.add_argument("--width", type=_positive, help="image width in pixels (default: the pipeline's)")
-    g.add_argument("--guidance-scale", type=float, help="CFG scale; > 1 doubles the denoiser batch unless distilled")
+    g.add_argument("--guidance-scale", type=number(0, 1000, what="scale"), help="CFG scale; > 1 doubles the denoiser batch unless distilled")
     g.add_argument("--steps", type=_positive, help="denoising steps (memory does not depend on it)")
     g.add_argument("--offload", choices=("none", "model", "sequential", "group"), default="none")
     g.add_argument("--vae-tiling", action="store_true")
