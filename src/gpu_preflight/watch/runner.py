@@ -294,7 +294,7 @@ class _Run:
             code = failure["code"]
         else:
             pump = OutputPump(pipes, {"stdout": self.env.stdout_fd, "stderr": self.env.stderr_fd},
-                              diagnose.TRIGGER, on_line=self._on_match, clock=self.env.clock)
+                              diagnose.TRIGGER_LOWER, on_line=self._on_match, clock=self.env.clock)
             pump.start()
             me = os.getpid()
             sampler = Sampler(self.gpu, self.tree, root_pid=me if subreaper else proc.pid,
@@ -348,6 +348,7 @@ class _Run:
             {f"{k}_bytes": v for k, v in (pump.bytes.items() if pump else [])} |
             {f"{k}_lines": v for k, v in (pump.lines.items() if pump else [])} |
             {"sink_errors": pump.sink_errors if pump else {}, "drained": drained,
+             "unscanned_bytes": pump.unscanned_bytes if pump else 0,
              "matches_dropped": max(0, self._matches - MAX_MATCHES)})
         record["tree"] = {"pids": sorted(sampler.members) if sampler else [], "left_running": left_running}
         record["watcher"].update({"cpu_s": round(cpu_s, 4), "wall_s": round(wall_s, 4),
@@ -358,6 +359,10 @@ class _Run:
         if left_running:
             self.notes.append(f"{len(left_running)} process(es) started by the command still run after it exited "
                               f"(PIDs {', '.join(map(str, left_running[:10]))}): detached; not waited for")
+        if pump and pump.unscanned_bytes:
+            self.notes.append(f"the command wrote faster than its output could be scanned: "
+                              f"{pump.unscanned_bytes / 2**20:.0f} MiB of it were passed through without "
+                              "looking for GPU errors (never slowed down)")
         if not drained:
             self.notes.append("a detached process still holds the command's output open; "
                               "output after the command exited may be cut")
