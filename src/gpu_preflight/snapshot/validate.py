@@ -32,6 +32,7 @@ HINT = "create the file again with `preflight snapshot > box.json`"
 class Leaf:
     what: str  # "a whole number >= 0", for the message
     ok: Callable[[Any], bool]
+    nullable: bool = True  # a known null ("none") is a valid answer
 
 
 def _is_int(v: Any) -> bool:
@@ -52,6 +53,10 @@ INT = Leaf("a whole number >= 0", lambda v: _is_int(v) and 0 <= v < 2**63)
 BOOL = Leaf("true or false", lambda v: isinstance(v, bool))
 NUM = Leaf("a finite number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v))
 OBJ = Leaf("an object", lambda v: isinstance(v, dict))
+STR_NN = Leaf("a string", lambda v: _text(v), nullable=False)
+INDEX = Leaf("a whole number >= 0", lambda v: _is_int(v) and 0 <= v < 2**31, nullable=False)
+NAME = Leaf("a string", lambda v: _text(v), nullable=False)
+RESULT = Leaf("an object (or an unavailable fact)", lambda v: isinstance(v, dict), nullable=False)
 STR_LIST = Leaf(f"a list of at most {MAX_ITEMS:,} strings",
                 lambda v: isinstance(v, list) and len(v) <= MAX_ITEMS and all(_text(x) for x in v))
 STR_MAP = Leaf("an object of strings", lambda v: isinstance(v, dict) and len(v) <= MAX_ITEMS
@@ -74,10 +79,10 @@ SPEC: tuple[tuple[str, Leaf, bool], ...] = (
     ("env.*", STR, False),
     ("container.runtime", STR, False), ("container.nvidia_device_nodes", STR_LIST, False),
     ("kernel_module.version", VERSION, False),
-    ("user_space.libcuda_files.[].dir", STR, False), ("user_space.libcuda_files.[].version", STR, True),
+    ("user_space.libcuda_files.[].dir", STR_NN, False), ("user_space.libcuda_files.[].version", STR_NN, True),
     ("toolkit.cuda_home_target", STR, False), ("toolkit.cuda_home_version", CUDA_VERSION, False),
     ("toolkit.nvcc_path", STR, False), ("toolkit.nvcc_version", CUDA_VERSION, False),
-    ("ld_library_path.entries.[].path", STR, True), ("ld_library_path.entries.[].exists", BOOL, False),
+    ("ld_library_path.entries.[].path", STR_NN, True), ("ld_library_path.entries.[].exists", BOOL, False),
     ("ld_library_path.entries.[].libs", STR_LIST, False),
     ("ld_library_path.entries.[].libcuda_version", VERSION, False),
     ("ld_library_path.entries.[].compat", BOOL, False),
@@ -87,7 +92,7 @@ SPEC: tuple[tuple[str, Leaf, bool], ...] = (
     ("packages.*", STR, False),
     ("nvml.available", BOOL, False), ("nvml.driver_version", VERSION, False),
     ("nvml.cuda_driver_version", INT, False), ("nvml.nvml_version", STR, False), ("nvml.error", STR, False),
-    ("nvml.gpus.[].index!", INT, True), ("nvml.gpus.[].name!", STR, False), ("nvml.gpus.[].uuid!", STR, False),
+    ("nvml.gpus.[].index!", INDEX, True), ("nvml.gpus.[].name!", NAME, False), ("nvml.gpus.[].uuid!", STR, False),
     ("nvml.gpus.[].pci_bus_id!", STR, False), ("nvml.gpus.[].compute_capability!", CC, False),
     ("nvml.gpus.[].memory_total_bytes!", INT, False), ("nvml.gpus.[].memory_used_bytes!", INT, False),
     ("nvml.gpus.[].memory_free_bytes!", INT, False),
@@ -101,7 +106,7 @@ SPEC: tuple[tuple[str, Leaf, bool], ...] = (
     ("cuda_driver.path", STR, False), ("cuda_driver.driver_version", INT, False),
     ("cuda_driver.cu_init.code", INT, False), ("cuda_driver.cu_init.name", STR, False),
     ("cuda_driver.device_count", INT, False),
-    ("torch_deep.result.version", STR, False), ("torch_deep.result.cuda", STR, False),
+    ("torch_deep.result", RESULT, False), ("torch_deep.result.version", STR, False), ("torch_deep.result.cuda", STR, False),
     ("torch_deep.result.warnings", STR_LIST, False),
     ("torch_deep.result.is_available.value", BOOL, False), ("torch_deep.result.cudnn_version.value", INT, False),
     ("torch_deep.result.device_count.value", INT, False), ("torch_deep.result.arch_list.value", STR_LIST, False),
@@ -135,13 +140,42 @@ def validate(snap: dict, where: str = "snapshot") -> dict:
     """Raise SnapshotError for the first field of a known path with a wrong type; return `snap`."""
     for path, leaf, required in SPEC:
         _walk(snap, path.split("."), "", leaf, required, where)
+    _check_consistency(snap, where)
     return snap
 
 
-def _walk(node: Any, parts: list[str], at: str, leaf: Leaf, required: bool, where: str) -> None:
+def _check_consistency(snap: dict, where: str) -> None:
+    """Facts that only make sense together (the checks rely on them)."""
+    if _get(snap, "torch.installed") is True:
+        version = _get(snap, "torch.version")
+        if not (isinstance(version, str) and TORCH_VERSION.ok(version)):
+            shown = "unknown" if version is _SKIP else _describe(version)
+            raise SnapshotError(f"{where}: torch.installed is true but torch.version is {shown}; expected "
+                                f"{TORCH_VERSION.what}", hint=HINT)
+
+
+def _get(snap: dict, path: str) -> Any:
+    """The value at a dotted path through sections and Facts; _SKIP when absent or unavailable."""
+    node: Any = snap
+    for part in path.split("."):
+        node = _unwrap(node)
+        if not isinstance(node, dict) or part not in node:
+            return _SKIP
+        node = node[part]
+    return _unwrap(node)
+
+
+def _walk(node: Any, parts: list[str], at: str, leaf: Leaf, required: bool, where: str,
+          inside: bool = False) -> None:
+    """`inside`: below a Fact's value, where a bare null in place of an object is an error (the
+    checks index into it); a Fact whose own value is null stays a valid "none"."""
     if not parts:
         _leaf(node, at, leaf, where)
         return
+    if node is None and inside:
+        raise _wrong(where, at, node, "an object")
+    if isinstance(node, Fact):
+        inside = True
     node = _unwrap(node)
     if node is _SKIP or node is None:
         return
@@ -155,7 +189,8 @@ def _walk(node: Any, parts: list[str], at: str, leaf: Leaf, required: bool, wher
                                 + (" (one host has at most a few dozen GPUs)" if at == "nvml.gpus" else ""),
                                 hint=HINT)
         for i, item in enumerate(node):
-            _walk(item, rest, f"{at}[{i}]", leaf, required, where)
+            _item(item, rest, f"{at}[{i}]", where, inside)
+            _walk(item, rest, f"{at}[{i}]", leaf, required, where, inside)
         return
     if not isinstance(node, dict):
         raise _wrong(where, at, node, "an object")
@@ -163,7 +198,8 @@ def _walk(node: Any, parts: list[str], at: str, leaf: Leaf, required: bool, wher
         if len(node) > MAX_ITEMS:
             raise SnapshotError(f"{where}: {at} has {len(node):,} keys; at most {MAX_ITEMS:,} are allowed", hint=HINT)
         for key, value in node.items():
-            _walk(value, rest, _join(at, str(key)), leaf, required, where)
+            _item(value, rest, _join(at, str(key)), where, inside)
+            _walk(value, rest, _join(at, str(key)), leaf, required, where, inside)
         return
     must_be_fact = part.endswith("!")
     part = part.rstrip("!")
@@ -175,12 +211,23 @@ def _walk(node: Any, parts: list[str], at: str, leaf: Leaf, required: bool, wher
     if must_be_fact and not isinstance(node[part], Fact):
         raise SnapshotError(f"{where}: {_join(at, part)} is {_describe(node[part])}; expected a fact "
                             '({"value": ..., "source": ...})', hint=HINT)
-    _walk(node[part], rest, _join(at, part), leaf, required, where)
+    if inside and not must_be_fact and isinstance(node[part], Fact):
+        raise SnapshotError(f"{where}: {_join(at, part)} is a fact inside a fact; expected a plain value", hint=HINT)
+    _walk(node[part], rest, _join(at, part), leaf, required, where, inside)
+
+
+def _item(item: Any, rest: list[str], at: str, where: str, inside: bool) -> None:
+    """An entry of a list or object that the checks read keys from must be an object, not null,
+    and below a Fact's value, plain data (not another Fact)."""
+    if rest and rest[0] not in ("[]", "*") and item is None:
+        raise _wrong(where, at, item, "an object")
+    if inside and isinstance(item, Fact):
+        raise SnapshotError(f"{where}: {at} is a fact inside a fact; expected a plain value", hint=HINT)
 
 
 def _leaf(node: Any, at: str, leaf: Leaf, where: str) -> None:
     value = _unwrap(node)
-    if value is _SKIP or value is None:
+    if value is _SKIP or (value is None and leaf.nullable):
         return
     if not leaf.ok(value):
         raise _wrong(where, at, value, leaf.what)
