@@ -105,14 +105,15 @@ class OutputPump:
     def _run(self) -> None:
         for fd in self.pipes.values():
             widen_pipe(fd)
+        idle = False
         while self.pipes:
             fds = {fd: name for name, fd in self.pipes.items()}
             if not self._backlog:
                 timeout = 0.25
-            elif self._backlog_size < BEHIND_BYTES:
-                timeout = 0.0  # keeping up: scan whenever the pipes are empty
+            elif self._backlog_size < BEHIND_BYTES or idle:
+                timeout = 0.0  # keeping up, or the command is pausing: scan while the pipes are empty
             else:
-                timeout = IDLE_S  # behind: scan only when the command pauses, never in its way
+                timeout = IDLE_S  # behind: wait for the command to pause, never get in its way
             if self._stop_at is not None:
                 timeout = max(0.0, min(0.05, self._stop_at - self.clock()))
             try:
@@ -122,8 +123,10 @@ class OutputPump:
             if self._stop_at is not None and self.clock() >= self._stop_at:
                 break  # a detached process still writing (or holding the pipe): stop here
             if not ready:
-                self._scan_some()  # the pipes are idle: look at what was copied
+                idle = timeout > 0 or idle  # it paused for IDLE_S (or longer): scan until it writes again
+                self._scan_some()  # the pipes are empty: look at what was copied
                 continue
+            idle = False
             for fd in ready:
                 self._pump_once(fds[fd], fd)
         self._scan_all()
