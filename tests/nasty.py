@@ -86,13 +86,16 @@ def _alarm(signum: int, frame: Any) -> None:
 def run_subprocess(argv: list[str], time_limit_s: float = TIME_LIMIT_S, cwd: str | None = None,
                    address_space_bytes: int = 4 << 30) -> Outcome:
     """`python -m gpu_preflight ARGV` in a child: killed at the time limit, its own max RSS from
-    os.wait4, and an address-space cap (4 GiB) so a runaway read cannot take the machine down."""
-    def limit() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (address_space_bytes, address_space_bytes))
-
+    os.wait4, and an address-space cap (4 GiB, set with prlimit right after the start) so a
+    runaway read cannot take the machine down. No preexec_fn: a forked copy of this process
+    would count in the child's max RSS."""
     t0 = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "gpu_preflight", *argv], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, cwd=cwd, preexec_fn=limit)
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, cwd=cwd)
+    try:
+        resource.prlimit(proc.pid, resource.RLIMIT_AS, (address_space_bytes, address_space_bytes))
+    except (AttributeError, OSError):
+        pass  # not Linux, or it already ended
     out_chunks: list[bytes] = []
     err_chunks: list[bytes] = []
     def drain(stream: Any, into: list[bytes]) -> None:
