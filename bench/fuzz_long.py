@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The long fuzz run (issue 17, Deliver 7): everything tests/ does briefly, for as long as you give it.
+"""The long fuzz run: everything tests/ does briefly, for as long as you give it.
 
     python bench/fuzz_long.py OUT_DIR [--budget-s 1800] [--seed N] [--skip-hypothesis]
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""How fast `preflight watch` passes and scans a chatty command's output (issue 17, Deliver 6).
+"""How fast `preflight watch` passes and scans a chatty command's output.
 
 Three measurements:
   1. scanner: CPU time of the pump's scan (bytes.lower + diagnose.TRIGGER_LOWER, lines cut out

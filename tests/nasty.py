@@ -1,6 +1,6 @@
 """Run `preflight` on a nasty input and judge the outcome against the reliability bar (no tests here).
 
-The bar (issue 17, docs/reliability.md): every bad input ends within 15 s and 500 MiB with exit
+The bar (docs/reliability.md): every bad input ends within 15 s and 500 MiB with exit
 3 and a one-line error (`preflight: error: ...`, then at most a `  hint:` line; argparse's usage
 lines may come first), never "internal error" and never a traceback; a legal input ends with
 0, 1 or 2 within the same bounds. Used by tests/test_reliability.py and bench/fuzz_long.py.

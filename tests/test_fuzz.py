@@ -69,7 +69,7 @@ NASTY = st.one_of(
 
 def _small(config: dict) -> bool:
     """Legal sizes for which the full estimate (fit searches included) runs fast; the estimator's
-    speed at legal large sizes is its own concern (issue 17 Deliver 2)."""
+    speed at legal large sizes is its own concern."""
     def num(*keys, default=1):
         for k in keys:
             v = config.get(k)
@@ -122,8 +122,7 @@ COMPONENT_KEYS = sorted({k for c in (VAE, DIT, UNET, TE) for k in c if k != "_cl
 @given(denoiser=st.sampled_from(["transformer", "unet"]), part=st.sampled_from(["vae", "denoiser", "text_encoder"]),
        changes=st.dictionaries(st.sampled_from(COMPONENT_KEYS), NASTY, min_size=1, max_size=3))
 def test_pipeline_configs_are_validated_or_estimated(denoiser, part, changes):
-    from gpu_preflight.commands.estimate import pipeline_entry
-    from gpu_preflight.estimate.engines.diffusers import ImageWorkload, pipeline_report
+    from gpu_preflight.estimate.engines.diffusers import ImageWorkload, pipeline_entry, pipeline_report
     from gpu_preflight.estimate.plan import targets_from_specs
     from gpu_preflight.models.base import ModelSource
     from gpu_preflight.models.limits import validate_source
@@ -169,6 +168,26 @@ def _leaf_paths(node, path=()):
 
 
 SNAPSHOTS = {p.name: json.loads(p.read_text()) for p in sorted((FIXTURES / "snapshots").glob("*.json"))}
+
+
+def _with_interconnect(snap: dict) -> dict:
+    """The two-GPU capture plus an `interconnect` section shaped as probes/interconnect.py writes it."""
+    def f(value, source="nvml"):
+        return {"value": value, "source": source}
+    snap = copy.deepcopy(snap)
+    gpu = {"persistence_mode": f(True), "pcie_link": f({"generation": 5, "width": 16}),
+           "nvlink": f({"links": 18, "active": 18}), "fabric_state": f("completed")}
+    snap["interconnect"] = {
+        "hostname": f("node1", "python"), "pci_nvidia": f({"gpus": ["0000:01:00.0", "0000:02:00.0"],
+                                                           "nvswitches": ["0000:03:00.0"]}, "/sys/bus/pci"),
+        "infiniband": f(["mlx5_0"], "/sys/class/infiniband"), "nvidia_peermem_loaded": f(False, "/sys/module"),
+        "nccl_env": f({"NCCL_P2P_DISABLE": "1", "NCCL_SOCKET_IFNAME": "lo"}, "environment"),
+        "gpus": f([{"index": f(0), **gpu}, {"index": f(1), **gpu}]),
+        "p2p_read": f([[None, True], [False, None]]), "topology": f([[None, "NVLink"], ["NVLink", None]])}
+    return snap
+
+
+SNAPSHOTS["h200x2-interconnect"] = _with_interconnect(SNAPSHOTS["h200x2-torch2.11.json"])
 SNAP_PATHS = [(name, path) for name, snap in SNAPSHOTS.items() for path in _leaf_paths(snap) if path]
 SNAP_VALUES = st.one_of(NASTY, st.just("DELETE"), st.sampled_from([
     {"value": "x", "source": "nvml"}, {"value": None, "source": "nvml", "unavailable": "gone"}, {"value": [1]},

@@ -351,13 +351,17 @@ def test_missing_huggingface_hub_is_dependency_missing(env, monkeypatch):
     monkeypatch.setitem(sys.modules, "huggingface_hub", None)
     with pytest.raises(DependencyMissing) as info:
         _load("example/not-cached", env)
-    assert info.value.hint == "pip install 'gpu-preflight[hub]'"
+    from gpu_preflight.hints import install_hint
+
+    assert info.value.hint == install_hint("hub")
 
 
 def test_missing_huggingface_hub_uses_a_partial_cache_or_the_catalog(env, catalog, monkeypatch):
     monkeypatch.setitem(sys.modules, "huggingface_hub", None)
     source = _load("example/tiny", env, catalog=catalog)
-    assert source.origin == "catalog" and "gpu-preflight[hub]" in source.warnings[0]
+    from gpu_preflight.hints import install_extra
+
+    assert source.origin == "catalog" and install_extra("hub") in source.warnings[0]
     _cache_repo(env, with_weights=False)
     source = _load("example/tiny", env, catalog=catalog)
     assert source.origin == "hub-cache" and "partial copy" in source.warnings[-1]

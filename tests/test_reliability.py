@@ -1,4 +1,4 @@
-"""Reliability bar (issue 17): the corpus of nasty inputs, special files, safe watch reports.
+"""The reliability bar (docs/reliability.md): the corpus of nasty inputs, special files, safe watch reports.
 
 Every input in tests/fixtures/nasty/ (regenerate with make_corpus.py) must end within 15 s and
 500 MiB with exit 3 and a one-line error (or, for the legal ones, 0-2), never an internal error.

@@ -1,13 +1,43 @@
-"""gpu-preflight: will this AI model run on this GPU machine, will it fit, and what to change."""
+"""gpu-preflight: will this AI model run on this GPU machine, will it fit, and what to change.
+
+The public API (docs/api.md) is imported lazily, so `import gpu_preflight` stays instant:
+
+    import gpu_preflight as gp
+    est = gp.estimate("qwen2.5-7b-instruct", gpus="rtx-4090", batch=4)
+    est.fits, est.peak_process_bytes, est.to_json()
+"""
 
 __version__ = "0.1.0"
 
+__all__ = [
+    "estimate", "compat", "doctor", "snapshot", "explain", "fleet", "measure", "watch", "phase",
+    "Estimate", "TargetFit", "Report", "Finding", "CheckDoc", "FleetReport", "Snapshot",
+    "PreflightError", "UsageError", "ModelSourceError", "SnapshotError", "DependencyMissing", "DeviceUnavailable",
+]
+
+# Names of subpackages (estimate, compat, snapshot, measure, watch, fleet) cannot be served here yet:
+# importing the subpackage binds its name on this package. Until they are renamed, those functions
+# are reached as gpu_preflight.api.estimate(...) etc.
+_API = {"doctor", "explain", "Estimate", "TargetFit", "Report", "Finding", "CheckDoc", "FleetReport", "Snapshot"}
+_ERRORS = {"PreflightError", "UsageError", "ModelSourceError", "SnapshotError", "DependencyMissing",
+           "DeviceUnavailable"}
+
 
 def __getattr__(name: str):
-    # Lazy, so `import gpu_preflight` stays instant: `gpu_preflight.phase("load")` for scripts
-    # run under `preflight watch` (a no-op otherwise).
-    if name == "phase":
+    if name == "phase":  # markers for scripts run under `preflight watch` (a no-op otherwise)
         from gpu_preflight.watch.phase import phase
 
         return phase
+    if name in _API:
+        from gpu_preflight import api
+
+        return getattr(api, name)
+    if name in _ERRORS:
+        from gpu_preflight import errors
+
+        return getattr(errors, name)
     raise AttributeError(f"module 'gpu_preflight' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

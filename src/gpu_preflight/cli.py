@@ -10,11 +10,13 @@ Exit codes (documented in README.md):
   1  warnings only
   2  at least one failure (doctor/compat), or the model does not fit (estimate)
   3  usage or internal error
+  4  estimate only: no target GPU to judge
 """
 
 from __future__ import annotations
 
 import argparse
+import codecs
 import importlib
 import os
 import sys
@@ -22,7 +24,7 @@ import sys
 from gpu_preflight import __version__
 from gpu_preflight.errors import PreflightError
 
-COMMANDS = ("doctor", "snapshot", "compat", "explain", "estimate", "measure", "watch")
+COMMANDS = ("doctor", "snapshot", "compat", "explain", "estimate", "measure", "watch", "fleet")
 
 EXIT_OK, EXIT_WARN, EXIT_FAIL, EXIT_ERROR = 0, 1, 2, 3
 
@@ -53,7 +55,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# What a terminal that cannot show a character gets instead (the rest become "?"), so output never
+# crashes on a non-UTF-8 stream (PYTHONIOENCODING=ascii, LANG=C on old Pythons, a latin-1 pipe).
+ASCII_FALLBACK = {"\u00b7": "-", "\u2713": "+", "\u2717": "x", "\u00d7": "x", "\u2192": "->", "\u2190": "<-",
+                  "\u2026": "...", "\u2248": "~", "\u2264": "<=", "\u2265": ">=", "\u2013": "-", "\u2014": "-",
+                  "\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u00b0": " deg", "\u00a0": " ",
+                  "\u2212": "-", "\u00b1": "+/-"}
+ENCODE_ERRORS = "gpu-preflight-fallback"
+
+
+def _fallback(exc: UnicodeError):
+    if not isinstance(exc, UnicodeEncodeError):
+        raise exc
+    text = "".join(ASCII_FALLBACK.get(ch, "?") for ch in exc.object[exc.start:exc.end])
+    return text, exc.end
+
+
+codecs.register_error(ENCODE_ERRORS, _fallback)
+
+
+def safe_streams(streams=None) -> None:
+    """Make stdout/stderr replace what their encoding cannot show instead of raising."""
+    for stream in streams or (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is None or (getattr(stream, "errors", "") or "") != "strict":
+            continue
+        try:
+            reconfigure(errors=ENCODE_ERRORS)
+        except (ValueError, OSError):  # a stream that cannot be reconfigured is left as it is
+            pass
+
+
 def main(argv: list[str] | None = None) -> int:
+    safe_streams()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -15,7 +15,8 @@ from typing import Any, Callable
 STATUSES = ("ok", "skip", "warn", "fail", "error")
 SEVERITY = {"ok": 0, "skip": 0, "warn": 1, "fail": 2, "error": 3}
 DOC_SECTIONS = ("What it checks", "Why it matters", "Example", "Fix", "Sources")
-AREAS = ("driver", "gpu", "torch", "libraries", "environment", "host")
+AREAS = ("driver", "gpu", "torch", "libraries", "environment", "host", "interconnect", "fleet")
+SCOPES = ("node", "fleet")  # a node check judges one snapshot; a fleet check judges all nodes together
 
 
 @dataclass
@@ -40,6 +41,7 @@ class Check:
     area: str
     title: str
     func: Callable[..., Any]
+    scope: str = "node"
 
     @property
     def doc(self) -> str:
@@ -56,18 +58,18 @@ class Check:
 REGISTRY: dict[str, Check] = {}
 
 
-def check(code: str, name: str, area: str, title: str):
+def check(code: str, name: str, area: str, title: str, scope: str = "node"):
     def wrap(func):
         if code in REGISTRY:
             raise ValueError(f"duplicate check code {code}")
-        REGISTRY[code] = Check(code, name, area, title, func)
+        REGISTRY[code] = Check(code, name, area, title, func, scope)
         return func
 
     return wrap
 
 
 def all_checks() -> list[Check]:
-    from gpu_preflight.checks import stack  # noqa: F401 - registers the checks
+    from gpu_preflight.checks import fleet, interconnect, stack  # noqa: F401 - registers the checks
 
     return [REGISTRY[k] for k in sorted(REGISTRY)]
 
@@ -75,12 +77,19 @@ def all_checks() -> list[Check]:
 def run_checks(snap: dict, only: list[str] | None = None) -> list[Finding]:
     """Run every check; a check that raises, or returns something that is not a Finding with a
     known status, becomes one `error` finding, never a crash."""
+    return _run([c for c in all_checks() if c.scope == "node" and (not only or c.code in only)], snap)
+
+
+def run_fleet_checks(fleet_view: Any) -> list[Finding]:
+    """The fleet-scope checks over a `fleet.judge.FleetView` (all nodes together)."""
+    return _run([c for c in all_checks() if c.scope == "fleet"], fleet_view)
+
+
+def _run(checks: list[Check], subject: Any) -> list[Finding]:
     findings: list[Finding] = []
-    for chk in all_checks():
-        if only and chk.code not in only:
-            continue
+    for chk in checks:
         try:
-            result = chk.func(snap)
+            result = chk.func(subject)
             items = result if isinstance(result, list) else [result]
             bad = next((f for f in items if not isinstance(f, Finding) or f.status not in SEVERITY), None)
             if bad is not None:

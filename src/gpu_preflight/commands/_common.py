@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import math
 import re
+import shlex
 import sys
 
 
 def add_output_flags(p) -> None:
     p.add_argument("--json", action="store_true", help="print the versioned JSON report on stdout")
     p.add_argument("-v", "--verbose", action="store_true", help="also list skipped checks")
+
+
+def refuse_python_without_deep(args) -> None:
+    """--python names the interpreter whose torch --deep imports; without --deep nothing uses it."""
+    if getattr(args, "python", None) and not getattr(args, "deep", False):
+        from gpu_preflight.errors import UsageError
+
+        raise UsageError("--python applies only with --deep (it names the interpreter whose torch --deep imports)",
+                         hint=f"add --deep: preflight {args.command} --deep --python {shlex.quote(args.python)}")
 
 
 def emit_report(kind: str, snap: dict, args, only: list[str] | None = None) -> int:

@@ -20,7 +20,16 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from gpu_preflight import snapshot
+    import gpu_preflight.snapshot as snapshot
+    from gpu_preflight.commands._common import refuse_python_without_deep
+
+    refuse_python_without_deep(args)
+    if args.from_file and (args.deep or args.python):
+        from gpu_preflight.errors import UsageError
+
+        flag = "--deep" if args.deep else "--python"
+        raise UsageError(f"{flag} does not apply with --from: a saved snapshot is judged as it was collected",
+                         hint=f"drop {flag}, or collect a new one with `preflight snapshot --deep -o FILE`")
 
     snap = snapshot.load(args.from_file) if args.from_file else snapshot.collect(deep=args.deep, python=args.python)
     return emit_report("doctor", snap, args)

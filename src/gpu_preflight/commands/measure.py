@@ -17,15 +17,18 @@ def register(sub) -> None:
     p = sub.add_parser("measure", help="measure a model's real GPU memory on this machine, vs the estimate",
                        description="Run MODEL on the local GPU in a child process (random weights built from the "
                                    "config, or --weights PATH), record per phase torch's peak allocated/reserved "
-                                   "and the process memory NVML sees, and print them next to the estimate. Needs "
-                                   "torch and transformers: pip install 'gpu-preflight[measure]'.")
+                                   "and the process memory NVML sees, and print them next to the estimate. Needs an "
+                                   "NVIDIA GPU, and torch and transformers in the Python that runs the child (this "
+                                   "one, or --python PATH); when they are missing, the error prints the install "
+                                   "command for this environment.")
     p.add_argument("model", help="model folder, config.json, catalog name or org/name")
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--batch", type=_positive, default=1)
-    p.add_argument("--input-len", type=_positive, default=512)
-    p.add_argument("--output-len", type=_positive, default=128)
-    p.add_argument("--attn", choices=("sdpa", "eager", "flash_attention_2"), default="sdpa")
-    p.add_argument("--weights", metavar="PATH", help="load real weights from this local folder instead (LLMs)")
+    # Flags of one model kind default to None (= not given), so a flag of the other kind is refused.
+    p.add_argument("--input-len", type=_positive, help="LLMs: prompt tokens (default 512)")
+    p.add_argument("--output-len", type=_positive, help="LLMs: generated tokens (default 128)")
+    p.add_argument("--attn", choices=("sdpa", "eager", "flash_attention_2"), help="LLMs: attention (default sdpa)")
+    p.add_argument("--weights", metavar="PATH", help="LLMs: load real weights from this local folder instead")
     p.add_argument("--height", type=_positive, help="pipelines: image height (default: the pipeline's)")
     p.add_argument("--width", type=_positive, help="pipelines: image width (default: the pipeline's)")
     p.add_argument("--gpu-index", type=whole(0, 1023), default=0)
@@ -43,27 +46,33 @@ def run(args) -> int:
     import subprocess
     import tempfile
 
-    from gpu_preflight.errors import DependencyMissing, DeviceUnavailable, UsageError
+    from gpu_preflight.errors import DependencyMissing, DeviceUnavailable
     from gpu_preflight.estimate.engines.transformers import Workload
     from gpu_preflight.estimate.plan import estimate_llm, parse_dtype, targets_from_machine
     from gpu_preflight.models import load_model_source
     from gpu_preflight.probes.context import ProbeContext
     from gpu_preflight.probes.nvml import probe_nvml
 
+    from gpu_preflight.hints import install_hint
+
     python = args.python or sys.executable
-    if not args.python and (importlib.util.find_spec("torch") is None or importlib.util.find_spec("transformers") is None):
-        raise DependencyMissing("measuring needs torch and transformers in this Python environment",
-                                hint="pip install 'gpu-preflight[measure]' (or pass --python with one that has them)")
+    # The GPU first: without one, installing torch would not help.
     nv = probe_nvml(ProbeContext())
     if not nv["available"].get(False) or not nv["gpus"].get():
         raise DeviceUnavailable(f"no NVIDIA GPU to measure on: {nv.get('error').get() if nv.get('error') else 'none found'}",
                                 hint="run `preflight doctor`; to estimate without a GPU use `preflight estimate`")
+    if not args.python and (importlib.util.find_spec("torch") is None or importlib.util.find_spec("transformers") is None):
+        raise DependencyMissing("measuring needs torch and transformers in this Python environment",
+                                hint=install_hint("measure") + "; or pass --python with an interpreter that has them")
     source = load_model_source(args.model)
     dtype = parse_dtype(args.dtype)
     pipeline = source.kind == "diffusion" or bool(source.components)
+    _refuse_other_kind(args, pipeline)
+    args.input_len, args.output_len = args.input_len or 512, args.output_len or 128
+    args.attn = args.attn or "sdpa"
     attn = "sdpa" if args.attn == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None else args.attn
     if pipeline:
-        from gpu_preflight.commands.estimate import pipeline_entry
+        from gpu_preflight.estimate.engines.diffusers import pipeline_entry
 
         entry = pipeline_entry(source)
         d = entry["defaults"]
@@ -103,39 +112,26 @@ def run(args) -> int:
     if args.json:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
     else:
-        sys.stdout.write(_render(report) + "\n")
+        from gpu_preflight.render.measure import render_measure
+
+        sys.stdout.write(render_measure(report) + "\n")
     return 0 if status is None and not any(r.get("oom") for r in records) else 2
 
 
-def _render(report: dict) -> str:
-    g = 1 << 30
-    lines = [f"{report['model']}: measured on this GPU vs estimated"]
-    env = next((r for r in report["records"] if r.get("type") == "env"), None)
-    if env:
-        lines.append(f"  {env['gpu']} · driver {env['driver']} · torch {env['torch']} · transformers {env['transformers']}")
-    est = report["estimate"]
-    for r in report["records"]:
-        if r.get("type") == "phase" and r["phase"] in ("prefill", "generate"):
-            e_alloc = est["phases"].get("prefill" if r["phase"] == "prefill" else "decode", {}).get(
-                "peak_allocated_bytes", est["peak_allocated_bytes"])
-            line = (f"  {r['phase']:<9} process {r['peak_process_bytes'] / g:7.2f} GiB   allocated "
-                    f"{r['peak_allocated_bytes'] / g:7.2f} GiB (estimated {e_alloc / g:.2f})")
-            if r.get("oom"):
-                line += f"   OOM: {r.get('error', '')[:120]}"
-            lines.append(line)
-        elif r.get("type") == "phase" and r["phase"] in ("context", "load"):
-            lines.append(f"  {r['phase']:<9} process {r.get('process_bytes', 0) / g:7.2f} GiB   allocated "
-                         f"{r.get('allocated_bytes', 0) / g:7.2f} GiB")
-        elif r.get("type") == "error":
-            lines.append(f"  error: {r.get('error')}")
-    gen = [r for r in report["records"] if r.get("phase") == "generate" and not r.get("oom")]
-    if gen:
-        m = gen[-1]["peak_process_bytes"]
-        e = est["peak_process_bytes"]
-        lines.append(f"  peak process: measured {m / g:.2f} GiB, estimated {e / g:.2f} GiB, error {(e - m) / m * 100:+.1f}%")
-    if report["status"] != "ok":
-        lines.append(f"  {report['status']} (phases finished before that are shown above)")
-    return "\n".join(lines)
+LLM_ONLY = (("input_len", "--input-len"), ("output_len", "--output-len"), ("attn", "--attn"), ("weights", "--weights"))
+PIPELINE_ONLY = (("height", "--height"), ("width", "--width"))
+
+
+def _refuse_other_kind(args, pipeline: bool) -> None:
+    """A flag of the other model kind is refused, never silently ignored."""
+    from gpu_preflight.errors import UsageError
+
+    given = [flag for dest, flag in (LLM_ONLY if pipeline else PIPELINE_ONLY) if getattr(args, dest) is not None]
+    if given:
+        label, other = ("an image/video pipeline", "LLMs") if pipeline else ("an LLM", "image/video pipelines")
+        raise UsageError(f"{', '.join(given)} {'does' if len(given) == 1 else 'do'} not apply to {label} "
+                         f"({args.model})", hint=f"{' and '.join(given)} {'is a flag' if len(given) == 1 else 'are flags'} "
+                                             f"for {other}; drop {'it' if len(given) == 1 else 'them'}")
 
 
 def _report_pipeline(args, name: str, entry: dict, spec: dict, records: list, status, dtype: str) -> int:
@@ -146,7 +142,6 @@ def _report_pipeline(args, name: str, entry: dict, spec: dict, records: list, st
     w = spec["workloads"][0]
     est = estimate_pipeline(entry, ImageWorkload(height=w["height"], width=w["width"], batch=w["batch"], dtype=dtype))
     phases = {p.name: p for p in est.phases}
-    g = 1 << 30
     rows = []
     for r in records:
         if r.get("type") == "phase" and r.get("phase") in phases:
@@ -159,15 +154,7 @@ def _report_pipeline(args, name: str, entry: dict, spec: dict, records: list, st
     if args.json:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
     else:
-        lines = [f"{name} {w['height']}x{w['width']} x{w['batch']}: measured on this GPU vs estimated (transient per phase)"]
-        for row in rows:
-            lines.append(f"  {row['phase']:<24} measured {row['measured_transient_bytes'] / g:7.3f} GiB  estimated "
-                         f"{row['estimated_transient_bytes'] / g:7.3f} GiB  process {row['measured_process_bytes'] / g:6.2f} GiB"
-                         + ("  OOM" if row["oom"] else ""))
-        for r in records:
-            if r.get("type") == "error":
-                lines.append(f"  error: {r.get('error', '')[:200]}")
-        if status:
-            lines.append(f"  {status} (phases finished before that are shown above)")
-        sys.stdout.write("\n".join(lines) + "\n")
+        from gpu_preflight.render.measure import render_pipeline_measure
+
+        sys.stdout.write(render_pipeline_measure(report, w) + "\n")
     return 0 if status is None and not any(r["oom"] for r in rows) else 2

@@ -16,8 +16,11 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from gpu_preflight import snapshot
+    import gpu_preflight.snapshot as snapshot
+    from gpu_preflight.commands._common import refuse_python_without_deep
     from gpu_preflight.errors import PreflightError
+
+    refuse_python_without_deep(args)
 
     text = snapshot.dumps(snapshot.collect(deep=args.deep, python=args.python)) + "\n"
     if args.output:

@@ -17,7 +17,8 @@ files (with --out DIR, or ./preflight-watch-YYYYmmdd-HHMMSS/ by default):
   watch.json    the record (schema in docs/watch.md)
   watch.jsonl   the same, streamed while CMD runs: survives a crash or kill -9
   watch.html    report with the timeline (plotly if installed, else inline SVG; offline)
-  watch.png     the timeline as an image (needs matplotlib: pip install 'gpu-preflight[watch]')
+  watch.png     the timeline as an image (needs matplotlib; when it is missing, the summary
+                prints the install command for this environment)
   --json/--html/--png FILE pick single files; given without --out, only those are written.
 
 phases: without changes to CMD, phases are found from big memory steps that then hold steady.

@@ -55,22 +55,30 @@ def targets_from_specs(specs: list[str]) -> list[Target]:
 
 
 def targets_from_machine(snap: dict) -> list[Target]:
-    from gpu_preflight.checks.context import gpu_views
+    # reads the snapshot itself (not checks.context.gpu_views): estimators do not import the checks
+    from gpu_preflight.snapshot.schema import gpus
+
+    def value(g: dict, key: str):
+        return g[key].get() if g.get(key) is not None else None
 
     groups: dict[tuple, Target] = {}
-    for g in gpu_views(snap):
-        if not g.memory_total_bytes:
+    for g in gpus(snap):
+        total = value(g, "memory_total_bytes")
+        if "error" in g or not total:
             continue
-        free = g.raw.get("memory_free_bytes").get() if g.raw.get("memory_free_bytes") else None
-        cc = facts.parse_cc(g.cc) if g.cc else None
-        key = (g.name, cc)
-        mem = free if free else g.memory_total_bytes
+        name = value(g, "name")
+        row = facts.match_gpu(name) if name else None
+        cc_text = value(g, "compute_capability") or (row or {}).get("compute_capability")
+        free = value(g, "memory_free_bytes")
+        cc = facts.parse_cc(cc_text) if cc_text else None
+        key = (name, cc)
+        mem = free if free else total
         label = "this machine (free memory)" if free else "this machine (total memory)"
         if key in groups:
             groups[key].count += 1
             groups[key].memory_bytes = min(groups[key].memory_bytes, mem)
         else:
-            groups[key] = Target(g.name or "GPU", (g.catalog or {}).get("id"), 1, mem, cc, label)
+            groups[key] = Target(name or "GPU", (row or {}).get("id"), 1, mem, cc, label)
     return list(groups.values())
 
 
@@ -112,9 +120,19 @@ def _peak_transformers(arch: LlmArch, w: Workload, target: Target | None, tensor
 
 def estimate_llm(config: dict, *, tensors=None, workload: Workload, targets: list[Target], engine: str = "transformers",
                  torch_version: str | None = None, transformers_version: str | None = None,
-                 vllm: VllmSettings | None = None, model_name: str = "model", gguf: bool = False) -> dict[str, Any]:
+                 vllm: VllmSettings | None = None, model_name: str = "model", gguf: bool = False,
+                 quantize: str | None = None, double_quant: bool = False) -> dict[str, Any]:
     arch = parse_llm(config)
     assumptions = list(arch.warnings)
+    if quantize:
+        if arch.quant:
+            raise UsageError(f"this checkpoint is already quantized ({_quant_name(arch)}); --quantize loads a "
+                             f"16-bit checkpoint quantized", hint="drop --quantize")
+        arch.quant = bnb_config(quantize, double_quant)
+        tensors = None  # the quantized layout follows from the shapes in config.json
+        assumptions.append(f"bitsandbytes {quantize} {'with' if double_quant else 'without'} double quantization: "
+                           f"every nn.Linear but lm_head quantized, embeddings and norms kept in {workload.dtype} "
+                           f"(transformers' replace_with_bnb_linear skips the output head)")
     tf_ver = _version_tuple(transformers_version) if transformers_version else (5, 17)
     if not transformers_version and engine == "transformers":
         assumptions.append("transformers >= 5 behaviour assumed (fused MoE experts, batched_mm decode, "
@@ -165,6 +183,19 @@ def estimate_llm(config: dict, *, tensors=None, workload: Workload, targets: lis
         if not fits[0]["fits"]:
             report["suggestions"] = _suggestions(arch, workload, first, torch_version, tf_ver, report)
     return report
+
+
+def bnb_config(quantize: str, double_quant: bool = False) -> dict[str, Any]:
+    """The quantization_config transformers writes for BitsAndBytesConfig(load_in_8bit / load_in_4bit)."""
+    if quantize == "8bit":
+        return {"quant_method": "bitsandbytes", "load_in_8bit": True}
+    return {"quant_method": "bitsandbytes", "load_in_4bit": True,
+            "bnb_4bit_quant_type": "fp4" if quantize == "fp4" else "nf4",
+            "bnb_4bit_use_double_quant": bool(double_quant)}
+
+
+def _quant_name(arch: LlmArch) -> str:
+    return str(arch.quant.get("quant_method", "quantized")) if isinstance(arch.quant, dict) else str(arch.quant)
 
 
 def _version_tuple(text: str) -> tuple[int, int]:
@@ -222,11 +253,11 @@ def _suggestions(arch: LlmArch, w: Workload, t: Target, tv, tf, report) -> list[
         add("load in bfloat16 instead of float32", "--dtype bfloat16", arch, dataclasses.replace(w, dtype="bfloat16"))
     if not arch.quant:
         q8 = dataclasses.replace(arch, quant={"quant_method": "bitsandbytes", "load_in_8bit": True})
-        add("8-bit weights (bitsandbytes LLM.int8)", "BitsAndBytesConfig(load_in_8bit=True)", q8, w)
+        add("8-bit weights (bitsandbytes LLM.int8)", "--quantize 8bit", q8, w)
         q4 = dataclasses.replace(arch, quant={"quant_method": "bitsandbytes", "load_in_4bit": True,
                                               "bnb_4bit_quant_type": "nf4"})
         add("4-bit weights (bitsandbytes NF4, or an AWQ/GPTQ checkpoint of the model)",
-            "BitsAndBytesConfig(load_in_4bit=True)", q4, w)
+            "--quantize 4bit", q4, w)
     ctx = report.get("max_context_tokens")
     if ctx and ctx < w.input_len + w.output_len:
         add(f"shorter context: at most {ctx} tokens (prompt + output) at batch {w.batch}",
@@ -250,35 +281,9 @@ def _suggestions(arch: LlmArch, w: Workload, t: Target, tv, tf, report) -> list[
 
 
 def _vllm_report(arch, w, targets, s, tensors, tv, assumptions, model_name) -> dict[str, Any]:
-    if not targets:
-        raise UsageError("the vllm engine needs a target GPU", hint="pass --gpu NAME[:COUNT]")
-    t = targets[0]
-    s = dataclasses.replace(s, tensor_parallel=t.count)
-    overhead, provenance = process_overhead(t.cc, tv)
-    v = estimate_vllm(arch, t.memory_bytes, s, w.dtype, tensors, overhead)
-    need = w.batch * (w.input_len + w.output_len) * v.kv_bytes_per_token
-    max_len = min(v.max_tokens_in_cache, arch.max_positions or v.max_tokens_in_cache)
-    fits = []
-    for tt in targets:
-        vv = v if tt is t else estimate_vllm(arch, tt.memory_bytes, dataclasses.replace(s, tensor_parallel=tt.count),
-                                             w.dtype, tensors, overhead)
-        ok = vv.kv_cache_bytes >= need and vv.kv_cache_bytes > 0
-        fits.append({"gpu": tt.name, "gpu_id": tt.gpu_id, "count": tt.count, "memory_bytes": tt.memory_bytes,
-                     "memory_source": tt.source, "fits": ok, "headroom_bytes": vv.kv_cache_bytes - need,
-                     "peak_process_bytes_per_gpu": vv.budget_bytes})
-    return {
-        "schema": REPORT_SCHEMA, "schema_version": REPORT_SCHEMA_VERSION, "tool_version": __version__,
-        "model": model_name, "kind": "llm", "engine": "vllm", "workload": dataclasses.asdict(w), "architecture": _arch_summary(arch),
-        "peak_allocated_bytes": v.budget_bytes - overhead - v.cuda_graph_bytes,
-        "peak_process_bytes": v.budget_bytes,
-        "breakdown": {"weights": v.weights_bytes, "activations": v.activation_bytes, "kv_cache": v.kv_cache_bytes,
-                      "cuda_graphs": v.cuda_graph_bytes, "cuda_context_and_libraries": overhead},
-        "kv_cache_tokens": max_len, "kv_bytes_per_token": v.kv_bytes_per_token,
-        "fits": fits, "max_context_tokens": max_len if max_len > 0 else None,
-        "max_batch": min(v.max_tokens_in_cache // (w.input_len + w.output_len), s.max_num_seqs) if max_len else None,
-        "peak_reserved_bytes": v.budget_bytes - overhead - v.cuda_graph_bytes, "phases": {},
-        "suggestions": [], "assumptions": assumptions + v.assumptions + [f"process overhead: {provenance}"],
-    }
+    from gpu_preflight.estimate.engines.vllm import vllm_report  # the vLLM report lives with its engine
+
+    return vllm_report(arch, w, targets, s, tensors, assumptions, model_name, model_name)
 
 
 def _arch_summary(a: LlmArch) -> dict[str, Any]:

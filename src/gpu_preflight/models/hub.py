@@ -38,7 +38,6 @@ from gpu_preflight.models.weights import (
 DEFAULT_ENDPOINT = "https://huggingface.co"
 TIMEOUT_S = 10.0
 MAX_PARALLEL_HEADERS = 8
-INSTALL_HINT = "pip install 'gpu-preflight[hub]'"
 OFFLINE_HINT = "pass a local folder or catalog name"
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
@@ -251,12 +250,14 @@ class _Remote:
 
 
 def import_hub() -> Any:
+    from gpu_preflight.hints import install_hint
+
     try:
         import huggingface_hub
     except ImportError:
         raise DependencyMissing(
             "reading a model from the Hugging Face Hub needs huggingface_hub, which is not installed",
-            hint=INSTALL_HINT,
+            hint=install_hint("hub"),
         ) from None
     return huggingface_hub
 

@@ -126,7 +126,9 @@ def probe_nvml(ctx: ProbeContext) -> dict[str, Fact]:
         try:
             import pynvml as nv  # nvidia-ml-py
         except ImportError:
-            return _all_unknown("nvidia-ml-py is not installed (pip install nvidia-ml-py)")
+            from gpu_preflight.hints import install_command
+
+            return _all_unknown(f"nvidia-ml-py is not installed ({install_command('nvidia-ml-py')})")
     result: dict[str, Any] = {}
 
     def work() -> None:

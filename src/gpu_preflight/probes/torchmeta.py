@@ -66,7 +66,10 @@ def probe_torch(find_dist=metadata.distribution) -> dict[str, Fact]:
         version = None
     if not isinstance(version, str) or not version:
         # a torch-*.dist-info without METADATA (an interrupted pip install/uninstall)
-        reason = "torch's package metadata has no version (broken install: pip install --force-reinstall torch)"
+        from gpu_preflight.hints import install_command
+
+        reason = ("torch's package metadata has no version (broken install: "
+                  f"{install_command('torch', options=('--force-reinstall',))})")
         return {"installed": unknown(reason, SOURCE), "version": unknown(reason, SOURCE),
                 "local": unknown(reason, SOURCE), "cuda": unknown(reason, SOURCE),
                 "nvidia_packages": known({}, SOURCE)}

@@ -16,42 +16,195 @@ def gib(n: int | None) -> str:
 def render_estimate(r: dict[str, Any], style: Style) -> str:
     r = sanitize_tree(r)  # model names, file names and warnings come from files
     w = r["workload"]
+    first = r["fits"][0] if r["fits"] else None
+    count = first["count"] if first else 1
     lines = [style.paint(f"{r['model']} · {r['engine']} · {w['dtype']} · batch {w['batch']} · "
                          f"{w['input_len']} in + {w['output_len']} out · {w['attn']}", "bold")]
     if r["engine"] == "vllm":
         lines.append(f"vLLM takes its whole budget: {gib(r['peak_process_bytes'])} per GPU; "
                      f"KV cache holds {r.get('kv_cache_tokens') or 0:,} tokens")
     else:
-        lines.append(f"Peak GPU memory (nvidia-smi): {style.paint(gib(r['peak_process_bytes']), 'bold')}   "
+        where = " per GPU" if count > 1 else ""
+        lines.append(f"Peak GPU memory (nvidia-smi): {style.paint(gib(r['peak_process_bytes']), 'bold')}{where}   "
                      f"(torch max_memory_allocated {gib(r['peak_allocated_bytes'])})")
+        if count > 1:
+            lines.append(f"Per GPU, the fullest of {count} (layers split whole, the embeddings on the first):")
     width = max(len(k) for k in r["breakdown"]) + 2
     for k, v in r["breakdown"].items():
         lines.append(f"  {k:<{width}}{gib(v):>12}")
-    if r["fits"]:
-        lines.append("Targets:")
-        for f in r["fits"]:
-            name = f"{f['count']}x {f['gpu']}" if f["count"] > 1 else f["gpu"]
-            what = f"{gib(f['headroom_bytes'])} headroom" if f["fits"] else f"short by {gib(-f['headroom_bytes'])}"
-            lines.append(f"  {style.glyph('ok' if f['fits'] else 'fail')} {name} ({gib(f['memory_bytes'])} per GPU, "
-                         f"{f['memory_source']}): {what}")
+    lines += _targets(r, style)
     ctx, mb = r.get("max_context_tokens"), r.get("max_batch")
     if ctx or mb:
-        first = r["fits"][0]["gpu"] if r["fits"] else "the target"
+        on = _target_name(first) if first else "the target"
         parts = []
         if ctx:
-            parts.append(f"largest context at batch {w['batch']}: {ctx:,} tokens")
+            parts.append(f"largest context at batch {w['batch']}: {ctx:,} tokens{_context_limit(r)}")
         if mb:
             parts.append(f"largest batch at {w['input_len'] + w['output_len']} tokens: {mb}")
-        lines.append(f"On {first}: " + "; ".join(parts))
-    elif r["fits"] and not r["fits"][0]["fits"]:
+        lines.append(style.wrap(f"On {on}: " + "; ".join(parts), 0))
+    elif first and not first["fits"]:
         lines.append("Even batch 1 with a short prompt does not fit the first target.")
     if r.get("suggestions"):
         lines.append(style.paint("What would make it fit:", "bold"))
         for s in r["suggestions"]:
             mark = style.glyph("ok" if s["fits"] else "fail")
-            lines.append(style.wrap(f"{mark} {s['change']}: {gib(s['peak_process_bytes'])} "
+            per_s = " per GPU" if count > 1 or s.get("flag", "").startswith("--gpu ") else ""
+            lines.append(style.wrap(f"{mark} {s['change']}: {gib(s['peak_process_bytes'])}{per_s} "
                                     f"({'fits, ' + gib(s['headroom_bytes']) + ' headroom' if s['fits'] else 'still too big'})"
                                     f"  [{s['flag']}]", 2))
+    lines += _assumptions(r, style)
+    return "\n".join(lines)
+
+
+def _target_name(f: dict[str, Any]) -> str:
+    return f"{f['count']}x {f['gpu']}" if f["count"] > 1 else f["gpu"]
+
+
+def _context_limit(r: dict[str, Any]) -> str:
+    by = r.get("max_context_limited_by")
+    if by == "model":
+        return (f" (the model's limit, max_position_embeddings "
+                f"{r['architecture']['max_position_embeddings']:,}; memory would allow more)")
+    if by == "memory":
+        return " (limited by memory)"
+    if by == "search_limit":
+        return " (the config names no limit; the search stops there)"
+    return ""
+
+
+def _targets(r: dict[str, Any], style: Style, one_gpu_runs: bool = False) -> list[str]:
+    """One line per target: memory per GPU, and the headroom or the shortfall (per GPU where there
+    are several). A fit with less than 2 % headroom is a warning and says so."""
+    if not r["fits"]:
+        return []
+    lines = ["Targets:"]
+    for f in r["fits"]:
+        many = f["count"] > 1
+        per = " per GPU" if many else ""
+        peak = f.get("peak_process_bytes_per_gpu")
+        # a target whose own peak differs from the headline (another count or GPU) says what it needs
+        needs = f"needs {gib(peak)}{per}, " if peak is not None and peak != r["peak_process_bytes"] \
+            and r.get("engine") != "vllm" else ""
+        if f["fits"] and f.get("tight"):
+            status, what = "warn", (f"{needs}fits with only {gib(f['headroom_bytes'])} headroom{per} (under 2 % of "
+                                    f"its memory: tight, fragmentation or another process can push it over)")
+        elif f["fits"]:
+            status, what = "ok", f"{needs}{gib(f['headroom_bytes'])} headroom{per}"
+        else:
+            status, what = "fail", f"{needs}short by {gib(-f['headroom_bytes'])}{per}"
+        mem = f"{gib(f['memory_bytes'])} per GPU" if many or not one_gpu_runs else gib(f["memory_bytes"])
+        note = "; the pipeline runs on one of them" if many and one_gpu_runs else ""
+        lines.append(style.wrap(f"{style.glyph(status)} {_target_name(f)} ({mem}, {f['memory_source']}{note}): "
+                                f"{what}", 2))
+    return lines
+
+
+def _assumptions(r: dict[str, Any], style: Style) -> list[str]:
+    if not r.get("assumptions"):
+        return []
+    return [style.paint("Assumptions:", "dim")] + [style.paint(style.wrap(f"- {a}", 2), "dim")
+                                                   for a in r["assumptions"]]
+
+
+def render_pipeline(r: dict[str, Any], style: Style) -> str:
+    from gpu_preflight.estimate.annotate import pipeline_peak_breakdown
+
+    w = r["workload"]
+    peak = r["peak_phase"]
+    parts = r.get("peak_breakdown") or pipeline_peak_breakdown(r)
+    overhead = parts["cuda_context_and_libraries"]
+    lines = [style.paint(f"{r['model']} · diffusers · {w['dtype']} · {w['height']}x{w['width']} · {w['batch']} image(s) · "
+                         f"offload {w['offload']}" + (" · VAE tiling" if w["vae_tiling"] else ""), "bold"),
+             f"Peak GPU memory (nvidia-smi): {style.paint(gib(r['peak_process_bytes']), 'bold')}, in phase {peak}:"]
+    for label, v in ((f"resident in {peak} (weights, buffers)", parts["resident_bytes"]),
+                     (f"{peak} activations (transient)", parts["transient_bytes"]),
+                     ("allocator reserve (freed blocks kept cached)", parts["allocator_reserve_bytes"]),
+                     ("CUDA context and libraries", overhead)):
+        lines.append(f"  {label:<46}{gib(v):>12}")
+    weights = {k.split(":", 1)[1]: v for k, v in r["breakdown"].items() if k.startswith("weights:")}
+    if weights:
+        where = "all on the GPU" if w["offload"] == "none" and not w.get("drop_text_encoders") else \
+            "on the GPU only in the phases that use them"
+        lines.append(f"Weights per component ({w['dtype']}{', ' + w['quantize'] if w.get('quantize') else ''}; {where}):")
+        for k, v in weights.items():
+            lines.append(f"  {k:<46}{gib(v):>12}")
+    lines.append("Phases, GiB (resident + transient + allocator reserve + context = process):")
+    nw = max(len(n) for n in r["phases"]) + 2
+    for name, p in r["phases"].items():
+        reserve = p["peak_reserved_bytes"] - p["peak_allocated_bytes"]
+        process = p["peak_reserved_bytes"] + overhead
+        mark = "  <- peak" if name == peak else ""
+        lines.append(f"  {name:<{nw}}{p['resident_bytes'] / GIB:6.2f} + {p['transient_bytes'] / GIB:5.2f} + "
+                     f"{reserve / GIB:5.2f} + {overhead / GIB:4.2f} = {process / GIB:6.2f}{mark}")
+    lines += [style.paint("  " + f"{name}: {p['detail']}", "dim") for name, p in r["phases"].items() if p.get("detail")]
+    lines += _targets(r, style, one_gpu_runs=True)
+    if r.get("max_resolution"):
+        lines.append(f"Largest square image that fits as is: {r['max_resolution']}x{r['max_resolution']}")
+    if r.get("suggestions"):
+        lines.append(style.paint("What would make it fit:", "bold"))
+        for s in r["suggestions"]:
+            flag = f"  [{s['flag']}]" if s.get("flag") else ""
+            lines.append(style.wrap(f"{style.glyph('ok' if s['fits'] else 'fail')} {s['change']}: "
+                                    f"{gib(s['peak_process_bytes'])} ({'fits, ' if s['fits'] else ''}"
+                                    f"{gib(s['headroom_bytes'])} headroom){flag}", 2))
+    lines += _assumptions(r, style)
+    return "\n".join(lines)
+
+
+def render_vllm(r: dict[str, Any], style: Style) -> str:
+    """vLLM: whether it starts, how much KV cache is left and what that means in requests."""
+    v, w = r["vllm"], r["workload"]
+    tp = f" · TP {v['tensor_parallel_size']}" if v["tensor_parallel_size"] > 1 else ""
+    pp = f" · PP {v['pipeline_parallel_size']}" if v["pipeline_parallel_size"] > 1 else ""
+    lines = [style.paint(f"{r['model']} · vLLM {v['version']} · {w['dtype']} · max_model_len {v['max_model_len']:,}"
+                         f"{tp}{pp}", "bold")]
+    first = r["fits"][0] if r["fits"] else None
+    where = first["gpu"] if first else "the target"
+    if v["starts"]:
+        lines.append(f"{style.glyph('ok')} starts on {where}: {gib(v['available_kv_cache_bytes'])} of KV cache per GPU "
+                     f"= {v['kv_cache_tokens']:,} tokens; {v['max_concurrency']:.2f} requests of "
+                     f"{v['max_model_len']:,} tokens at once")
+    else:
+        lines.append(f"{style.glyph('fail')} does not start on {where}:")
+        lines.append(style.wrap(f"  {v['refusal']}", 4))
+    par = v.get("parallel") or {}
+    if par.get("gpus_used", 1) > 1 or par.get("nodes", 1) > 1:
+        lines.append(style.wrap(f"Parallel: TP {par['tensor_parallel_size']} x PP {par['pipeline_parallel_size']} on "
+                                f"{par['gpus_used']} GPUs ({par['nodes']} node(s) x {par['gpus_per_node']}); TP group "
+                                f"{par['tp_interconnect']}; PP {par['pp_interconnect']}", 2))
+    lines.append(f"Per GPU: budget {gib(v['budget_bytes'])} = gpu_memory_utilization {v['gpu_memory_utilization']:g} x "
+                 f"{gib(v['total_memory_bytes'])} (vLLM takes all of it)")
+    parts = [("weights", v["weights_bytes"]), ("profile-run peak (activations, sampler)", v["activation_bytes"]),
+             ("outside PyTorch (NCCL, kernels)", v["non_torch_bytes"])]
+    if v["cuda_graphs_in_budget"]:
+        parts.append(("CUDA graphs (estimated, in the budget)", v["cuda_graph_bytes"]))
+    parts.append(("KV cache", v["available_kv_cache_bytes"]))
+    for name, n in parts:
+        lines.append(f"  {name:<42}{gib(n):>12}")
+    if v["cuda_graph_bytes"] and not v["cuda_graphs_in_budget"]:
+        lines.append(f"  + CUDA graphs ~{gib(v['cuda_graph_bytes'])} captured after the KV cache, outside the budget")
+    need = w["batch"] * (w["input_len"] + w["output_len"])
+    if v["starts"] and first:
+        spare = v["kv_cache_tokens"] - need
+        what = (f"headroom = spare KV cache: {spare:,} tokens free after {w['batch']} x "
+                f"{w['input_len'] + w['output_len']} tokens" if spare >= 0 else
+                f"{w['batch']} x {w['input_len'] + w['output_len']} tokens exceed the cache by {-spare:,}: "
+                f"vLLM queues or preempts the rest")
+        lines.append(what)
+    if v["largest_max_model_len"]:
+        lines.append(f"Largest max_model_len that starts: {v['largest_max_model_len']:,}")
+    if len(r["fits"]) > 1:
+        lines.append("Targets:")
+        for f in r["fits"]:
+            name = f"{f['count']}x {f['gpu']}" if f["count"] > 1 else f["gpu"]
+            lines.append(f"  {style.glyph('ok' if f['starts'] else 'fail')} {name}: "
+                         f"{'starts' if f['starts'] else 'does not start'}")
+    if r.get("suggestions"):
+        lines.append(style.paint("What would make it start:", "bold"))
+        for s in r["suggestions"]:
+            lines.append(style.wrap(f"{style.glyph('ok' if s['fits'] else 'fail')} {s['change']}: "
+                                    f"{s['kv_cache_tokens']:,} tokens, {s['max_concurrency']:.2f}x  [{s['flag']}]", 2))
+    lines.append(style.paint("Command:", "bold") + f" {v['serve_command']}")
     if r.get("assumptions"):
         lines.append(style.paint("Assumptions:", "dim"))
         for a in r["assumptions"]:
@@ -59,27 +212,11 @@ def render_estimate(r: dict[str, Any], style: Style) -> str:
     return "\n".join(lines)
 
 
-def render_pipeline(r: dict[str, Any], style: Style) -> str:
-    r = sanitize_tree(r)  # component names and classes come from model_index.json
-    w = r["workload"]
-    lines = [style.paint(f"{r['model']} · diffusers · {w['dtype']} · {w['height']}x{w['width']} · {w['batch']} image(s) · "
-                         f"offload {w['offload']}" + (" · VAE tiling" if w["vae_tiling"] else ""), "bold"),
-             f"Peak GPU memory (nvidia-smi): {style.paint(gib(r['peak_process_bytes']), 'bold')} in phase "
-             f"{r['peak_phase']}"]
-    for k, v in r["breakdown"].items():
-        lines.append(f"  {k:<34}{gib(v):>12}")
-    lines.append("Phases (resident + transient = peak):")
-    for name, p in r["phases"].items():
-        lines.append(f"  {name:<24} {gib(p['resident_bytes']):>11} + {gib(p['transient_bytes']):>10} = "
-                     f"{gib(p['peak_allocated_bytes']):>11}   {p.get('detail', '')}")
-    for f in r["fits"]:
-        what = f"{gib(f['headroom_bytes'])} headroom" if f["fits"] else f"short by {gib(-f['headroom_bytes'])}"
-        lines.append(f"  {style.glyph('ok' if f['fits'] else 'fail')} {f['gpu']} ({gib(f['memory_bytes'])}): {what}")
-    if r.get("max_resolution"):
-        lines.append(f"Largest square image that fits as is: {r['max_resolution']}x{r['max_resolution']}")
-    for s in r.get("suggestions") or []:
-        lines.append(style.wrap(f"{style.glyph('ok')} to fit: {s['change']}: {gib(s['peak_process_bytes'])} "
-                                f"({gib(s['headroom_bytes'])} headroom)", 2))
-    for a in r.get("assumptions") or []:
-        lines.append(style.paint(style.wrap(f"- {a}", 2), "dim"))
-    return "\n".join(lines)
+def render_report(r: dict[str, Any], style: Style) -> str:
+    """The text form of any estimate report, by its kind."""
+    r = sanitize_tree(r)  # model names, file and component names, warnings: they come from files
+    if r.get("kind") == "diffusion":
+        return render_pipeline(r, style)
+    if r.get("engine") == "vllm" and "vllm" in r:
+        return render_vllm(r, style)
+    return render_estimate(r, style)

@@ -12,7 +12,8 @@ from gpu_preflight.render.style import Style, sanitize_tree
 REPORT_SCHEMA = "gpu-preflight.report"
 REPORT_SCHEMA_VERSION = 1
 AREA_TITLES = {"driver": "NVIDIA driver", "gpu": "GPUs", "torch": "PyTorch", "libraries": "CUDA libraries",
-               "environment": "Environment", "host": "Host"}
+               "environment": "Environment", "host": "Host", "interconnect": "Multi-GPU and network",
+               "fleet": "Fleet"}
 ORDER = ["ok", "skip", "warn", "fail", "error"]
 
 

@@ -12,13 +12,14 @@ from gpu_preflight.snapshot.schema import SCHEMA, SCHEMA_VERSION, Snapshot
 def collect(ctx=None, deep: bool = False, python: str | None = None) -> Snapshot:
     """Probe this machine. Cheap probes run concurrently; nothing here creates a CUDA context
     unless `deep` is set (which imports torch in a child process)."""
-    from gpu_preflight.probes import cudadrv, host, nvml, system_cuda, torchmeta
+    from gpu_preflight.probes import cudadrv, host, interconnect, nvml, system_cuda, torchmeta
     from gpu_preflight.probes.context import ProbeContext
 
     ctx = ctx or ProbeContext()
     with ThreadPoolExecutor(max_workers=4) as pool:
         f_nvml = pool.submit(nvml.probe_nvml, ctx)
         f_cuda = pool.submit(cudadrv.probe_cuda_driver, ctx.timeout_s, ctx.cuda_driver, deep)
+        f_link = pool.submit(interconnect.probe_interconnect, ctx)
         f_deep = None
         if deep:
             from gpu_preflight.probes import torchdeep
@@ -42,6 +43,7 @@ def collect(ctx=None, deep: bool = False, python: str | None = None) -> Snapshot
         }
         snap["nvml"] = f_nvml.result()
         snap["cuda_driver"] = f_cuda.result()
+        snap["interconnect"] = f_link.result()
         if f_deep is not None:
             snap["torch_deep"] = {"result": f_deep.result()}
     return snap

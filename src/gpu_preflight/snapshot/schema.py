@@ -77,9 +77,11 @@ def loads(text: str, where: str = "snapshot") -> Snapshot:
         raise SnapshotError(f"{where} has no integer schema_version",
                             hint="create the file again with `preflight snapshot > box.json`")
     if version > SCHEMA_VERSION:
+        from gpu_preflight.hints import upgrade_hint
+
         raise SnapshotError(
             f"{where} uses snapshot schema {version}, newer than this gpu-preflight understands ({SCHEMA_VERSION})",
-            hint="upgrade gpu-preflight: pip install -U gpu-preflight",
+            hint=upgrade_hint(),
         )
     validate.check_depth(data, where)
     try:

@@ -59,6 +59,17 @@ NAME = Leaf("a string", lambda v: _text(v), nullable=False)
 RESULT = Leaf("an object (or an unavailable fact)", lambda v: isinstance(v, dict), nullable=False)
 STR_LIST = Leaf(f"a list of at most {MAX_ITEMS:,} strings",
                 lambda v: isinstance(v, list) and len(v) <= MAX_ITEMS and all(_text(x) for x in v))
+LIST = Leaf(f"a list of at most {MAX_ITEMS:,} entries", lambda v: isinstance(v, list) and len(v) <= MAX_ITEMS)
+
+
+def _square(v: Any, item: Callable[[Any], bool]) -> bool:
+    return isinstance(v, list) and len(v) <= MAX_GPUS and all(
+        isinstance(row, list) and len(row) == len(v) and all(x is None or item(x) for x in row) for row in v)
+
+
+SQUARE_BOOL = Leaf("a square list of lists of true, false or null (one row per GPU)",
+                   lambda v: _square(v, lambda x: isinstance(x, bool)))
+SQUARE_STR = Leaf("a square list of lists of strings or null (one row per GPU)", lambda v: _square(v, _text))
 STR_MAP = Leaf("an object of strings", lambda v: isinstance(v, dict) and len(v) <= MAX_ITEMS
                and all(_text(x) for x in v.values()))
 VERSION = _pattern(r"\d{1,6}(\.\d{1,6}){0,3}", "a version like 570.86.10")
@@ -106,6 +117,14 @@ SPEC: tuple[tuple[str, Leaf, bool], ...] = (
     ("cuda_driver.path", STR, False), ("cuda_driver.driver_version", INT, False),
     ("cuda_driver.cu_init.code", INT, False), ("cuda_driver.cu_init.name", STR, False),
     ("cuda_driver.device_count", INT, False),
+    ("interconnect.hostname", STR, False), ("interconnect.pci_nvidia.gpus", LIST, False),
+    ("interconnect.pci_nvidia.nvswitches", LIST, False), ("interconnect.infiniband", STR_LIST, False),
+    ("interconnect.nvidia_peermem_loaded", BOOL, False), ("interconnect.nccl_env", OBJ, False),
+    ("interconnect.gpus.[].index!", INT, False), ("interconnect.gpus.[].fabric_state!", STR, False),
+    ("interconnect.gpus.[].persistence_mode!", BOOL, False),
+    ("interconnect.gpus.[].pcie_link!.generation", INT, False), ("interconnect.gpus.[].pcie_link!.width", INT, False),
+    ("interconnect.gpus.[].nvlink!.links", INT, True), ("interconnect.gpus.[].nvlink!.active", INT, True),
+    ("interconnect.p2p_read", SQUARE_BOOL, False), ("interconnect.topology", SQUARE_STR, False),
     ("torch_deep.result", RESULT, False), ("torch_deep.result.version", STR, False), ("torch_deep.result.cuda", STR, False),
     ("torch_deep.result.warnings", STR_LIST, False),
     ("torch_deep.result.is_available.value", BOOL, False), ("torch_deep.result.cudnn_version.value", INT, False),

@@ -136,7 +136,9 @@ def open_gpu_source(nv: Any = None, indices: list[int] | None = None) -> tuple[G
         try:
             import pynvml as nv  # nvidia-ml-py
         except ImportError:
-            return None, "nvidia-ml-py (pynvml) is not installed: pip install nvidia-ml-py"
+            from gpu_preflight.hints import install_command
+
+            return None, f"nvidia-ml-py (pynvml) is not installed: {install_command('nvidia-ml-py')}"
     try:
         nv.nvmlInit()
     except Exception as exc:  # noqa: BLE001

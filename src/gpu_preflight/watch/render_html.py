@@ -157,8 +157,10 @@ def _svg(data: dict[str, Any]) -> str:
     out = [_svg_chart("memory (GiB)", data["memory"], data["phases"], data["markers"], 300)]
     for panel in data["panels"]:
         out.append(_svg_chart(panel["title"], panel["lines"], [], [], 160))
+    from gpu_preflight.hints import extra_package, install_command
+
     return "<div>" + "".join(out) + "<p class=small>Install plotly for an interactive plot: " \
-        "pip install 'gpu-preflight[watch]'</p></div>"
+        f"<code>{html.escape(install_command(extra_package('watch', 'plotly')))}</code></p></div>"
 
 
 def _nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:

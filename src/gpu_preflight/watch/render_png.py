@@ -14,7 +14,9 @@ def write_png(record: dict[str, Any], path: Path) -> str | None:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:
-        return "matplotlib is not installed (pip install 'gpu-preflight[watch]')"
+        from gpu_preflight.hints import extra_package, install_command
+
+        return f"matplotlib is not installed ({install_command(extra_package('watch', 'matplotlib'))})"
     data = plot_data(record)
     if not any(ln["t"] for ln in data["memory"]) and not data["panels"]:
         return "nothing was sampled"

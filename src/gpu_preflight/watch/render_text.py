@@ -44,7 +44,7 @@ def headline(record: dict[str, Any]) -> str:
 
 
 def summary(record: dict[str, Any]) -> str:
-    from gpu_preflight.render.style import sanitize_tree
+    from gpu_preflight.safetext import sanitize_tree
 
     # the command line, its output lines, phase names and GPU names: none may drive the terminal
     record = sanitize_tree({k: v for k, v in record.items() if k not in ("series", "aux")}) | {

@@ -201,7 +201,7 @@ class _Run:
         self._channel_f: IO[bytes] | None = None
 
     def say(self, text: str) -> None:
-        from gpu_preflight.render.style import sanitize
+        from gpu_preflight.safetext import sanitize
 
         try:
             self.env.talk.write(f"preflight watch: {sanitize(text)}\n")

@@ -424,7 +424,9 @@ def pipeline_report(entry: dict, w: ImageWorkload, targets: list, overhead: int,
                 p2 = process_peak(estimate_pipeline(entry, w2), overhead)
                 if p2 <= t.memory_bytes:
                     report["suggestions"].append({"change": label, "settings": dict(changes), "peak_process_bytes": p2,
-                                                  "fits": True, "headroom_bytes": t.memory_bytes - p2})
+                                                  "fits": True, "headroom_bytes": t.memory_bytes - p2,
+                                                  "flag": " ".join(f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}")
+                                                                   for k, v in changes)})
                     break
     return report
 
@@ -441,3 +443,71 @@ def max_square(entry: dict, w: ImageWorkload, memory: int, overhead: int) -> int
         else:
             break
     return best
+
+
+# ---- the engine's flags and entry point (commands/estimate.py builds its parser from these) ----
+
+from gpu_preflight.estimate.engines.base import Engine, Option, bounded_float, positive_int  # noqa: E402
+
+OPTIONS = (
+    Option("--dtype", "dtype", "component dtype: bfloat16 (default), float16 or float32", default="bfloat16"),
+    Option("--batch", "batch", "images per prompt (default 1)", type=positive_int, default=1),
+    Option("--height", "height", "image height in pixels (default: the pipeline's)", type=positive_int),
+    Option("--width", "width", "image width in pixels (default: the pipeline's)", type=positive_int),
+    Option("--guidance-scale", "guidance_scale", "CFG scale; > 1 doubles the denoiser batch unless distilled",
+           type=bounded_float(0.0, 100.0)),
+    Option("--steps", "steps", "denoising steps (memory does not depend on it)", type=positive_int),
+    Option("--offload", "offload", "where the weights live between uses (default none)", default="none",
+           choices=("none", "model", "sequential", "group")),
+    Option("--vae-tiling", "vae_tiling", "decode the latents in tiles", action="store_true", default=False),
+    Option("--vae-slicing", "vae_slicing", "decode a batch one image at a time", action="store_true", default=False),
+    Option("--frames", "frames", "video: frames per denoiser call (default: the pipeline's)", type=positive_int),
+    Option("--decode-chunk", "decode_chunk", "video: frames per VAE decode call (decode_chunk_size)",
+           type=positive_int),
+    Option("--quantize", "quantize", "weights of the denoiser and text encoders: bitsandbytes 8bit / 4bit (NF4), "
+           "or fp8", choices=("8bit", "4bit", "fp8")),
+    Option("--drop-text-encoders", "drop_text_encoders", "free the text encoders after encoding",
+           action="store_true", default=False),
+    Option("--attn", "attn", "attention: sdpa (default) or eager (materialized scores)", default="sdpa",
+           choices=("sdpa", "eager")),
+)
+
+
+def pipeline_entry(source) -> dict:
+    """A ModelSource of a pipeline as the dict the diffusion estimator and measurement child take."""
+    def weights(c):
+        if c.metadata.get("weights"):
+            return c.metadata["weights"]
+        if c.tensors:  # safetensors headers of a diffusers folder or Hub repo
+            return {"parameters": sum(t.numel for t in c.tensors)}
+        return None
+
+    def cls(c):
+        value = c.metadata.get("class") or (c.config or {}).get("_class_name")
+        return value[-1] if isinstance(value, (list, tuple)) and value else value
+
+    return {"components": {n: {"class": cls(c), "config": c.config, "weights": weights(c)}
+                           for n, c in (source.components or {}).items()},
+            "defaults": source.metadata.get("defaults") or {},
+            "pipeline_class": (source.pipeline_index or {}).get("_class_name", ""),
+            "model_index": source.pipeline_index or {}}
+
+
+def run_engine(source, o: dict, targets: list, common: dict) -> dict:
+    from gpu_preflight.estimate.overheads import process_overhead
+    from gpu_preflight.estimate.plan import parse_dtype
+
+    entry = pipeline_entry(source)
+    d = entry["defaults"]
+    w = ImageWorkload(height=o["height"] or int(d.get("height", 1024)), width=o["width"] or int(d.get("width", 1024)),
+                      batch=o["batch"], guidance_scale=o["guidance_scale"], steps=o["steps"],
+                      dtype=parse_dtype(o["dtype"]), offload=o["offload"], vae_tiling=o["vae_tiling"],
+                      vae_slicing=o["vae_slicing"], quantize=o["quantize"], drop_text_encoders=o["drop_text_encoders"],
+                      frames=o["frames"], decode_chunk=o["decode_chunk"], attn=o["attn"])
+    cc = targets[0].cc if targets else None
+    overhead, note = process_overhead(cc, common.get("torch"))
+    return pipeline_report(entry, w, targets, overhead, note, source.name)
+
+
+ENGINES = (Engine("diffusers", ("pipeline",), "diffusers image and video pipelines", OPTIONS, run_engine,
+                  default_for=("pipeline",)),)

@@ -364,3 +364,49 @@ def estimate_transformers(arch: LlmArch, w: Workload, cc: tuple[int, int] | None
         "allocator_slack": r.al.peak_reserved - peak_alloc,
     }
     return LlmEstimate(weights_allocated, kv, peak_alloc, r.al.peak_reserved, phase, breakdown, assumptions)
+
+
+# ---- the engine's flags and entry point (commands/estimate.py builds its parser from these) ----
+
+from gpu_preflight.estimate.engines.base import Engine, Option, positive_int  # noqa: E402
+
+LLM_WORKLOAD_OPTIONS = (
+    Option("--dtype", "dtype", "weights and activations: bfloat16 (default), float16 or float32", default="bfloat16"),
+    Option("--batch", "batch", "sequences per batch (default 1)", type=positive_int, default=1),
+    Option("--input-len", "input_len", "prompt tokens (default 512)", type=positive_int, default=512),
+    Option("--output-len", "output_len", "generated tokens (default 128)", type=positive_int, default=128),
+)
+OPTIONS = LLM_WORKLOAD_OPTIONS + (
+    Option("--attn", "attn", "attention implementation (default sdpa)", default="sdpa",
+           choices=("sdpa", "eager", "flash_attention_2")),
+    Option("--transformers", "transformers", "transformers release to model (default: 5.x behaviour)",
+           metavar="VER"),
+    Option("--quantize", "quantize", "load a 16-bit checkpoint quantized by bitsandbytes: 8bit (LLM.int8) or 4bit "
+           "(NF4); lm_head and embeddings stay 16-bit as transformers keeps them",
+           choices=("8bit", "4bit", "nf4", "fp4")),
+    Option("--double-quant", "double_quant", "4-bit: quantize the absmax constants too "
+           "(bnb_4bit_use_double_quant)", action="store_true", default=False),
+)
+
+
+def run_engine(source, o: dict[str, Any], targets: list, common: dict[str, Any]) -> dict[str, Any]:
+    from gpu_preflight.errors import UsageError
+    from gpu_preflight.estimate.plan import estimate_llm, parse_dtype
+
+    if o["double_quant"] and o["quantize"] not in ("4bit", "nf4", "fp4"):
+        raise UsageError("--double-quant applies to 4-bit quantization", hint="add --quantize 4bit")
+    attn = "sdpa" if o["attn"] == "flash_attention_2" else o["attn"]
+    w = Workload(batch=o["batch"], input_len=o["input_len"], output_len=o["output_len"],
+                 dtype=parse_dtype(o["dtype"]), attn=attn)
+    report = estimate_llm(source.config, tensors=source.tensors, workload=w, targets=targets, engine="transformers",
+                          torch_version=common.get("torch"), transformers_version=o["transformers"],
+                          model_name=source.name, gguf=source.origin == "gguf",
+                          quantize=o["quantize"], double_quant=o["double_quant"])
+    if o["attn"] == "flash_attention_2":
+        report["workload"]["attn"] = "flash_attention_2"
+        report["assumptions"].append("flash_attention_2 modelled like SDPA's flash kernel (no score matrix)")
+    return report
+
+
+ENGINES = (Engine("transformers", ("llm", "gguf"), "Hugging Face transformers generate() on one or more GPUs",
+                  OPTIONS, run_engine, default_for=("llm",)),)

@@ -1,0 +1,342 @@
+"""The public Python API: the same answers as the CLI, as typed, frozen results.
+
+Everything here is re-exported lazily by `gpu_preflight/__init__.py`, so `import gpu_preflight`
+stays instant; heavy modules are imported inside each function. The CLI's commands call these
+functions and only parse flags and render, so both give the same results (one code path); each
+result's `.to_json()` is exactly what the command prints with `--json`.
+
+Errors are the typed exceptions of `gpu_preflight.errors` (UsageError, ModelSourceError,
+SnapshotError, DependencyMissing, DeviceUnavailable: all PreflightError with `.message` and
+`.hint`), the ones the CLI turns into its one-line errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import types
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from gpu_preflight.errors import UsageError
+
+__all__ = [
+    "Estimate", "TargetFit", "Report", "Finding", "CheckDoc", "FleetReport",
+    "estimate", "compat", "doctor", "snapshot", "explain", "fleet",
+]
+
+
+def _frozen(obj: Any) -> Any:
+    """A read-only deep view: mappings become MappingProxyType, lists tuples."""
+    if isinstance(obj, Mapping):
+        return types.MappingProxyType({k: _frozen(v) for k, v in obj.items()})
+    if isinstance(obj, (list, tuple)):
+        return tuple(_frozen(v) for v in obj)
+    return obj
+
+
+def _thawed(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {k: _thawed(v) for k, v in obj.items()}
+    if isinstance(obj, tuple):
+        return [_thawed(v) for v in obj]
+    return obj
+
+
+@dataclass(frozen=True)
+class _Result:
+    data: Mapping[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        """The command's `--json` output, as a fresh dict."""
+        return _thawed(self.data)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.data[key]
+
+
+# --------------------------------------------------------------------------- estimate
+
+@dataclass(frozen=True)
+class TargetFit:
+    gpu: str
+    count: int
+    memory_bytes: int            # per GPU
+    fits: bool
+    headroom_bytes: int          # per GPU; negative = short by
+    peak_process_bytes_per_gpu: int
+
+
+@dataclass(frozen=True)
+class Estimate(_Result):
+    """The estimate report (`preflight estimate --json`)."""
+
+    @property
+    def engine(self) -> str:
+        return self.data["engine"]
+
+    @property
+    def peak_process_bytes(self) -> int:
+        return int(self.data["peak_process_bytes"])
+
+    @property
+    def targets(self) -> tuple[TargetFit, ...]:
+        return tuple(TargetFit(f["gpu"], f["count"], f["memory_bytes"], f["fits"], f["headroom_bytes"],
+                               f["peak_process_bytes_per_gpu"]) for f in self.data["fits"])
+
+    @property
+    def fits(self) -> bool | None:
+        """Whether it fits the first target GPU; None when there was no target to judge."""
+        return self.targets[0].fits if self.data["fits"] else None
+
+    @property
+    def exit_code(self) -> int:
+        """The CLI's exit code for this report: 0 fits, 2 does not fit, 4 no target."""
+        return 4 if self.fits is None else 0 if self.fits else 2
+
+
+def _option_value(opt, name: str, value: Any) -> Any:
+    if opt.action == "store_true":
+        if not isinstance(value, bool):
+            raise UsageError(f"{name} must be True or False, not {value!r}")
+        return value
+    if opt.type is None:
+        return str(value)
+    try:
+        return opt.type(str(value))
+    except argparse.ArgumentTypeError as exc:
+        raise UsageError(f"{name}={value!r}: {exc}") from None
+
+
+def _gpu_specs(gpus: str | Sequence[str] | None) -> list[str]:
+    if gpus is None:
+        return []
+    return [gpus] if isinstance(gpus, str) else [str(g) for g in gpus]
+
+
+def estimate(model: str, *, engine: str | None = None, gpus: str | Sequence[str] | None = None,
+             torch: str | None = None, revision: str | None = None, offline: bool | None = None,
+             **options: Any) -> Estimate:
+    """Peak GPU memory of running `model` (catalog name, folder, config.json, .gguf or org/name).
+
+    `gpus`: target GPUs like "rtx-4090" or ["h100:2"]; None = this machine's GPUs. `engine`: None
+    picks the default for the model's kind. `options`: the chosen engine's options by their
+    keyword names (the CLI flag with dashes as underscores: `max_model_len=8192`, `batch=4`,
+    `quantize="4bit"`); an option the engine does not declare raises UsageError.
+    """
+    from gpu_preflight.estimate.engines import all_engines
+    from gpu_preflight.estimate.engines.base import resolve_options
+
+    engines = all_engines()
+    declared = {o.dest: o for e in engines for o in e.options}
+    given: dict[str, Any] = {}
+    for name, value in options.items():
+        if name not in declared:
+            raise UsageError(f"estimate() got an unknown option {name!r}",
+                             hint="options: " + ", ".join(sorted(declared)))
+        given[name] = None if value is None else _option_value(declared[name], name, value)
+    report = run_estimate(model, engine=engine, gpu_specs=_gpu_specs(gpus), torch=torch, revision=revision,
+                          offline=offline, given=given, engines=engines, resolve=resolve_options)
+    return Estimate(_frozen(report))
+
+
+def run_estimate(model: str, *, engine: str | None, gpu_specs: list[str], torch: str | None, revision: str | None,
+                 offline: bool | None, given: dict[str, Any], engines=None, resolve=None) -> dict[str, Any]:
+    """The one code path behind `estimate()` and `preflight estimate`: load the model, pick the
+    engine, refuse options it does not declare, build the report."""
+    from gpu_preflight.estimate.engines import all_engines, default_engine, find_engine, model_kind
+    from gpu_preflight.estimate.engines.base import owners, resolve_options
+    from gpu_preflight.models import load_model_source
+
+    engines = engines or all_engines()
+    resolve = resolve or resolve_options
+    source = load_model_source(model, revision=revision, offline=offline)
+    kind = model_kind(source)
+    label = {"pipeline": "an image/video pipeline", "llm": "an LLM"}.get(kind, f"a {kind} model")
+    chosen = find_engine(engine, engines) if engine else default_engine(kind, engines, given)
+    if chosen is None:
+        raise UsageError(f"unknown engine {engine!r}", hint="engines: " + ", ".join(e.name for e in engines))
+    if kind not in chosen.kinds:
+        fitting = [e.name for e in engines if kind in e.kinds]
+        raise UsageError(f"--engine {chosen.name} does not run {label}",
+                         hint=f"for {label} use --engine {' or '.join(fitting)}")
+    opts = resolve(chosen, given, owners(engines), label)
+    targets = _targets(gpu_specs)
+    report = chosen.run(source, opts, targets, {"torch": torch})
+    report["assumptions"] = list(source.warnings) + report.get("assumptions", [])
+    report["source"] = {"origin": source.origin, "url": source.source_url}
+    if not targets:
+        report["assumptions"].append("no target GPU: this machine has none visible; pass --gpu NAME[:COUNT]")
+    from gpu_preflight.estimate.annotate import annotate
+
+    return annotate(report)  # tight fits, what limits the context, the pipeline peak's parts
+
+
+def _targets(specs: list[str]):
+    from gpu_preflight.estimate.plan import targets_from_machine, targets_from_specs
+
+    if specs:
+        return targets_from_specs(specs)
+    from gpu_preflight.probes.context import ProbeContext
+    from gpu_preflight.probes.nvml import probe_nvml
+
+    return targets_from_machine({"nvml": probe_nvml(ProbeContext())})
+
+
+# --------------------------------------------------------------------------- doctor / compat
+
+@dataclass(frozen=True)
+class Finding:
+    code: str
+    status: str          # ok | skip | warn | fail | error
+    title: str
+    message: str
+    fix: str | None
+    area: str
+
+
+@dataclass(frozen=True)
+class Report(_Result):
+    """A doctor / compat report (`gpu-preflight.report`)."""
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.data["ok"])
+
+    @property
+    def exit_code(self) -> int:
+        return int(self.data["exit_code"])
+
+    @property
+    def findings(self) -> tuple[Finding, ...]:
+        return tuple(Finding(f["code"], f["status"], f["title"], f["message"], f["fix"], f["area"])
+                     for f in self.data["findings"])
+
+    @property
+    def recommended_install(self) -> Mapping[str, Any] | None:
+        return self.data.get("recommended_install")
+
+
+def build_report(kind: str, snap: dict, only: list[str] | None = None) -> dict[str, Any]:
+    """Checks + recommendation + the `gpu-preflight.report` dict: what doctor and compat print."""
+    from gpu_preflight.checks import run_checks
+    from gpu_preflight.checks.context import driver_version, gpu_views
+    from gpu_preflight.compat.described import summary
+    from gpu_preflight.compat.recommend import recommend
+    from gpu_preflight.render.findings import report_json
+    from gpu_preflight.snapshot.schema import fact
+
+    findings = run_checks(snap, only)
+    ccs = [g.cc for g in gpu_views(snap) if g.cc]
+    rec = None
+    if ccs or driver_version(snap):
+        rec = recommend(driver_version(snap), ccs, fact(snap, "host.python_version").get())
+    return report_json(kind, findings, rec, summary(snap))
+
+
+@dataclass(frozen=True)
+class Snapshot(_Result):
+    """A machine's facts (`gpu-preflight.snapshot`); `.to_json()` is what `preflight snapshot` writes."""
+
+
+def snapshot(deep: bool = False) -> Snapshot:
+    """Probe this machine (never creates a CUDA context unless `deep`)."""
+    import gpu_preflight.snapshot as snap_mod
+
+    return Snapshot(_frozen(snap_mod.to_json(snap_mod.collect(deep=deep))))
+
+
+def doctor(deep: bool = False, snapshot_file: str | None = None) -> Report:
+    """Judge this machine (or a snapshot file written by `preflight snapshot`)."""
+    import gpu_preflight.snapshot as snap_mod
+
+    snap = snap_mod.load(snapshot_file) if snapshot_file else snap_mod.collect(deep=deep)
+    return Report(_frozen(build_report("doctor", snap)))
+
+
+COMPAT_CHECKS = ["PF101", "PF103", "PF104", "PF105", "PF106", "PF115", "PF118", "PF119"]
+
+
+def compat(*, driver: str | None = None, gpu: str | Sequence[str] | None = None, torch: str | None = None,
+           python: str | None = None, ram_gb: float | None = None, **more: Any) -> Report:
+    """Judge a described machine; without `torch`, `recommended_install` says what to install.
+    Extra keywords (e.g. `platform=`) are passed to the description where this release knows them."""
+    from gpu_preflight.compat.described import describe
+
+    if not (driver or gpu or torch):
+        raise UsageError("describe the machine with at least one of driver, gpu, torch")
+    snap = describe(driver, _gpu_specs(gpu), torch, python, ram_gb, **more)
+    return Report(_frozen(build_report("compat", snap, only=COMPAT_CHECKS)))
+
+
+# --------------------------------------------------------------------------- explain / fleet
+
+@dataclass(frozen=True)
+class CheckDoc:
+    code: str
+    name: str
+    title: str
+    area: str
+    sections: Mapping[str, str]   # What it checks, Why it matters, Example, Fix, Sources
+    text: str
+
+
+def explain(code: str | None = None) -> CheckDoc | tuple[CheckDoc, ...]:
+    """One check's documentation, or every check's when `code` is None."""
+    from gpu_preflight.checks import all_checks
+
+    docs = {c.code: CheckDoc(c.code, c.name, c.title, c.area, types.MappingProxyType(c.sections()), c.doc)
+            for c in all_checks()}
+    if code is None:
+        return tuple(docs.values())
+    key = str(code).strip().upper()
+    if key not in docs:
+        import difflib
+
+        near = difflib.get_close_matches(key, list(docs), n=3)
+        raise UsageError(f"unknown check code {code!r}",
+                         hint=(f"did you mean {', '.join(near)}? " if near else "") + "`preflight explain` lists them")
+    return docs[key]
+
+
+@dataclass(frozen=True)
+class FleetReport(_Result):
+    """A fleet report (`gpu-preflight.fleet`)."""
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.data["ok"])
+
+    @property
+    def exit_code(self) -> int:
+        return int(self.data["exit_code"])
+
+
+def fleet(paths: Iterable[str] | None = None, *, ray: str | bool | None = None, deep: bool = False,
+          backend: str = "nccl", timeout_s: float = 60.0) -> FleetReport:
+    """Judge snapshot files (`paths`) or, with `ray` (True or an address), every node of a Ray cluster."""
+    from gpu_preflight.fleet.judge import judge
+
+    paths = list(paths or [])
+    if bool(ray) == bool(paths):
+        raise UsageError("give snapshot PATHS or --ray (ray=), not both and not neither",
+                         hint="preflight fleet snaps/  or  preflight fleet --ray")
+    if not (0 < timeout_s <= 3600):
+        raise UsageError("--timeout-s (timeout_s=) must be between 0 and 3600 seconds")
+    if deep and not ray:
+        raise UsageError("--deep (deep=True) runs on the nodes themselves: it needs --ray (ray=)",
+                         hint="or run `preflight snapshot --deep -o NODE.json` on each node")
+    cross = None
+    if ray:
+        from gpu_preflight.fleet import ray as fleet_ray
+
+        address = None if ray is True or ray == "auto" else str(ray)
+        nodes = fleet_ray.collect(address, deep=deep, timeout_s=timeout_s, deep_backend=backend)
+        if deep:
+            cross = fleet_ray.collective_across(nodes, backend=backend, timeout_s=max(timeout_s, 30))
+    else:
+        from gpu_preflight.fleet.files import load_paths
+
+        nodes = load_paths(paths)
+    return FleetReport(_frozen(copy.deepcopy(judge(nodes, cross))))
