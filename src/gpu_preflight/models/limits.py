@@ -23,6 +23,7 @@ from gpu_preflight.errors import ModelSourceError
 MAX_LAYERS = 10_000
 MAX_HIDDEN = 1_000_000
 MAX_EXPERTS = 100_000
+MAX_EXPERT_LAYERS = 1_000_000  # experts x layers: DeepSeek-V3 256 x 58, Kimi K2 384 x 60, Qwen3-Next 512 x 48
 MAX_VOCAB = 10_000_000
 MAX_HEADS = 100_000
 MAX_INTERMEDIATE = 10_000_000
@@ -227,6 +228,11 @@ def _check_relations(cfg: dict, label: str) -> None:
     if _whole(experts) and experts > 0 and _whole(per_tok) and per_tok > experts:
         raise ModelSourceError(f"{label}: num_experts_per_tok is {_num(per_tok)}, more than the {_num(experts)}"
                                " experts; allowed: 1 to the number of experts", hint=_HINT)
+    layers = _first(cfg, "num_hidden_layers", "n_layer", "num_layers")
+    if _whole(experts) and _whole(layers) and experts * layers > MAX_EXPERT_LAYERS:
+        raise ModelSourceError(f"{label}: {_num(experts)} experts x {_num(layers)} layers is {_num(experts * layers)}"
+                               f" expert blocks; allowed: at most {MAX_EXPERT_LAYERS:,} (the largest real models have"
+                               " about 25,000)", hint=_HINT)
 
 
 def _first(cfg: dict, *names: str) -> Any:
