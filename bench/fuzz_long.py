@@ -113,6 +113,9 @@ SEEDS = {
 }
 
 
+MAX_MUTANT_BYTES = 8 << 20
+
+
 def _mutate(rng: random.Random, data: bytes) -> bytes:
     data = bytearray(data)
     for _ in range(rng.randint(1, 6)):
@@ -130,6 +133,7 @@ def _mutate(rng: random.Random, data: bytes) -> bytes:
         else:
             i, j = sorted(rng.randrange(len(data) + 1) for _ in range(2))
             data[i:j] = data[i:j] * rng.randint(2, 50)
+        del data[MAX_MUTANT_BYTES:]  # repeated splices would otherwise grow without bound
     return bytes(data)
 
 

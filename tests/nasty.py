@@ -83,48 +83,74 @@ def _alarm(signum: int, frame: Any) -> None:
     raise _Timeout()
 
 
+# A child's max RSS (getrusage / wait4) includes the memory of the process it was started from:
+# Linux carries the old address space's high-water mark across fork (or vfork) and exec. So the
+# children are started by a small helper process that starts once and stays small, never by the
+# test process or the fuzzer (which grow).
+_SPAWNER = r"""
+import json, os, resource, subprocess, sys, threading, time
+KEEP = 1 << 16
+for line in sys.stdin:
+    req = json.loads(line)
+    t0 = time.monotonic()
+    proc = subprocess.Popen(req["argv"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL, cwd=req["cwd"])
+    try:
+        resource.prlimit(proc.pid, resource.RLIMIT_AS, (req["as_bytes"], req["as_bytes"]))
+    except (AttributeError, OSError):
+        pass
+    got = {"out": b"", "err": b""}
+    def drain(stream, key):
+        for chunk in iter(lambda: stream.read(65536), b""):
+            got[key] = (got[key] + chunk)[-KEEP:]
+    threads = [threading.Thread(target=drain, args=(proc.stdout, "out")),
+               threading.Thread(target=drain, args=(proc.stderr, "err"))]
+    for th in threads:
+        th.start()
+    deadline = t0 + req["limit_s"]
+    timed_out = False
+    while True:
+        pid, status, ru = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        if time.monotonic() > deadline:
+            proc.kill()
+            _, status, ru = os.wait4(proc.pid, 0)
+            timed_out = True
+            break
+        time.sleep(0.005)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    for th in threads:
+        th.join()
+    sys.stdout.write(json.dumps({"rc": None if timed_out else proc.returncode, "seconds": time.monotonic() - t0,
+                                 "maxrss": ru.ru_maxrss * 1024, "out": got["out"].decode("utf-8", "replace"),
+                                 "err": got["err"].decode("utf-8", "replace")}) + "\n")
+    sys.stdout.flush()
+"""
+_spawner: subprocess.Popen | None = None
+_spawner_lock = threading.Lock()
+
+
+def _spawn(argv: list[str], limit_s: float, cwd: str | None, as_bytes: int) -> dict[str, Any]:
+    global _spawner
+    with _spawner_lock:
+        if _spawner is None or _spawner.poll() is not None:
+            _spawner = subprocess.Popen([sys.executable, "-c", _SPAWNER], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, text=True, bufsize=1)
+        assert _spawner.stdin is not None and _spawner.stdout is not None
+        _spawner.stdin.write(json.dumps({"argv": argv, "limit_s": limit_s, "cwd": cwd, "as_bytes": as_bytes}) + "\n")
+        _spawner.stdin.flush()
+        return json.loads(_spawner.stdout.readline())
+
+
 def run_subprocess(argv: list[str], time_limit_s: float = TIME_LIMIT_S, cwd: str | None = None,
                    address_space_bytes: int = 4 << 30) -> Outcome:
     """`python -m gpu_preflight ARGV` in a child: killed at the time limit, its own max RSS from
     os.wait4, and an address-space cap (4 GiB, set with prlimit right after the start) so a
-    runaway read cannot take the machine down. No preexec_fn: a forked copy of this process
-    would count in the child's max RSS."""
-    t0 = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "gpu_preflight", *argv], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, cwd=cwd)
-    try:
-        resource.prlimit(proc.pid, resource.RLIMIT_AS, (address_space_bytes, address_space_bytes))
-    except (AttributeError, OSError):
-        pass  # not Linux, or it already ended
-    out_chunks: list[bytes] = []
-    err_chunks: list[bytes] = []
-    def drain(stream: Any, into: list[bytes]) -> None:
-        for chunk in iter(lambda: stream.read(65536), b""):
-            into.append(chunk)
-
-    threads = [threading.Thread(target=drain, args=(proc.stdout, out_chunks)),
-               threading.Thread(target=drain, args=(proc.stderr, err_chunks))]
-    for th in threads:
-        th.start()
-    deadline = t0 + time_limit_s
-    status, rusage, timed_out = None, None, False
-    while status is None:
-        pid, st, ru = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            status, rusage = st, ru
-            break
-        if time.monotonic() > deadline:
-            proc.kill()
-            _, status, rusage = os.wait4(proc.pid, 0)
-            timed_out = True
-            break
-        time.sleep(0.01)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    for th in threads:
-        th.join()
-    seconds = time.monotonic() - t0
-    return Outcome(None if timed_out else proc.returncode, b"".join(out_chunks).decode("utf-8", "replace"),
-                   b"".join(err_chunks).decode("utf-8", "replace"), seconds, rusage.ru_maxrss * 1024 if rusage else None)
+    runaway read cannot take the machine down. Started by a small helper process (see above),
+    so the RSS is the child's alone; the last 64 KiB of each output stream are kept."""
+    r = _spawn([sys.executable, "-m", "gpu_preflight", *argv], time_limit_s, cwd, address_space_bytes)
+    return Outcome(r["rc"], r["out"], r["err"], r["seconds"], r["maxrss"])
 
 
 def judge(outcome: Outcome, expect: str = "error", not_in_output: list[str] | None = None,
