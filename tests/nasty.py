@@ -88,25 +88,16 @@ def _alarm(signum: int, frame: Any) -> None:
 # children are started by a small helper process that starts once and stays small, never by the
 # test process or the fuzzer (which grow).
 _SPAWNER = r"""
-import json, os, resource, subprocess, sys, threading, time
-KEEP = 1 << 16
+import json, os, resource, subprocess, sys, time
 for line in sys.stdin:
     req = json.loads(line)
     t0 = time.monotonic()
-    proc = subprocess.Popen(req["argv"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            stdin=subprocess.DEVNULL, cwd=req["cwd"])
+    with open(req["out"], "wb") as out, open(req["err"], "wb") as err:  # never held in this process
+        proc = subprocess.Popen(req["argv"], stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=req["cwd"])
     try:
         resource.prlimit(proc.pid, resource.RLIMIT_AS, (req["as_bytes"], req["as_bytes"]))
     except (AttributeError, OSError):
         pass
-    got = {"out": b"", "err": b""}
-    def drain(stream, key):
-        for chunk in iter(lambda: stream.read(65536), b""):
-            got[key] = (got[key] + chunk)[-KEEP:]
-    threads = [threading.Thread(target=drain, args=(proc.stdout, "out")),
-               threading.Thread(target=drain, args=(proc.stderr, "err"))]
-    for th in threads:
-        th.start()
     deadline = t0 + req["limit_s"]
     timed_out = False
     while True:
@@ -119,12 +110,8 @@ for line in sys.stdin:
             timed_out = True
             break
         time.sleep(0.005)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    for th in threads:
-        th.join()
-    sys.stdout.write(json.dumps({"rc": None if timed_out else proc.returncode, "seconds": time.monotonic() - t0,
-                                 "maxrss": ru.ru_maxrss * 1024, "out": got["out"].decode("utf-8", "replace"),
-                                 "err": got["err"].decode("utf-8", "replace")}) + "\n")
+    sys.stdout.write(json.dumps({"rc": None if timed_out else os.waitstatus_to_exitcode(status),
+                                 "seconds": time.monotonic() - t0, "maxrss": ru.ru_maxrss * 1024}) + "\n")
     sys.stdout.flush()
 """
 _spawner: subprocess.Popen | None = None
@@ -133,14 +120,22 @@ _spawner_lock = threading.Lock()
 
 def _spawn(argv: list[str], limit_s: float, cwd: str | None, as_bytes: int) -> dict[str, Any]:
     global _spawner
-    with _spawner_lock:
+    import tempfile
+
+    with _spawner_lock, tempfile.TemporaryDirectory(prefix="preflight-nasty-") as tmp:
         if _spawner is None or _spawner.poll() is not None:
             _spawner = subprocess.Popen([sys.executable, "-c", _SPAWNER], stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, text=True, bufsize=1)
         assert _spawner.stdin is not None and _spawner.stdout is not None
-        _spawner.stdin.write(json.dumps({"argv": argv, "limit_s": limit_s, "cwd": cwd, "as_bytes": as_bytes}) + "\n")
+        out, err = os.path.join(tmp, "out"), os.path.join(tmp, "err")
+        _spawner.stdin.write(json.dumps({"argv": argv, "limit_s": limit_s, "cwd": cwd, "as_bytes": as_bytes,
+                                         "out": out, "err": err}) + "\n")
         _spawner.stdin.flush()
-        return json.loads(_spawner.stdout.readline())
+        result = json.loads(_spawner.stdout.readline())
+        with open(out, "rb") as f_out, open(err, "rb") as f_err:
+            result["out"] = f_out.read().decode("utf-8", "replace")
+            result["err"] = f_err.read().decode("utf-8", "replace")
+        return result
 
 
 def run_subprocess(argv: list[str], time_limit_s: float = TIME_LIMIT_S, cwd: str | None = None,
@@ -148,7 +143,7 @@ def run_subprocess(argv: list[str], time_limit_s: float = TIME_LIMIT_S, cwd: str
     """`python -m gpu_preflight ARGV` in a child: killed at the time limit, its own max RSS from
     os.wait4, and an address-space cap (4 GiB, set with prlimit right after the start) so a
     runaway read cannot take the machine down. Started by a small helper process (see above),
-    so the RSS is the child's alone; the last 64 KiB of each output stream are kept."""
+    so the RSS is the child's alone; its output goes to files, never through the helper."""
     r = _spawn([sys.executable, "-m", "gpu_preflight", *argv], time_limit_s, cwd, address_space_bytes)
     return Outcome(r["rc"], r["out"], r["err"], r["seconds"], r["maxrss"])
 
