@@ -38,7 +38,7 @@ PIPE_BYTES = 1 << 20
 SCAN_SLICE_BYTES = 64 << 10
 SCAN_BACKLOG_BYTES = 16 << 20
 BEHIND_BYTES = 4 << 20
-IDLE_S = 0.002
+IDLE_S = 0.0005
 _F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (Linux 2.6.35+), not exported before Python 3.10
 
 
