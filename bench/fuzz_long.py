@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "src"))
 
-from nasty import CORPUS, case_argv, judge, load_manifest, run_subprocess  # noqa: E402
+from nasty import CORPUS, case_argv, judge, keep_spawner, load_manifest, run_subprocess  # noqa: E402
 
 
 class Run:
@@ -271,6 +271,7 @@ def main() -> int:
     ap.add_argument("--skip-hypothesis", action="store_true")
     args = ap.parse_args()
     out = Path(args.out_dir)
+    keep_spawner()
     run = Run(out, args.budget_s, args.seed)
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="preflight-fuzz-") as tmp_s:

@@ -116,6 +116,14 @@ for line in sys.stdin:
 """
 _spawner: subprocess.Popen | None = None
 _spawner_lock = threading.Lock()
+_persistent = False  # tests start one helper per run: a lasting child of pytest would confuse the
+# watch tests' fake NVML, which takes the test process's first child for the watched command
+
+
+def keep_spawner() -> None:
+    """Keep one helper for all runs (bench/fuzz_long.py: thousands of runs, no watch fakes)."""
+    global _persistent
+    _persistent = True
 
 
 def _spawn(argv: list[str], limit_s: float, cwd: str | None, as_bytes: int) -> dict[str, Any]:
@@ -132,6 +140,11 @@ def _spawn(argv: list[str], limit_s: float, cwd: str | None, as_bytes: int) -> d
                                          "out": out, "err": err}) + "\n")
         _spawner.stdin.flush()
         result = json.loads(_spawner.stdout.readline())
+        if not _persistent:
+            _spawner.stdin.close()
+            _spawner.stdout.close()
+            _spawner.wait()
+            _spawner = None
         with open(out, "rb") as f_out, open(err, "rb") as f_err:
             result["out"] = f_out.read().decode("utf-8", "replace")
             result["err"] = f_err.read().decode("utf-8", "replace")
