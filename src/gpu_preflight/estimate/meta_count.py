@@ -39,6 +39,15 @@ class MetaCount:
     transformers_version: str = ""
 
 
+def auto_order(config: dict) -> tuple[str, ...]:
+    """Auto classes to try, the model's own kind first (BART is also a CausalLM: its decoder alone)."""
+    from gpu_preflight.estimate.arch import model_kind
+
+    first = {"seq2seq": "AutoModelForSeq2SeqLM", "speech_seq2seq": "AutoModelForSpeechSeq2Seq",
+             "vlm": "AutoModelForImageTextToText"}.get(model_kind(config))
+    return ((first,) if first else ()) + tuple(n for n in AUTO_ORDER if n != first)
+
+
 def available() -> bool:
     return importlib.util.find_spec("torch") is not None and importlib.util.find_spec("transformers") is not None
 
@@ -73,7 +82,8 @@ def build_on_meta(config: dict, dtype: str = "bfloat16"):
         raise ModelSourceError(f"transformers {transformers.__version__} cannot read this config: "
                                f"{str(exc).splitlines()[0][:200]}", hint="upgrade transformers") from None
     names = [a for a in (config.get("architectures") or []) if isinstance(a, str)]
-    classes = [getattr(transformers, n, None) for n in names[:1]] + [getattr(transformers, n) for n in AUTO_ORDER]
+    classes = [getattr(transformers, n, None) for n in names[:1]] + [getattr(transformers, n) for n in
+                                                                      auto_order(config)]
     dt = getattr(torch, dtype)
     last: Exception | None = None
     for cls in classes:

@@ -162,8 +162,17 @@ def generation_inputs(torch, model, spec: dict, w: dict) -> dict:
 
 
 def generate(model, inputs: dict, new_tokens: int) -> None:
-    model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
-                   pad_token_id=0)
+    """model.generate, greedy, exactly `new_tokens` tokens. Whisper's own generate() needs a processor's
+    generation config (languages, timestamps); on one 30 s window it runs GenerationMixin.generate, so
+    that is called directly ("_plain_generate")."""
+    kwargs = {k: v for k, v in inputs.items() if not k.startswith("_")}
+    fn = model.generate
+    if inputs.get("_plain_generate"):
+        from transformers.generation.utils import GenerationMixin
+
+        def fn(**kw):
+            return GenerationMixin.generate(model, **kw)
+    fn(**kwargs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
 
 
 class _NoCuda:
@@ -236,6 +245,8 @@ def run_llm(torch, spec, rec, sampler, t0) -> None:
                 "attn": spec.get("attn", "sdpa"), "attn_used": load["attn_used"]}
         inputs = generation_inputs(torch, model, spec, w)
         shapes = {k: list(v.shape) for k, v in inputs.items() if hasattr(v, "shape")}
+        if isinstance(inputs.get("_image_tokens"), int):
+            shapes["image_tokens"] = inputs["_image_tokens"]
 
         def run(n):
             with torch.inference_mode():

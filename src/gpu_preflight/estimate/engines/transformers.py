@@ -876,6 +876,42 @@ OPTIONS = LLM_WORKLOAD_OPTIONS + (
 )
 
 
+def _multimodal_report(source, o: dict[str, Any], w: Workload, targets: list, common: dict[str, Any]):
+    """Encoder-decoders (estimate/encdec.py) and vision-language models given images (estimate/vision.py);
+    None for a decoder (the path below). The multimodal flags are refused where they do not apply."""
+    from gpu_preflight.errors import UsageError
+    from gpu_preflight.estimate.arch import model_kind
+
+    kind = model_kind(source.config)
+    images, size, audio = o.get("images"), o.get("image_size"), o.get("audio_seconds")
+    if audio is not None and kind != "speech_seq2seq":
+        raise UsageError("--audio-seconds applies to speech models (Whisper)", hint="drop --audio-seconds")
+    if (images is not None or size) and kind != "vlm":
+        raise UsageError("--images / --image-size apply to vision-language models (a config with vision_config)",
+                         hint="drop --images / --image-size")
+    if kind in ("seq2seq", "speech_seq2seq"):
+        if o.get("quantize"):
+            raise UsageError("--quantize is not modelled for encoder-decoders", hint="drop --quantize")
+        from gpu_preflight.estimate import encdec
+        from gpu_preflight.estimate.plan import _tensors_in_dtype
+
+        tensors = _tensors_in_dtype(source.tensors, w.dtype)
+        report = encdec.encdec_report(source.config, w, targets, common.get("torch"), source.name, tensors,
+                                      "safetensors headers" if tensors else None)
+        if audio is not None:
+            windows = max(1, -(-int(audio * 100) // (encdec.WHISPER_WINDOW_S * 100)))
+            report["workload"]["audio_seconds"] = audio
+            report["assumptions"].append(f"{audio:g} s of audio: {windows} window(s) of 30 s, transcribed one "
+                                         f"after the other (each the same 3000 log-mel frames, 1500 encoder "
+                                         f"positions): the peak is that of one window")
+        return report
+    if kind == "vlm" and (images or 0) > 0:
+        from gpu_preflight.estimate import vision
+
+        return vision.vlm_report(source, o, w, targets, common)
+    return None
+
+
 def run_engine(source, o: dict[str, Any], targets: list, common: dict[str, Any]) -> dict[str, Any]:
     from gpu_preflight.errors import UsageError
     from gpu_preflight.estimate.plan import estimate_llm, parse_dtype
@@ -885,6 +921,9 @@ def run_engine(source, o: dict[str, Any], targets: list, common: dict[str, Any])
     attn = "sdpa" if o["attn"] == "flash_attention_2" else o["attn"]
     w = Workload(batch=o["batch"], input_len=o["input_len"], output_len=o["output_len"],
                  dtype=parse_dtype(o["dtype"]), attn=attn)
+    multimodal = _multimodal_report(source, o, w, targets, common)
+    if multimodal is not None:
+        return multimodal
     report = estimate_llm(source.config, tensors=source.tensors, workload=w, targets=targets, engine="transformers",
                           torch_version=common.get("torch"), transformers_version=o["transformers"],
                           model_name=source.name, gguf=source.origin == "gguf",
@@ -895,6 +934,41 @@ def run_engine(source, o: dict[str, Any], targets: list, common: dict[str, Any])
         report["assumptions"].append("flash_attention_2 modelled like SDPA's flash kernel (no score matrix)")
     return report
 
+
+def _image_size(text: str) -> tuple[int, int]:
+    from gpu_preflight.errors import UsageError
+
+    try:
+        wd, ht = (int(x) for x in str(text).lower().split("x"))
+        if wd > 0 and ht > 0:
+            return wd, ht
+    except ValueError:
+        pass
+    raise UsageError(f"--image-size {text!r} is not WIDTHxHEIGHT", hint="e.g. --image-size 1024x768")
+
+
+def _seconds(text: str) -> float:
+    from gpu_preflight.errors import UsageError
+
+    try:
+        v = float(text)
+    except ValueError:
+        v = -1.0
+    if not 0 < v <= 36000:
+        raise UsageError(f"--audio-seconds {text!r} must be a number of seconds in (0, 36000]",
+                         hint="e.g. --audio-seconds 30")
+    return v
+
+
+MULTIMODAL_OPTIONS = (
+    Option("--images", "images", "vision-language models: images per prompt (default: none, the text model "
+           "alone)", type=positive_int),
+    Option("--image-size", "image_size", "vision-language models: WIDTHxHEIGHT of each image (default: the "
+           "processor's own size)", type=_image_size, metavar="WxH"),
+    Option("--audio-seconds", "audio_seconds", "speech models (Whisper): seconds of audio (30 s windows)",
+           type=_seconds, metavar="S"),
+)
+OPTIONS = OPTIONS + MULTIMODAL_OPTIONS
 
 ENGINES = (Engine("transformers", ("llm", "gguf"), "Hugging Face transformers generate() on one or more GPUs",
                   OPTIONS, run_engine, default_for=("llm",)),)
