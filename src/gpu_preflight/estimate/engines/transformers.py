@@ -852,7 +852,7 @@ def _estimate_replay(arch: LlmArch, w: Workload, cc: tuple[int, int] | None = No
 
 # ---- the engine's flags and entry point (commands/estimate.py builds its parser from these) ----
 
-from gpu_preflight.estimate.engines.base import Engine, Option, positive_int  # noqa: E402
+from gpu_preflight.estimate.engines.base import Engine, Option, bounded_float, positive_int  # noqa: E402
 
 LLM_WORKLOAD_OPTIONS = (
     Option("--dtype", "dtype", "weights and activations: bfloat16 (default), float16 or float32", default="bfloat16"),
@@ -936,28 +936,20 @@ def run_engine(source, o: dict[str, Any], targets: list, common: dict[str, Any])
 
 
 def _image_size(text: str) -> tuple[int, int]:
-    from gpu_preflight.errors import UsageError
+    """WIDTHxHEIGHT, or one number for a square image."""
+    import argparse
 
+    parts = str(text).lower().split("x")
     try:
-        wd, ht = (int(x) for x in str(text).lower().split("x"))
-        if wd > 0 and ht > 0:
-            return wd, ht
+        wd, ht = (int(parts[0]), int(parts[-1])) if len(parts) in (1, 2) else (0, 0)
     except ValueError:
-        pass
-    raise UsageError(f"--image-size {text!r} is not WIDTHxHEIGHT", hint="e.g. --image-size 1024x768")
+        wd = ht = 0
+    if not (0 < wd <= 100_000 and 0 < ht <= 100_000):
+        raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT (e.g. 1024x768)")
+    return wd, ht
 
 
-def _seconds(text: str) -> float:
-    from gpu_preflight.errors import UsageError
-
-    try:
-        v = float(text)
-    except ValueError:
-        v = -1.0
-    if not 0 < v <= 36000:
-        raise UsageError(f"--audio-seconds {text!r} must be a number of seconds in (0, 36000]",
-                         hint="e.g. --audio-seconds 30")
-    return v
+_image_size.__name__ = "size"
 
 
 MULTIMODAL_OPTIONS = (
@@ -966,7 +958,7 @@ MULTIMODAL_OPTIONS = (
     Option("--image-size", "image_size", "vision-language models: WIDTHxHEIGHT of each image (default: the "
            "processor's own size)", type=_image_size, metavar="WxH"),
     Option("--audio-seconds", "audio_seconds", "speech models (Whisper): seconds of audio (30 s windows)",
-           type=_seconds, metavar="S"),
+           type=bounded_float(0.01, 36000), metavar="S"),
 )
 OPTIONS = OPTIONS + MULTIMODAL_OPTIONS
 
