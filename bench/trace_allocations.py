@@ -151,7 +151,7 @@ def run(config: dict, workload: dict, dtype: str = "bfloat16", attn: str = "sdpa
 
     torch.manual_seed(0)
     spec = {"model": {"id": "trace", "config": config, **(extra or {})}, "dtype": dtype, "attn": attn,
-            "device": "cpu"}
+            "device": "cpu", "workloads": [workload]}
     model = child.build_model(torch, spec)
     inputs = child.generation_inputs(torch, model, spec, workload)
     first: dict[str, int] = {}

@@ -102,6 +102,17 @@ def build_on_meta(config: dict, dtype: str = "bfloat16"):
                            hint="upgrade transformers, or check config.json")
 
 
+def full_config(config: dict) -> dict:
+    """config.json with transformers' class defaults filled in (nested vision / text configs included)."""
+    from transformers import AutoConfig
+
+    d = {k: v for k, v in config.items() if k not in DROP_KEYS}
+    mt = d.pop("model_type")
+    out = AutoConfig.for_model(mt, **d).to_dict()
+    out["model_type"] = mt
+    return out
+
+
 def count_weights(config: dict, dtype: str = "bfloat16") -> MetaCount:
     """Every parameter and buffer of the model as it sits on the GPU (tied tensors once)."""
     model, cls_name = build_on_meta(config, dtype)
