@@ -222,8 +222,9 @@ def parse_llm(config: dict, assume_llama_like: bool = True) -> LlmArch:
                              f"MLP, separate q/k/v, RoPE, from hidden_size, num_hidden_layers, num_attention_heads, "
                              f"num_key_value_heads, intermediate_size, vocab_size; the real layout may differ by "
                              f"+-40 % in weights")
-    arch.qkv_bias = bool(cfg.get("attention_bias", mt in ("qwen2", "qwen2_moe")))
-    arch.o_bias = bool(cfg.get("attention_bias", False)) and mt not in ("qwen2", "qwen2_moe")
+    qwen2_bias = ("qwen2", "qwen2_moe", "qwen2_vl_text", "qwen2_5_vl_text")  # q/k/v with bias, o without
+    arch.qkv_bias = bool(cfg.get("attention_bias", mt in qwen2_bias))
+    arch.o_bias = bool(cfg.get("attention_bias", False)) and mt not in qwen2_bias
     arch.mlp_bias = bool(cfg.get("mlp_bias", False))
     arch.qk_norm = mt in ("qwen3", "qwen3_moe", "gemma3", "gemma3_text", "olmo2")
     arch.qk_norm_full = arch.post_norm = mt == "olmo2"
