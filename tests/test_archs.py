@@ -290,6 +290,7 @@ def test_coverage_of_installed_model_types():
     rows = coverage()
     by = {r["model_type"]: r["coverage"] for r in rows}
     assert by["llama"] == by["gpt_neox"] == by["mamba"] == "family table"
-    assert by["t5"] == "meta device (weights exact, activations not modelled)"
+    assert by["t5"] == by["whisper"] == by["bart"] == "encoder-decoder table (weights exact, generate() replayed)"
+    assert by["qwen2_vl"].startswith("vision-language")
     assert by["persimmon"].startswith("meta device (weights exact, activations assumed")
     assert len(rows) > 300 and all(r["coverage"] for r in rows)

@@ -196,7 +196,7 @@ def test_gguf_is_dequantized_for_transformers(tmp_path, capsys):
     p.write_bytes(gguf_bytes(llama_gguf_metadata(), llama_gguf_tensors()))
     # 256x8 + 256x256 + 256 + 256x512 + 256x8 elements, all as bf16 after loading
     elements = 256 * 8 + 256 * 256 + 256 + 256 * 512 + 256 * 8
-    code, r = estimate_json(capsys, str(p), "--gpu", "h100")
+    code, r = estimate_json(capsys, str(p), "--gpu", "h100", "--engine", "transformers")  # .gguf defaults to llama.cpp
     assert code == 0 and r["breakdown"]["weights"] == elements * 2
     assert any("dequantizes" in a for a in r["assumptions"])
 

@@ -151,7 +151,10 @@ def run_estimate(model: str, *, engine: str | None, gpu_specs: list[str], torch:
 
     engines = engines or all_engines()
     resolve = resolve or resolve_options
-    source = load_model_source(model, revision=revision, offline=offline)
+    from gpu_preflight.models import gguf_remote  # org/name/file.gguf: the header by HTTP range requests
+
+    load = gguf_remote.load_hub_gguf if gguf_remote.is_hub_gguf(model) else load_model_source
+    source = load(model, revision=revision, offline=offline)
     kind = model_kind(source)
     label = {"pipeline": "an image/video pipeline", "llm": "an LLM"}.get(kind, f"a {kind} model")
     chosen = find_engine(engine, engines) if engine else default_engine(kind, engines, given)

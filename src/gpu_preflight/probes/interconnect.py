@@ -55,12 +55,23 @@ def _gpu_links(nv: Any, h: Any) -> dict[str, Fact]:
     out["nvlink"] = (known({"links": total, "active": active}, SOURCE) if total
                      else known({"links": 0, "active": 0, "note": reason or "no NVLink"}, SOURCE))
     try:
-        info = nv.nvmlDeviceGetGpuFabricInfo(h)
-        state = int(getattr(info, "state", 0))
+        state = _fabric_state(nv, h)
         out["fabric_state"] = known(FABRIC_STATES.get(state, f"state {state}"), SOURCE)
     except Exception as exc:  # noqa: BLE001 - older drivers / GPUs without a fabric
         out["fabric_state"] = unknown(describe_exception(exc), SOURCE)
     return out
+
+
+def _fabric_state(nv: Any, h: Any) -> int:
+    """nvmlDeviceGetGpuFabricInfo fills a caller's c_nvmlGpuFabricInfo_t (nvidia-ml-py passes the
+    struct through); fakes and older bindings return an object with `state`."""
+    struct = getattr(nv, "c_nvmlGpuFabricInfo_t", None)
+    if struct is not None:
+        info = struct()
+        nv.nvmlDeviceGetGpuFabricInfo(h, nv.byref(info) if hasattr(nv, "byref") else info)
+    else:
+        info = nv.nvmlDeviceGetGpuFabricInfo(h)
+    return int(getattr(info, "state", 0))
 
 
 def _pairs(nv: Any, handles: list[Any]) -> tuple[Fact, Fact]:
