@@ -12,10 +12,14 @@ What each mode keeps on the GPU, from diffusers 0.42.1 (src/diffusers/...) and a
   encoding, then the denoiser and VAE without them.
 - model (pipelines/pipeline_utils.py enable_model_cpu_offload -> accelerate cpu_offload_with_hook
   chained in model_cpu_offload_seq): the component whose forward runs; the previous one is moved
-  to the CPU (and the cache emptied) before the next is loaded. Host RAM holds the others.
+  to the CPU (and the cache emptied) before the next is loaded (accelerate 1.15.0 hooks.py
+  CpuOffload.pre_forward), so at each switch host RAM holds every weight.
 - sequential (enable_sequential_cpu_offload -> accelerate cpu_offload): weights live in a CPU
   state dict; each module with parameters of its own is loaded for its forward and dropped after:
-  the GPU holds the largest such module. Host RAM holds every weight.
+  the GPU holds the largest such module, plus every buffer (offload_buffers is false for models
+  without parameters of their own). set_module_tensor_to_device empties the CUDA cache each time it
+  places a weight (accelerate utils/modeling.py), so nothing stays reserved beyond what is allocated.
+  Host RAM holds every weight.
 - group (hooks/group_offloading.py, num_blocks_per_group=1): block_level onloads each element of
   the component's ModuleLists as a group and holds the "unmatched" rest (embedders, norms, a UNet's
   mid block) for the whole forward; a transformers text encoder has no top-level ModuleList, so it
@@ -32,6 +36,11 @@ What each mode keeps on the GPU, from diffusers 0.42.1 (src/diffusers/...) and a
   (models/model_loading_utils.py) reserved numel // 4 elements of the dtype.
 - SDXL-style pipelines upcast a float16 VAE with force_upcast to float32 for the decode
   (pipelines/stable_diffusion_xl/pipeline_stable_diffusion_xl.py); FLUX, SD3 and Lumina2 do not.
+- eager attention: torch's math SDPA for DiTs (float32 scores + softmax + a bool mask: 9 bytes per
+  score), diffusers' AttnProcessor for UNets (2 x dtype bytes per score); score tensors of different
+  sizes in one forward leave cached segments (replayed through estimate/allocator.py).
+- host RAM: the weights each mode holds + the process itself (HOST_PROCESS_BYTES, fitted on SDXL's
+  H200 runs); loading through host RAM holds every weight once.
 - VAE tiling (models/autoencoders/autoencoder_kl.py): tiles of the VAE's sample_size pixels (1024
   for the SDXL/FLUX/SD3 VAEs: nothing is tiled up to 1024x1024), overlapping by a quarter; every
   decoded tile is kept until the blend. Slicing decodes a batch one image at a time.
@@ -472,11 +481,10 @@ def cached_score_bytes(calls: list[tuple[int, int]], events: tuple) -> int:
     return max(0, a.peak_reserved - a.peak_allocated)
 
 
-def _unet_levels(cfg: dict, lat_h: int, lat_w: int, b: int) -> list[dict]:
-    """Self-attention levels of a (spatio-temporal) UNet in forward order: down path, mid block, up path."""
+def _unet_levels(cfg: dict, lat_h: int, lat_w: int) -> list[dict]:
+    """The self-attention levels of a (spatio-temporal) UNet's down path, highest resolution first."""
     types = list(_c(cfg, "down_block_types", default=[]))
     chans = list(_c(cfg, "block_out_channels", default=[320, 640, 1280]))
-    lpb = int(_c(cfg, "layers_per_block", default=2))
     heads_cfg = _c(cfg, "num_attention_heads") or _c(cfg, "attention_head_dim", default=8)  # SDXL names heads
     tlpb = _c(cfg, "transformer_layers_per_block", default=1)
     levels = []
@@ -500,7 +508,7 @@ def eager_attention(cls: str, cfg: dict, w: ImageWorkload, lat_h: int, lat_w: in
         upcast = bool(_c(cfg, "upcast_attention", default=False))
         events = attn_processor_events(dt, upcast)
         per = _events_peak(events)
-        levels = _unet_levels(cfg, lat_h, lat_w, batch)
+        levels = _unet_levels(cfg, lat_h, lat_w)
         lpb = int(_c(cfg, "layers_per_block", default=2))
         calls, widest = [], 0
         for i, lv in enumerate(levels):
