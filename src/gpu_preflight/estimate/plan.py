@@ -121,7 +121,9 @@ def _peak_transformers(arch: LlmArch, w: Workload, target: Target | None, tensor
 def estimate_llm(config: dict, *, tensors=None, workload: Workload, targets: list[Target], engine: str = "transformers",
                  torch_version: str | None = None, transformers_version: str | None = None,
                  vllm: VllmSettings | None = None, model_name: str = "model", gguf: bool = False,
-                 quantize: str | None = None, double_quant: bool = False) -> dict[str, Any]:
+                 quantize: str | None = None, double_quant: bool = False, searches: bool = True) -> dict[str, Any]:
+    """`searches` False (a sweep point, api.report_for(point_only=True)): no largest context /
+    batch search and no suggestions; those keys stay None / empty."""
     arch = parse_llm(config)
     assumptions = list(arch.warnings)
     if quantize:
@@ -177,7 +179,7 @@ def estimate_llm(config: dict, *, tensors=None, workload: Workload, targets: lis
         "suggestions": [],
         "assumptions": assumptions,
     }
-    if first is not None:
+    if first is not None and searches:
         report["max_context_tokens"] = _max_context(arch, workload, first, dev_tensors, torch_version, tf_ver)
         report["max_batch"] = _max_batch(arch, workload, first, dev_tensors, torch_version, tf_ver)
         if not fits[0]["fits"]:

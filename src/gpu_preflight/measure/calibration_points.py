@@ -1,0 +1,134 @@
+"""Measured peaks to draw over a curve (estimate/sweep.py): the runs in calibration/raw/*.jsonl
+(and its dated sub-folders) of the same model and workload, but for the swept quantity.
+
+The measurements live in the repository, not in an installed package. `find_root` looks for
+them where the caller says (`--plot-calibration DIR`, a repository root or its calibration
+folder), else in the source tree this package runs from; with neither there is nothing to
+overlay, and the curve says so.
+
+Which runs can be compared: LLM runs of transformers generate() (the `measure` child; the
+bench matrix maps their tags to catalog ids, and tags built with `config_overrides` are a
+different model and skipped) at the same dtype, attention and (for a context sweep) batch, or
+(for a batch sweep) prompt and output lengths; pipeline runs at the same dtype and batch, square
+images for a side sweep, the same image size for a frames sweep. A run's peak is its largest
+`peak_process_bytes` over its phases (prefill and generate; text encoding, denoising and decode).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from typing import Any
+
+from gpu_preflight.measure.calibration import load_records
+
+# Pipelines whose measured runs lack components the GPU machine could not build (custom code),
+# as listed in measure/calibration_diffusion.compare: their peaks are not the whole pipeline's.
+PARTIAL_PIPELINE_RUNS = {"newbie-image-exp0.1": ("clip_model",),
+                         "sonic": ("audio2token", "audio2bucket", "face_detector", "frame_interpolation")}
+
+
+def find_root(explicit: str | None = None) -> tuple[str | None, str]:
+    """(repository root holding calibration/raw, how it was found), or (None, why not)."""
+    if explicit:
+        path = os.path.abspath(os.path.expanduser(explicit))
+        for root in (path, os.path.dirname(path), os.path.dirname(os.path.dirname(path))):
+            if os.path.isdir(os.path.join(root, "calibration", "raw")):
+                return root, f"--plot-calibration {explicit}"
+        return None, f"--plot-calibration {explicit}: no calibration/raw folder there"
+    here = os.path.dirname(os.path.abspath(__file__))
+    root = os.path.abspath(os.path.join(here, "..", "..", ".."))  # src/gpu_preflight/measure -> repository
+    if os.path.isdir(os.path.join(root, "calibration", "raw")):
+        return root, "the source tree's calibration/raw"
+    return None, "no calibration/raw next to this installation (an installed package); pass --plot-calibration DIR"
+
+
+def raw_files(root: str) -> list[str]:
+    raw = os.path.join(root, "calibration", "raw")
+    return sorted(glob.glob(os.path.join(raw, "*.jsonl")) + glob.glob(os.path.join(raw, "*", "*.jsonl")))
+
+
+def _matrix(root: str) -> dict[str, dict[str, Any]]:
+    path = os.path.join(root, "bench", "matrix_llm.json")
+    if not os.path.isfile(path):
+        return {}
+    with open(path, encoding="utf-8") as fh:
+        matrix = json.load(fh)
+    return {m.get("tag") or m["id"]: {**matrix.get("defaults", {}), **m} for m in matrix["models"]}
+
+
+def _runs(records: list[dict[str, Any]]) -> dict[tuple, dict[str, Any]]:
+    """(file, model, workload name) -> the run: its records' largest peak and their fields."""
+    runs: dict[tuple, dict[str, Any]] = {}
+    for r in records:
+        if r.get("type") != "phase" or not isinstance(r.get("workload"), dict) or r.get("oom") or r.get("error"):
+            continue
+        if not isinstance(r.get("peak_process_bytes"), int):
+            continue
+        key = (r["_file"], r.get("pipeline") or r.get("model"), r["workload"].get("name"))
+        run = runs.setdefault(key, {"rec": r, "peak": 0, "env": r.get("_env") or {}})
+        run["peak"] = max(run["peak"], r["peak_process_bytes"])
+    return runs
+
+
+def measured_points(root: str, curve: dict[str, Any], catalog_id: str | None) -> dict[str, Any]:
+    """{"points": [{"x", "peak_process_bytes", "label"}], "env": "...", "note": "..."} for `curve`
+    (estimate/sweep.py) of the catalog model `catalog_id`."""
+    q = curve["quantity"]["name"]
+    if not catalog_id:
+        return {"points": [], "env": None, "note": "measured runs exist only for catalog models"}
+    engine, w = curve.get("engine"), curve.get("workload") or {}
+    if engine not in ("transformers", "diffusers"):
+        return {"points": [], "env": None, "note": f"no measured runs of the {engine} engine in calibration/raw"}
+    if engine == "diffusers" and catalog_id in PARTIAL_PIPELINE_RUNS:
+        return {"points": [], "env": None,
+                "note": f"the measured {catalog_id} runs lack {', '.join(PARTIAL_PIPELINE_RUNS[catalog_id])} "
+                        f"(not built on the GPU machine): not comparable"}
+    matrix = _matrix(root)
+    out = []
+    envs = set()
+    for (file, model, wname), run in sorted(_runs(load_records(raw_files(root))).items()):
+        rec, wl = run["rec"], run["rec"]["workload"]
+        if engine == "transformers":
+            m = matrix.get(model, {"id": model})
+            if m.get("id") != catalog_id or m.get("config_overrides") or "pipeline" in rec:
+                continue
+            if rec.get("dtype", m.get("dtype", "bfloat16")) != w.get("dtype") or \
+                    rec.get("attn", m.get("attn", "sdpa")) != w.get("attn"):
+                continue
+            x = _llm_x(q, wl, w)
+        else:
+            if rec.get("pipeline") != catalog_id or rec.get("dtype", "bfloat16") != w.get("dtype"):
+                continue
+            x = _pipeline_x(q, wl, w)
+        if x is None:
+            continue
+        env = run["env"]
+        envs.add(f"{env.get('gpu')}, driver {env.get('driver')}, torch {env.get('torch')}"
+                 + (f", transformers {env['transformers']}" if engine == "transformers" and env.get("transformers") else "")
+                 + (f", diffusers {env['diffusers']}" if engine == "diffusers" and env.get("diffusers") else ""))
+        out.append({"x": x, "peak_process_bytes": run["peak"], "label": f"{wname} ({os.path.basename(file)})"})
+    note = f"{len(out)} measured run{'s' if len(out) != 1 else ''} from calibration/raw" if out else \
+        "no measured run of this model at this workload in calibration/raw"
+    return {"points": sorted(out, key=lambda p: p["x"]), "env": "; ".join(sorted(envs)) or None, "note": note}
+
+
+def _llm_x(q: str, wl: dict[str, Any], w: dict[str, Any]) -> int | None:
+    if q == "context" and wl.get("batch") == w.get("batch"):
+        return int(wl["input_len"]) + int(wl["output_len"])
+    if q == "batch" and (wl.get("input_len"), wl.get("output_len")) == (w.get("input_len"), w.get("output_len")):
+        return int(wl["batch"])
+    return None
+
+
+def _pipeline_x(q: str, wl: dict[str, Any], w: dict[str, Any]) -> int | None:
+    same_frames = wl.get("frames") == w.get("frames") or (not wl.get("frames") and not w.get("frames"))
+    if q == "side" and wl.get("height") == wl.get("width") and wl.get("batch") == w.get("batch") and same_frames:
+        return int(wl["height"])
+    if q == "frames" and wl.get("frames") and (wl.get("height"), wl.get("width"), wl.get("batch")) == \
+            (w.get("height"), w.get("width"), w.get("batch")):
+        return int(wl["frames"])
+    if q == "batch" and (wl.get("height"), wl.get("width")) == (w.get("height"), w.get("width")) and same_frames:
+        return int(wl["batch"])
+    return None
