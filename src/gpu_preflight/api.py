@@ -247,7 +247,7 @@ def curve_for(plan: EstimatePlan, *, given: dict[str, Any], spec: str | None = N
     from gpu_preflight.estimate.sweep import sweep as run_sweep
     from gpu_preflight.measure.calibration_points import find_root, measured_points
 
-    out = run_sweep(plan, given=given, spec=spec, base=base)
+    out = run_sweep(plan, lambda opts: report_for(plan, opts, point_only=True), given=given, spec=spec, base=base)
     root, how = find_root(calibration)
     if root is None:
         out["measured"] = {"points": [], "env": None, "note": how}

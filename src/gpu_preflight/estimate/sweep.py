@@ -1,8 +1,9 @@
 """The peak as one workload quantity grows: context length, image side, frames or (micro-)batch.
 
-A sweep loads the model once (api.prepare_estimate) and asks the chosen engine for one report per
-point through api.report_for(point_only=True), the same code path as `preflight estimate`, so a
-point of the curve is exactly what the estimate says for that workload. Where a target GPU stops
+A sweep reuses one loaded model (api.prepare_estimate) and asks the chosen engine for one report
+per point through the function its caller passes (api.report_for with point_only=True, the code
+path of `preflight estimate`), so a point of the curve is exactly what the estimate says for that
+workload. Where a target GPU stops
 fitting between two points, the sweep bisects between them, so the marked crossing is the largest
 swept value the engine says fits (to the quantity's step).
 
@@ -13,7 +14,7 @@ local page (`preflight serve`) serves as JSON. Standard library only.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from gpu_preflight.errors import PreflightError, UsageError
 
@@ -297,15 +298,15 @@ def _point(report: dict[str, Any], x: int) -> dict[str, Any]:
             "peak_per_gpu_bytes": [int(f.get("peak_process_bytes_per_gpu") or 0) for f in report.get("fits") or []]}
 
 
-def sweep(plan, *, given: dict[str, Any] | None = None, spec: str | None = None,
-          base: dict[str, Any] | None = None, refine: bool = True) -> dict[str, Any]:
-    """The curve of `plan` (api.EstimatePlan). `spec`: --plot-sweep; `base`: the report at the
-    user's own workload when the caller already has it; `given`: the options the user set."""
-    from gpu_preflight.api import report_for
-
+def sweep(plan, point: Callable[[dict[str, Any]], dict[str, Any]], *, given: dict[str, Any] | None = None,
+          spec: str | None = None, base: dict[str, Any] | None = None, refine: bool = True) -> dict[str, Any]:
+    """The curve of `plan` (api.EstimatePlan: .engine, .opts, .source). `point(opts)` builds the
+    estimate report for one set of options (api.report_for with point_only). `spec`: --plot-sweep;
+    `base`: the report at the user's own workload when the caller already has it; `given`: the
+    options the user set."""
     given = given or {}
     engine, opts = plan.engine, dict(plan.opts)
-    base = base or report_for(plan, point_only=True)
+    base = base or point(opts)
     name, values, rng = parse_spec(spec)
     names = available(engine)
     q = name or default_quantity(engine, base, plan.source)
@@ -325,7 +326,7 @@ def sweep(plan, *, given: dict[str, Any] | None = None, spec: str | None = None,
         if x in points:
             return points[x]
         try:
-            rep = report_for(plan, apply(q, engine, opts, given, x), point_only=True)
+            rep = point(apply(q, engine, opts, given, x))
         except PreflightError as exc:
             skipped.append({"x": x, "reason": exc.message})
             return None
