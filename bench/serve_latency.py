@@ -28,12 +28,26 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "src"))
 
 
+CPU_MS: list[float] = []  # CPU time of the server thread for the last request (time.thread_time)
+
+
 def post(conn, path: str, body: dict) -> tuple[float, int]:
     t = time.perf_counter()
     conn.request("POST", path, body=json.dumps(body), headers={"Content-Type": "application/json"})
     r = conn.getresponse()
     r.read()
     return (time.perf_counter() - t) * 1000, r.status
+
+
+def timed_app(App):
+    class Timed(App):
+        def handle(self, method, target, body=b""):
+            t = time.thread_time()
+            try:
+                return super().handle(method, target, body)
+            finally:
+                CPU_MS.append((time.thread_time() - t) * 1000)
+    return Timed
 
 
 def changes(kind: str) -> list[dict]:
@@ -64,7 +78,8 @@ def main() -> int:
     from gpu_preflight.serve.app import App
     from gpu_preflight.serve.server import PreflightServer
 
-    srv = PreflightServer("127.0.0.1", 0, App(offline=True))
+    load_start = os.getloadavg()[0]
+    srv = PreflightServer("127.0.0.1", 0, timed_app(App)(offline=True))
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     conn = http.client.HTTPConnection("127.0.0.1", srv.server_address[1], timeout=120)
     wanted = set(args.models.split(",")) if args.models else None
@@ -83,20 +98,23 @@ def main() -> int:
                     continue
                 for ch in changes(kind):
                     point, s1 = post(conn, "/api/point", {**base, **ch})
+                    point_cpu = CPU_MS[-1]
                     curve, s2 = post(conn, "/api/curve", {**base, "at": next(iter(ch.values()))})
                     full, s3 = post(conn, "/api/estimate", {**base, **ch})
-                    rows.append({"model": e.id, "engine": engine, "gpus": gpus, "change": ch, "point_ms": point,
+                    rows.append({"model": e.id, "engine": engine, "gpus": gpus, "change": ch, "point_ms": point, "point_cpu_ms": point_cpu,
                                  "curve_cached_ms": curve, "estimate_ms": full, "first_curve_ms": first_curve,
                                  "status": [s1, s2, s3]})
     srv.shutdown()
     ok = [r for r in rows if "error" not in r and r["status"] == [200, 200, 200]]
     env = {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
-           "gpu_preflight": __version__, "platform": platform.platform()}
-    print(f"{env['cpu']}, {env['cores']} cores, Python {env['python']}")
+           "gpu_preflight": __version__, "platform": platform.platform(),
+           "load_average_1min": [load_start, os.getloadavg()[0]]}
+    print(f"{env['cpu']}, {env['cores']} cores, Python {env['python']}, load average {load_start:.1f} at the "
+          f"start, {env['load_average_1min'][1]:.1f} at the end")
     print(f"{len(ok)} changes over {len({r['model'] for r in ok})} models ({len(rows) - len(ok)} failed)")
-    print("| engine | changes | /api/point median | p95 | max | over 100 ms | cached curve median | "
-          "full estimate median | p95 | curve computed median |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| engine | changes | /api/point median | p95 | max | over 100 ms | server CPU per point: median | max | "
+          "cached curve median | full estimate median | p95 | curve computed median |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for engine in ("transformers", "vllm", "diffusers"):
         sel = [r for r in ok if r["engine"] == engine]
         if not sel:
@@ -105,16 +123,20 @@ def main() -> int:
         full = sorted(r["estimate_ms"] for r in sel)
         p95 = pts[int(0.95 * (len(pts) - 1))]
         firsts = sorted({(r["model"], tuple(r["gpus"])): r["first_curve_ms"] for r in sel}.values())
+        cpu = sorted(r["point_cpu_ms"] for r in sel)
         print(f"| {engine} | {len(sel)} | {statistics.median(pts):.1f} ms | {p95:.1f} ms | {pts[-1]:.1f} ms | "
-              f"{sum(p > 100 for p in pts)} | {statistics.median(r['curve_cached_ms'] for r in sel):.1f} ms | "
+              f"{sum(p > 100 for p in pts)} | {statistics.median(cpu):.1f} ms | {cpu[-1]:.1f} ms | "
+              f"{statistics.median(r['curve_cached_ms'] for r in sel):.1f} ms | "
               f"{statistics.median(full):.0f} ms | {full[int(0.95 * (len(full) - 1))]:.0f} ms | "
               f"{statistics.median(firsts):.0f} ms |")
     slow = sorted({(r["model"], r["engine"]) for r in ok if r["point_ms"] > 100})
     if slow:
         print("over 100 ms (/api/point): " + ", ".join(f"{m} ({e})" for m, e in slow))
+    heavy = sorted({(r["model"], r["engine"]) for r in ok if r["point_cpu_ms"] > 100})
+    print("over 100 ms of server CPU (/api/point): " + (", ".join(f"{m} ({e})" for m, e in heavy) or "none"))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump({"env": env, "rows": rows}, fh, indent=1)
+            json.dump({"env": env, "rows": rows}, fh, separators=(",", ":"))
     return 0
 
 

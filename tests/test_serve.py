@@ -293,20 +293,64 @@ def test_hostile_names_never_execute(live, browser, tmp_path):
     assert all(s.endswith(("/static/plot-hover.js", "/static/page.js")) or s == "application/json" for s in scripts)
 
 
+class RecordingApp(App):
+    """The real answers, kept per path (the golden page's data)."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.answers = {}
+
+    def handle(self, method, target, body=b""):
+        r = super().handle(method, target, body)
+        if target.split("?")[0].startswith("/api/"):
+            self.answers[target.split("?")[0]] = {"status": r.status, "body": r.body.decode()}
+        return r
+
+
+class FrozenApp(App):
+    """Answers every /api/ request from a recording, so the golden screenshot tests the page, not
+    today's estimates, engines or GPU table (those have their own tests)."""
+
+    def __init__(self, answers, **kw):
+        super().__init__(**kw)
+        self.answers = answers
+
+    def handle(self, method, target, body=b""):
+        from gpu_preflight.serve.app import Response
+
+        path = target.split("?")[0]
+        if path in self.answers:
+            a = self.answers[path]
+            return Response(a["status"], "application/json", a["body"].encode())
+        return super().handle(method, target, body)
+
+
+GOLDEN_QUERY = "?model=qwen2.5-7b-instruct&gpu=rtx-4090&gpu=l4&batch=4"
+GOLDEN_ANSWERS = os.path.join(HERE, "fixtures", "serve", "golden-answers.json")
+
+
 def test_page_matches_the_golden_screenshot(live, browser):
-    srv = live()
-    browser.get(_url(srv, "?model=qwen2.5-7b-instruct&gpu=rtx-4090&gpu=l4&batch=4"))
+    update = os.environ.get("PREFLIGHT_UPDATE_GOLDEN") == "1" or not os.path.exists(GOLDEN)
+    if update:
+        app = RecordingApp(offline=True)
+    else:
+        with open(GOLDEN_ANSWERS, encoding="utf-8") as fh:
+            app = FrozenApp(json.load(fh), offline=True)
+    srv = live(app)
+    browser.get(_url(srv, GOLDEN_QUERY))
     _wait(browser, lambda d: d.find_element("id", "limits").text.startswith("On NVIDIA GeForce RTX 4090"))
     _wait(browser, lambda d: d.find_elements("css selector", "#curve svg"))
     browser.execute_script("document.getElementById('timing').style.visibility='hidden';"
                            "document.activeElement.blur();")
     time.sleep(0.3)
     shot = browser.get_screenshot_as_png()
-    if os.environ.get("PREFLIGHT_UPDATE_GOLDEN") == "1" or not os.path.exists(GOLDEN):
-        os.makedirs(os.path.dirname(GOLDEN), exist_ok=True)
+    if update:
+        os.makedirs(os.path.dirname(GOLDEN_ANSWERS), exist_ok=True)
+        with open(GOLDEN_ANSWERS, "w", encoding="utf-8") as fh:
+            json.dump(app.answers, fh, indent=1, sort_keys=True)
         with open(GOLDEN, "wb") as fh:
             fh.write(shot)
-        pytest.skip(f"wrote {GOLDEN}; check it by eye and commit it")
+        pytest.skip(f"wrote {GOLDEN} and {GOLDEN_ANSWERS}; check the image by eye and commit both")
     with open(GOLDEN, "rb") as fh:
         diff = pixel_difference(browser, shot, fh.read())
     assert "changed" in diff, diff
@@ -357,3 +401,24 @@ def pixel_difference(browser, got: bytes, want: bytes, threshold: int = 40) -> d
 
     browser.set_script_timeout(60)
     return browser.execute_async_script(COMPARE_JS, url(got), url(want), threshold)
+
+
+def test_plot_html_hover_works_from_a_file(browser, tmp_path):
+    """The --plot HTML file on its own (file://, no server, no network): hovering a column shows
+    that point's breakdown."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    from gpu_preflight.api import curve
+    from gpu_preflight.render.plot import write_plot
+
+    c = curve("qwen2.5-0.5b-instruct", gpus=["gtx-1650"], batch=4, sweep="1k:32k:6").to_json()
+    path = tmp_path / "curve.html"
+    write_plot(c, str(path))
+    browser.get(path.as_uri())
+    cols = browser.find_elements("css selector", ".gp-hover rect")
+    assert len(cols) == len(c["points"])
+    ActionChains(browser).move_to_element(cols[-1]).perform()
+    tip = browser.find_element("css selector", ".gp-tip")
+    _wait(browser, lambda d: tip.is_displayed())
+    last = c["points"][-1]
+    assert f"{last['x']:,}" in tip.text and "GeForce GTX 1650: does not fit" in tip.text
