@@ -3,6 +3,8 @@ child `preflight measure` uses), all its workloads in that process, records appe
 JSONL file. Stops starting new models when the time budget is spent.
 
 Usage: python bench/calibrate.py MATRIX.json OUT.jsonl [--budget-s 540] [--only id,id]
+       python bench/calibrate.py bench/matrix_arch.json "$OUT/arch.jsonl" --budget-s 240   (issue 19)
+       python bench/calibrate.py bench/matrix_arch.json /tmp/a.jsonl --device cpu --tiny   (CPU dry run)
 MATRIX: {"defaults": {"dtype", "attn"}, "workloads": {"name": {"batch", "input_len", "output_len"}},
          "models": [{"id": catalog id, "workloads": [names], "config_overrides": {...}, "tag": "..."}]}
 Diffusion catalog entries (kind != "llm") get the entry's components, defaults, pipeline_class and
@@ -59,6 +61,18 @@ def model_spec(entry: dict, m: dict, key: str) -> dict:
     return spec
 
 
+def tiny_config(cfg: dict) -> dict:
+    """The same architecture at toy size (dry runs on the CPU)."""
+    small = {"hidden_size": 64, "n_embd": 64, "d_model": 64, "intermediate_size": 128, "n_inner": 128, "ffn_dim": 128,
+             "ffn_hidden_size": 128, "num_hidden_layers": 2, "n_layer": 2, "n_layers": 2, "num_attention_heads": 4,
+             "n_head": 4, "n_heads": 4, "vocab_size": 1000, "word_embed_proj_dim": 64, "rotary_dim": 8}
+    out = {k: (small[k] if k in small else v) for k, v in cfg.items()}
+    for k in ("num_key_value_heads", "num_kv_heads"):
+        if k in out:
+            out[k] = min(int(out[k]), 4)
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("matrix")
@@ -67,6 +81,7 @@ def main() -> int:
     ap.add_argument("--per-model-timeout-s", type=float, default=240)
     ap.add_argument("--only", default="")
     ap.add_argument("--device", default="", help="override the spec device (cpu: tests without a GPU)")
+    ap.add_argument("--tiny", action="store_true", help="dry run: 2 layers, 4 heads x 16 dims, short workloads")
     args = ap.parse_args()
     with open(args.matrix, encoding="utf-8") as fh:
         matrix = json.load(fh)
@@ -81,12 +96,17 @@ def main() -> int:
         if left < 30:
             print(f"budget spent: skipping {key}", flush=True)
             continue
-        entry = catalog_entry(m["id"])
+        # a matrix model carries its own config (bench/matrix_arch.json) or names a catalog entry
+        entry = {"kind": "llm", "config": m["config"]} if "config" in m else catalog_entry(m["id"])
         spec = {"model": model_spec(entry, m, key),
                 **matrix.get("defaults", {}), **{k: v for k, v in m.items() if k in ("dtype", "attn", "device")},
                 "workloads": [{"name": w, **matrix["workloads"][w]} for w in m["workloads"]]}
         if args.device:
             spec["device"] = args.device
+        if args.tiny:
+            spec["model"]["config"] = tiny_config(spec["model"]["config"])
+            spec["workloads"] = [{**w, "batch": min(w["batch"], 2), "input_len": 16, "output_len": 4}
+                                 for w in spec["workloads"]]
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
             json.dump(spec, fh)
         t = time.perf_counter()

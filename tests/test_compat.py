@@ -45,7 +45,8 @@ def test_driver_below_cuda13_floor_fails(capsys):
     assert statuses(r)["PF103"] == "fail"
     assert r["ok"] is False and code == 2
     pf103 = next(f for f in r["findings"] if f["code"] == "PF103")
-    assert "580.65.06" in pf103["message"] and "pip install torch==" in pf103["fix"]
+    # Table 1 of the minor-version-compatibility page: CUDA 13.x needs ">= 580" (a branch, not 580.65.06)
+    assert "R580" in pf103["message"] and "pip install torch==" in pf103["fix"]
 
 
 def test_full_feature_driver_is_ok(capsys):
@@ -74,14 +75,15 @@ def test_pascal_gets_a_cu126_recommendation(capsys):
     assert r["recommended_install"]["torch"] == "2.14.1"
 
 
-def test_blackwell_needs_cu128_or_newer(capsys):
-    # RTX 5090 (12.0) on 580.95.05: 2.15.0's only CUDA wheel is cu132 (13.2 GA driver 595.45.04 > 580.95.05,
-    # so minor-version compatibility, warn) -> recommended, with the limitation named
+def test_blackwell_gets_the_variant_without_limitations(capsys):
+    # RTX 5090 (12.0) on 580.95.05: 2.15.0 has cu130 (13.0 GA driver 580.65.06 <= 580.95.05: full features,
+    # RFC pytorch#190385 keeps 13.0 stable) and cu132 (13.2 GA driver 595.45.04 > 580.95.05: limited) -> cu130
     _, r = compat(capsys, "--driver", "580.95.05", "--gpu", "rtx 5090")
     rec = r["recommended_install"]
-    assert (rec["torch"], rec["variant"]) == ("2.15.0", "cu132")
-    assert rec["command"] == "pip install torch==2.15.0"
-    assert rec["limitations"] and "595.45.04" in rec["limitations"][0]
+    assert (rec["torch"], rec["variant"]) == ("2.15.0", "cu130")
+    assert rec["command"] == "pip install torch==2.15.0 --index-url https://download.pytorch.org/whl/cu130"
+    assert not any("driver" in lim for lim in rec["limitations"])
+    assert rec["requires"]["python"] == ">=3.11,<3.16" and rec["requires"]["driver_full_features"] == "580.65.06"
 
 
 def test_cpu_wheel_on_gpu_fails(capsys):
@@ -102,7 +104,7 @@ def test_python_outside_release_range(capsys):
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["--driver", "535"], "not an NVIDIA driver version"),
+    (["--driver", "999"], "no driver of branch 999"),
     (["--driver", "abc"], "not an NVIDIA driver version"),
     (["--driver", "535.54.03.1"], "not an NVIDIA driver version"),
     (["--gpu", "rtx 9999"], "unknown GPU"),

@@ -40,7 +40,7 @@ def test_every_engine_flag_is_refused_by_an_engine_that_does_not_declare_it(caps
 
 def test_values_outside_the_engines_choices_name_them(capsys):
     code, _, err = run(capsys, "sdxl-base-1.0", "--gpu", "h100", "--quantize", "nf4")
-    assert code == 3 and "--quantize nf4 is not one of 8bit, 4bit, fp8 for --engine diffusers" in err
+    assert code == 3 and "--quantize nf4 is not one of 8bit, 4bit, int8wo, fp8 for --engine diffusers" in err
 
 
 def test_an_engine_that_does_not_serve_the_model_kind_says_which_do(capsys):

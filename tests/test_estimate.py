@@ -176,14 +176,6 @@ def test_bad_config_file_is_a_clean_cli_error(tmp_path, capsys):
     assert "Traceback" not in capsys.readouterr().err
 
 
-def test_unknown_model_type_falls_back_with_warning(capsys, tmp_path):
-    p = tmp_path / "config.json"
-    p.write_text(json.dumps({"model_type": "brandnew", "hidden_size": 1024, "num_hidden_layers": 4,
-                             "num_attention_heads": 8, "intermediate_size": 4096, "vocab_size": 32000}))
-    code, r = estimate_json(capsys, str(p), "--gpu", "h100")
-    assert code == 0 and any("unknown model_type 'brandnew'" in a for a in r["assumptions"])
-
-
 def test_weights_come_from_safetensors_headers(tmp_path, capsys):
     from models_helpers import write_model_folder
 
@@ -204,7 +196,7 @@ def test_gguf_is_dequantized_for_transformers(tmp_path, capsys):
     p.write_bytes(gguf_bytes(llama_gguf_metadata(), llama_gguf_tensors()))
     # 256x8 + 256x256 + 256 + 256x512 + 256x8 elements, all as bf16 after loading
     elements = 256 * 8 + 256 * 256 + 256 + 256 * 512 + 256 * 8
-    code, r = estimate_json(capsys, str(p), "--gpu", "h100")
+    code, r = estimate_json(capsys, str(p), "--gpu", "h100", "--engine", "transformers")  # .gguf defaults to llama.cpp
     assert code == 0 and r["breakdown"]["weights"] == elements * 2
     assert any("dequantizes" in a for a in r["assumptions"])
 

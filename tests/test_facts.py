@@ -61,7 +61,7 @@ def test_gpu_catalog_size_and_unique_names():
 # Values below are read from NVIDIA's CUDA release notes Table 3 and the compatibility guide.
 def test_family_floors():
     assert facts.cuda_family(12)["linux_floor"] == "525.60.13"
-    assert facts.cuda_family(13)["linux_floor"] == "580.65.06"
+    assert facts.cuda_family(13)["linux_floor"] == "580.00"  # ">= 580": a branch (minor-version page, Table 1)
     assert facts.cuda_family(11)["linux_floor"] == "450.80.02"
 
 
@@ -105,3 +105,63 @@ def test_parse_torch(text, expected):
 def test_parse_torch_rejects(bad):
     with pytest.raises(UsageError):
         facts.parse_torch(bad)
+
+
+# ---------------------------------------------------------------- issue 11 / 17 / 9
+
+def test_every_gpu_name_in_the_sources_resolves():
+    data = json.load(open(os.path.join(os.path.dirname(__file__), "fixtures", "gpu_names_from_sources.json")))
+    missing = [n for names in data["sources"].values() for n in names if facts.match_gpu(n) is None]
+    assert missing == []
+
+
+def test_every_desktop_gpu_has_a_minimum_driver():
+    # Jetson Orin's driver is part of Jetson Linux: the only CC without a desktop branch
+    missing = [g["id"] for g in facts.gpus() if facts.gpu_min_driver(g)[0] is None and g["compute_capability"] != "8.7"]
+    assert missing == []
+    assert facts.gpu_min_driver(facts.find_gpu("h100"))[0] == "520.00"   # CUDA 11.8 (R520) first targets sm_90
+    assert facts.gpu_min_driver(facts.find_gpu("rtx 5090"))[0] == "570.26"
+
+
+def test_ambiguous_names_pick_the_smaller_board_and_say_so():
+    row, note = facts.resolve_gpu("A100")
+    assert row["memory_gb"] == 40 and "assuming the smaller" in note and "80GB" in note
+    assert facts.find_gpu("v100")["memory_gb"] == 16
+    assert facts.resolve_gpu("rtx 4090")[1] is None
+
+
+def test_nvml_sizes_and_shared_memory():
+    assert facts.find_gpu("NVIDIA H100 80GB HBM3")["memory_mib"] == 81559
+    assert facts.find_gpu("NVIDIA H200")["memory_mib"] == 143771
+    assert facts.shares_memory_with_cpu(facts.find_gpu("orin")) and facts.shares_memory_with_cpu(facts.find_gpu("dgx spark"))
+    assert facts.find_gpu("rtx 5050")["memory_size_kind"] == "marketed"
+
+
+@pytest.mark.parametrize("text,expected", [("580", "580.95.05"), ("535", "535.104.05"), ("570.86.16", "570.86.16")])
+def test_driver_branch_is_the_newest_release_in_the_tables(text, expected):
+    assert facts.resolve_driver(text) == expected
+
+
+def test_jetson_versions_parse():
+    assert facts.parse_torch("2.5.0a0+872d972e41.nv24.08") == ("2.5.0", "nv24.08")
+    assert facts.parse_torch("2.0.0+nv23.05") == ("2.0.0", "nv23.05")
+    assert facts.jetpack_for_l4t("R36.4.3")["jetpack"] == "6.2" and facts.jetpack_for_l4t("35.4.1")["cuda"] == "11.4"
+
+
+def test_variant_rows_say_how_they_were_verified_and_new_variants_exist():
+    for rel in facts.table("torch")["releases"]:
+        assert rel.get("wheels", {}).get("source", "").startswith("https://pypi.org/project/torch/")
+        for v in rel["variants"]:
+            assert v.get("verified"), (rel["torch"], v["variant"])
+    for ver in ("2.9", "2.10", "2.11", "2.12"):
+        assert facts.torch_variant(ver, "cu129")[1] is not None
+    assert facts.torch_variant("2.15", "cu130")[1]["cuda"] == "13.0"
+
+
+@pytest.mark.parametrize("name", ["jetson", "extensions"])
+def test_new_tables_cite_sources(name):
+    data = facts.table(name)
+    rows = data.get("jetpacks", []) + data.get("rules", []) + data.get("packages", [])
+    assert rows and all(URL.match(r["source"]) for r in rows)
+    for jp in data.get("jetpacks", []):
+        assert all(URL.match(w["source"]) for w in jp["torch_wheels"])

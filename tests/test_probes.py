@@ -817,3 +817,79 @@ def test_torch_dist_info_without_metadata(tmp_path):
         "cuda": Fact(None, src, reason),
         "nvidia_packages": Fact({}, src),
     }
+
+
+# ---------------------------------------------------------------- platform probe (issue 11)
+
+def _root(tmp_path, files):
+    for path, text in files.items():
+        p = tmp_path / path.lstrip("/")
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+    from gpu_preflight.probes.context import ProbeContext
+
+    return ProbeContext(environ={}, root=str(tmp_path))
+
+
+def test_jetson_is_detected_from_nv_tegra_release(tmp_path):
+    from gpu_preflight.probes import platform as plat
+
+    ctx = _root(tmp_path, {"/etc/nv_tegra_release": "# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, "
+                                                     "EABI: aarch64, DATE: Wed Jan  8 01:49:37 UTC 2025\n",
+                           "/proc/device-tree/model": "NVIDIA Jetson AGX Orin Developer Kit\x00"})
+    p = plat.probe_platform(ctx, os_platform="linux", machine="aarch64")
+    assert p["kind"].value == "jetson" and p["l4t"].value == "36.4.3"
+    assert p["board"].value == "NVIDIA Jetson AGX Orin Developer Kit"
+
+
+def test_wsl_windows_and_sbsa_are_told_apart(tmp_path):
+    from gpu_preflight.probes import platform as plat
+
+    ctx = _root(tmp_path, {"/usr/lib/wsl/lib/libcuda.so.1": ""})
+    assert plat.probe_platform(ctx, os_platform="linux", machine="x86_64")["kind"].value == "wsl"
+    bare = _root(tmp_path / "b", {"/etc/os-release": "PRETTY_NAME=x\n"})
+    assert plat.probe_platform(bare, os_platform="linux", machine="aarch64")["kind"].value == "linux-aarch64"
+    assert plat.probe_platform(bare, os_platform="win32", machine="AMD64")["kind"].value == "windows"
+
+
+def test_garbled_tegra_release_is_unavailable_not_a_crash(tmp_path):
+    from gpu_preflight.probes import platform as plat
+
+    ctx = _root(tmp_path, {"/etc/nv_tegra_release": "\x00\x01garbage"})
+    p = plat.probe_platform(ctx, os_platform="linux", machine="aarch64")
+    assert p["l4t"].unavailable and p["kind"].value == "linux-aarch64"
+
+
+@pytest.mark.parametrize("banner,taint,flavor", [
+    ("NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  570.86.15  Release Build", None, "open"),
+    ("NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54.15  Tue Mar  5 22:23:56 UTC 2024", "PO", "proprietary"),
+    ("NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54.15  Tue Mar  5 22:23:56 UTC 2024", "O", "open"),
+])
+def test_kernel_module_flavor(tmp_path, banner, taint, flavor):
+    from gpu_preflight.probes import platform as plat
+
+    files = {"/proc/driver/nvidia/version": banner + "\n"}
+    if taint:
+        files["/sys/module/nvidia/taint"] = taint + "\n"
+    assert plat.probe_kernel_flavor(_root(tmp_path, files))["flavor"].value == flavor
+
+
+def test_conda_torch_package_is_read(tmp_path):
+    from gpu_preflight.probes import platform as plat
+
+    meta = tmp_path / "env" / "conda-meta"
+    meta.mkdir(parents=True)
+    (meta / "pytorch-2.5.1-py3.11_cuda12.1_cudnn9.1.0_0.json").write_text(
+        '{"name": "pytorch", "version": "2.5.1", "build": "py3.11_cuda12.1_cudnn9.1.0_0", "channel": "pytorch"}')
+    c = plat.probe_conda(_root(tmp_path, {}), prefix=str(tmp_path / "env"))
+    assert c["env_is_conda"].value is True and c["torch_package"].value["build"].startswith("py3.11_cuda12.1")
+
+
+def test_image_compat_libs_are_listed(tmp_path):
+    from gpu_preflight.probes import platform as plat
+
+    ctx = _root(tmp_path, {"/usr/local/cuda-12.8/compat/libcuda.so.570.124.06": "", "/usr/local/cuda-12.8/x": ""})
+    ctx.environ["CUDA_VERSION"] = "12.8.0"
+    img = plat.probe_image(ctx)
+    assert img["cuda_version"].value == "12.8.0"
+    assert img["compat_libcuda"].value == [{"dir": "/usr/local/cuda-12.8/compat", "version": "570.124.06"}]

@@ -25,9 +25,9 @@ def arch(name):
     return parse_llm(load_model_source(name, offline=True).config)
 
 
-def est(name, version="0.10.2", total=H100_TOTAL, gpu="NVIDIA H100 SXM5 80GB", cc=(9, 0), **kw):
+def est(name, version="0.10.2", total=H100_TOTAL, gpu="NVIDIA H100 SXM5 80GB", cc=(9, 0), config=None, **kw):
     s = V.VllmSettings(version=version, **kw)
-    return V.estimate_vllm(arch(name), total, s, gpu_name=gpu, cc=cc)
+    return V.estimate_vllm(arch(name), total, s, gpu_name=gpu, cc=cc, config=config)
 
 
 # ---- the budget: requested - weights - profile peak - non-torch (gpu_worker.py determine_available_memory) ----
@@ -36,6 +36,8 @@ def test_llama_8b_budget_at_0_10_2_by_hand():
     e = est("llama-3.1-8b-instruct", gpu_memory_utilization=0.9, max_model_len=16000)
     requested = int(H100_TOTAL * 0.9)                     # gpu_worker.py init_device @ v0.10.2
     weights = 8_030_261_248 * 2                           # Llama-3.1-8B parameters (model card), bf16; vocab 128256 % 64 == 0
+    weights += 131072 * 128 * 2                           # rotary cos/sin cache [max_position, head_dim] in bf16
+    assert round(weights / GIB, 4) == 14.9888             # vLLM's own "Model loading took 14.9888 GiB" (llm-d log)
     sampler = 38 * 1024 * 128256 + 8192 * 4096 * 2        # sort sampler over max_num_seqs=1024 rows + hidden states
     forward = 2 * 8192 * 4096 * 2 + 8192 * 3 * 14336 * 2  # residual + hidden + gate_up (2I) + act (I)
     non_torch = int(0.13 * GIB)                           # measured (data/vllm.json)
@@ -57,13 +59,70 @@ def test_0_8_5_counts_the_cuda_context_as_non_torch():
 
 
 def test_cuda_graphs_enter_the_budget_from_0_20():
-    # envs.py VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS: "0" at v0.18.0, "1" at v0.20.0
+    # envs.py VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS: "0" at v0.18.0, "1" at v0.20.0 (V1 runner for Qwen3 there)
     old = est("qwen3-8b", version="0.18.0", gpu_memory_utilization=0.9)
     new = est("qwen3-8b", version="0.20.0", gpu_memory_utilization=0.9)
     assert not old.cuda_graphs_in_budget and new.cuda_graphs_in_budget
-    assert old.kv_cache_bytes - new.kv_cache_bytes == int(0.5 * GIB)
+    # H100 defaults 8192 tokens / 1024 seqs: capture sizes up to min(2 x 1024, 512) = 512, [1, 2, 4] + 8..248 step 8
+    # + 256..512 step 16 = 51 PIECEWISE graphs, all <= 1024 so 51 FULL graphs (config/vllm.py @ v0.20.0)
+    assert new.cuda_graph_counts == (51, 51)
+    first = int(0.39 * GIB)                       # measured first capture (data/vllm.json)
+    assert old.kv_cache_bytes - new.kv_cache_bytes == first + (50 + 50) * (1 << 20)  # + vLLM's 1 MiB per graph
     eager = est("qwen3-8b", version="0.20.0", gpu_memory_utilization=0.9, cuda_graphs=False)
     assert eager.cuda_graph_bytes == 0 and eager.kv_cache_bytes == old.kv_cache_bytes
+
+
+def test_capture_sizes_per_release():
+    r = V.releases()["releases"]
+    assert len(V.capture_sizes(r["0.11.0"], 1024, 8192)) == 3 + 64          # [1, 2, 4] + 8..512 step 8
+    assert len(V.capture_sizes(r["0.11.2"], 1024, 8192)) == 3 + 31 + 17     # + 256..512 step 16
+    assert V.capture_sizes(r["0.20.0"], 8, 8192) == [1, 2, 4, 8, 16]        # up to 2 x max_num_seqs
+    s = V.VllmSettings(max_num_seqs=256, max_num_batched_tokens=2048)
+    assert V.cuda_graph_counts(r["0.10.2"], s) == (67, 0)                   # PIECEWISE only before 0.11
+    assert V.cuda_graph_counts(r["0.11.2"], s) == (51, 35)                  # FULL decode graphs <= 256
+
+
+def _cfg(name):
+    return load_model_source(name, offline=True).config
+
+
+def test_model_runner_per_release():
+    # config/vllm.py use_v2_model_runner / _is_default_v2_model_runner_model at each tag
+    llama, qwen, moe = arch("llama-3.1-8b-instruct"), arch("qwen3-8b"), arch("qwen3-30b-a3b")
+    r = V.releases()["releases"]
+    assert V.model_runner(r["0.20.0"], "0.20.0", qwen, ["Qwen3ForCausalLM"], False, False) == "v1"
+    assert V.model_runner(r["0.22.0"], "0.22.0", qwen, ["Qwen3ForCausalLM"], False, False) == "v2"
+    assert V.model_runner(r["0.22.0"], "0.22.0", llama, ["LlamaForCausalLM"], False, False) == "v1"
+    assert V.model_runner(r["0.28.0"], "0.28.0", llama, ["LlamaForCausalLM"], False, False) == "v2"
+    assert V.model_runner(r["0.28.0"], "0.28.0", moe, ["Qwen3MoeForCausalLM"], False, False) == "v1"
+    assert V.model_runner(r["0.28.0"], "0.28.0", llama, ["LlamaForCausalLM"], True, False) == "v1"  # hybrid
+    assert V.model_runner(r["0.31.0"], "0.31.0", moe, ["Qwen3MoeForCausalLM"], False, False) == "v2"
+
+
+def test_v2_runner_sampler_and_graph_estimate():
+    # V2 dummy sampler: bf16 logits only (gpu/sample/sampler.py @ v0.28.0); 2048 tokens / 256 rows on an L40S-sized card
+    e = est("qwen3-8b", version="0.22.0", total=44 * GIB, gpu="NVIDIA L40S", cc=(8, 9), config=_cfg("qwen3-8b"))
+    assert e.runner == "v2"
+    sampler = 256 * 151936 * 2 + 2048 * 4096 * 2
+    forward = 2 * 2048 * 4096 * 2 + 2048 * 3 * 12288 * 2
+    assert e.activation_bytes == max(sampler, forward)
+    assert not e.cuda_graphs_in_budget                     # gpu/model_runner.py profile_cudagraph_memory returns 0
+    e31 = est("qwen3-8b", version="0.31.0", total=44 * GIB, gpu="NVIDIA L40S", cc=(8, 9), config=_cfg("qwen3-8b"))
+    assert e31.runner == "v2" and e31.cuda_graphs_in_budget  # gpu/cudagraph_utils.py profile_cudagraph_memory
+
+
+def test_rotary_cache_and_mxfp4_marlin_padding():
+    a = arch("gpt-oss-20b")
+    assert V.rotary_cache_bytes(arch("llama-3.1-8b-instruct"), 2) == 131072 * 128 * 2
+    # mxfp4.py create_weights @ v0.10.2, Marlin: I 2880 -> 2944 (x128), H 2880 -> 3072 (x256); 32 experts, 24 layers
+    def one(i, h):
+        return 32 * (2 * i * h // 2 + h * i // 2 + 2 * i * h // 32 + h * i // 32 + 2 * i * 2 + h * 2)
+    padded, plain = V.mxfp4_expert_bytes(a, 1, "marlin")
+    assert (padded, plain) == (24 * one(2944, 3072), 24 * one(2880, 2880))
+    a100 = est("gpt-oss-20b", total=int(79.25 * GIB), gpu="NVIDIA A100-SXM4-80GB", cc=(8, 0))
+    h100 = est("gpt-oss-20b")
+    assert a100.weights_bytes - h100.weights_bytes == padded - plain   # Hopper: Triton kernels, no padding
+    assert V.mxfp4_backend((8, 0)) == "marlin" and V.mxfp4_backend((9, 0)) == "triton"
 
 
 def test_default_utilization_and_sampler_per_release():
@@ -122,6 +181,82 @@ def test_fp8_kv_halves_the_bytes_per_token():
     assert est("qwen3-8b", kv_cache_dtype="fp8").kv_bytes_per_token * 2 == est("qwen3-8b").kv_bytes_per_token
 
 
+# ---- hybrid models: Mamba / linear-attention state (mamba_utils.py, models/config.py @ v0.19.0) ----
+
+QWEN35 = str(ROOT / "calibration" / "vllm" / "configs" / "qwen3.5-9b.json")
+
+
+def test_gated_delta_net_state_block_size_and_padding_for_qwen3_5():
+    cfg = load_model_source(QWEN35, offline=True).config
+    st = V.hybrid_state(cfg, 1, 2)
+    conv = 3 * (128 * 16 * 2 + 128 * 32) * 2          # (kernel-1) x conv_dim x bf16
+    temporal = 32 * 128 * 128 * 4                      # v_heads x v_dim x k_dim x float32 (mamba_ssm_dtype)
+    assert st.bytes == conv + temporal == 2_146_304
+    assert st.kinds.count("mamba") == 24 and st.kinds.count("full") == 8
+    a = parse_llm(cfg)
+    # attention page per token 2 x 4 heads x 256 x 2 B = 4096; 16 x cdiv(2146304, 16 x 4096) = 528 (vLLM logged 528)
+    assert V.hybrid_block_size(a, 2, 1, 16, st) == 528
+    lay = V.kv_layout(a, 2, 1, 1, 528, True, st)
+    assert lay.page_bytes == 528 * 4096                # the state padded by 0.76 %, as vLLM logged
+    assert round(100 * (lay.page_bytes - st.bytes) / st.bytes, 2) == 0.76
+
+
+def test_hybrid_layout_reproduces_the_l40s_log():
+    # vLLM 0.19.0 logged 20.27 GiB available -> "GPU KV cache size: 165,792 tokens" and 2.52x at 262,144
+    cfg = load_model_source(QWEN35, offline=True).config
+    e = V.estimate_vllm(parse_llm(cfg), int(44.3 * GIB), V.VllmSettings(version="0.19.0", gpu_memory_utilization=0.9),
+                        gpu_name="NVIDIA L40S", cc=(8, 9), config=cfg, non_torch=0)
+    lay = V.kv_layout(parse_llm(cfg), 2, 1, 1, 528, True, V.hybrid_state(cfg, 1, 2))
+    assert len(lay.groups()) == 4                      # 8 attention layers + 3 groups of 8 state layers
+    # the log prints 2 decimals of GiB: any block count reachable within 20.27 +- 0.005 GiB
+    counts = range(int(20.265 * GIB) // lay.page_bytes // 8, int(20.275 * GIB) // lay.page_bytes // 8 + 1)
+    assert any(b // 4 * 528 == 165_792 and round(b / (-(-262144 // 528) + 3), 2) == 2.52 for b in counts)
+    assert e.block_size == 528 and e.state_bytes_per_request == 24 * 528 * 4096
+
+
+def test_mamba2_and_mamba1_state_formulas():
+    nemotron = {"model_type": "nemotron_h", "num_hidden_layers": 4, "hybrid_override_pattern": "M*-M",
+                "mamba_num_heads": 128, "mamba_head_dim": 64, "n_groups": 8, "ssm_state_size": 128, "conv_kernel": 4}
+    st = V.hybrid_state(nemotron, 2, 2)
+    conv = 3 * ((128 * 64 + 2 * 8 * 128) // 2) * 2    # mamba2_state_shape: (kernel-1, conv_dim/TP)
+    temporal = (128 // 2) * 64 * 128 * 2
+    assert st.bytes == conv + temporal and st.kinds == ["mamba", "full", "none", "mamba"]
+    jamba = {"model_type": "jamba", "num_hidden_layers": 8, "hidden_size": 4096, "attn_layer_period": 8,
+             "attn_layer_offset": 4, "mamba_expand": 2, "mamba_d_state": 16, "mamba_d_conv": 4}
+    st = V.hybrid_state(jamba, 1, 2)
+    assert st.bytes == 3 * 8192 * 2 + 8192 * 16 * 2 and st.kinds.count("full") == 1
+    assert V.hybrid_state(load_model_source("qwen3-8b", offline=True).config, 1, 2) is None
+
+
+# ---- multi-GPU plan (issue 12): TP within a node, PP across nodes ----
+
+def test_parallel_plan_follows_vllms_guide_and_names_the_links():
+    a = arch("llama-3.3-70b-instruct")
+    p = V.plan_parallel(a, 8, 2, None, None, "h100-sxm-80gb")
+    assert (p["tensor_parallel_size"], p["pipeline_parallel_size"], p["gpus_used"]) == (8, 2, 16)
+    assert "NVLink" in p["tp_interconnect"] and "network" in p["pp_interconnect"]
+    p = V.plan_parallel(a, 4, 1, None, None, "l40s")
+    assert p["tensor_parallel_size"] == 4 and "PCIe" in p["tp_interconnect"] and p["pp_interconnect"].startswith("none")
+    # Qwen2.5-7B: 28 heads, 4 KV heads: TP 8 is refused by vLLM, TP 4 is the largest that splits both
+    p = V.plan_parallel(arch("qwen2.5-7b-instruct"), 8, 1, None, None, "h100-sxm-80gb")
+    assert p["tensor_parallel_size"] == 4 and p["gpus_idle"] == 4
+    p = V.plan_parallel(a, 8, 2, 16, 1, "h100-sxm-80gb")                 # the user's TP 16 spans two nodes
+    assert "across 2 nodes" in p["tp_interconnect"]
+    with pytest.raises(UsageError):
+        V.plan_parallel(a, 8, 1, 8, 2, "h100-sxm-80gb")
+
+
+def test_nodes_flag_plans_per_gpu_memory_and_the_largest_context(capsys):
+    code, out, _ = run(capsys, "llama-3.3-70b-instruct", "--engine", "vllm", "--gpu", "h100:8", "--nodes", "2", "--json")
+    v = json.loads(out)["vllm"]
+    assert v["parallel"]["tensor_parallel_size"] == 8 and v["parallel"]["pipeline_parallel_size"] == 2
+    assert "--pipeline-parallel-size 2" in v["serve_command"] and v["largest_max_model_len"] > 131072
+    one = V.weights_per_rank(arch("llama-3.3-70b-instruct"), 2, 8, 2, None)
+    assert v["weights_bytes"] == one + V.rotary_cache_bytes(arch("llama-3.3-70b-instruct"), 2)
+    code, out, _ = run(capsys, "llama-3.3-70b-instruct", "--engine", "vllm", "--gpu", "h100:8", "--nodes", "2")
+    assert "Parallel: TP 8 x PP 2 on 16 GPUs" in out and "network between nodes" in out
+
+
 # ---- refusals (kv_cache_utils.py check_enough_kv_cache_memory) ----
 
 def test_refusal_text_names_the_needed_and_available_memory():
@@ -157,21 +292,27 @@ def test_versions_resolve_to_the_release_read_at_or_before_them():
 # ---- the calibration bars on the committed logs (docs/accuracy.md) ----
 
 def test_calibration_bars_on_published_logs():
-    from gpu_preflight.measure.calibration_vllm import summarize
+    from gpu_preflight.measure.calibration_vllm import fit_first_capture, summarize
 
     s = summarize(ROOT)
-    train = s["budget"]["training"]
-    assert train["with_available"] >= 7
+    train, held = s["budget"]["training"], s["budget"]["held_out"]
+    assert train["with_available"] >= 10 and held["with_available"] >= 3
     assert train["median_abs_error_pct"] <= 1.0 and train["worst_abs_error_pct"] <= 3.0
-    assert train["verdicts_right"] == train["verdicts"]
+    # the issue's bar on held-out logs: 1.5 % median, 4 % worst of the budget, every verdict right
+    assert held["median_abs_error_pct"] <= 1.5 and held["worst_abs_error_pct"] <= 4.0
+    assert train["verdicts_right"] == train["verdicts"] and held["verdicts_right"] == held["verdicts"]
     assert s["layout"]["cases"] and s["layout"]["right"] == len(s["layout"]["cases"])
+    # the CUDA-graph constant in data/vllm.json is the one the training records give
+    assert abs(fit_first_capture(ROOT)["median_gib"] - V.releases()["measured"]["cuda_graph_first_capture_gib"]["value"]) < 0.005
 
 
 def test_every_log_record_carries_its_source_and_settings():
     for line in (ROOT / "calibration" / "vllm" / "logs.jsonl").read_text().splitlines():
         r = json.loads(line)
-        assert r["url"].startswith("https://") and r["model"] and "flags" in r and r["logged"]
-        assert r.get("vllm") or r.get("vllm_note")
+        assert (r.get("url") or "").startswith("https://") or r.get("index_id"), r["id"]
+        assert r["split"] in ("training", "held_out") and r["check"] in ("budget", "layout", "cuda_graph")
+        assert "flags" in r and r["logged"] and (r.get("vllm") or r.get("vllm_note"))
+        assert r["check"] == "cuda_graph" or r.get("model") or r.get("config")
 
 
 # ---- CLI ----
@@ -209,3 +350,19 @@ def test_bad_version_and_bad_parallel_layout_are_usage_errors(capsys):
     assert code == 3 and "newer than the newest modelled release" in err
     code, _, err = run(capsys, "qwen3-8b", "--engine", "vllm", "--gpu", "h100", "--tensor-parallel-size", "4")
     assert code == 3 and "needs 4 GPUs" in err
+
+
+def test_sampler_probe_dry_run_replays_vllms_sampler_steps(capsys):
+    pytest.importorskip("torch")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("probe", ROOT / "bench" / "vllm_sampler_probe.py")
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    assert probe.main(["--dry-run"]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    cases = {(c["path"], c["rows"], c["vocab"]): c for c in lines if "path" in c}
+    sort = cases[("v1_sort", 4, 64)]
+    # tensors alive at the sort: bf16 logits 2 + float32 copy 4 + sorted values 4 + int64 indices 8 = 18 B per logit
+    assert sort["steps"]["sort"] == 18.0 and cases[("v2", 4, 64)]["bytes_per_logit"] == 2.0
+    assert not sort["measured"] and "summary" in lines[-1]

@@ -154,12 +154,19 @@ def run_estimate(model: str, *, engine: str | None, gpu_specs: list[str], torch:
                  offline: bool | None, given: dict[str, Any], engines=None, resolve=None) -> dict[str, Any]:
     """The one code path behind `estimate()` and `preflight estimate`: load the model, pick the
     engine, refuse options it does not declare, build the report."""
-    from gpu_preflight.models import load_model_source
-
-    source = load_model_source(model, revision=revision, offline=offline)
+    source = load_source(model, revision=revision, offline=offline)
     plan = prepare_estimate(source, engine=engine, gpu_specs=gpu_specs, torch=torch, given=given,
                             engines=engines, resolve=resolve)
     return report_for(plan)
+
+
+def load_source(model: str, *, revision: str | None, offline: bool | None):
+    """The ModelSource of what the user typed (models.load_model_source; a Hub GGUF file
+    org/name/file.gguf: its header by HTTP range requests)."""
+    from gpu_preflight.models import gguf_remote, load_model_source
+
+    load = gguf_remote.load_hub_gguf if gguf_remote.is_hub_gguf(model) else load_model_source
+    return load(model, revision=revision, offline=offline)
 
 
 @dataclass(frozen=True)
@@ -230,11 +237,10 @@ def curve(model: str, *, engine: str | None = None, gpus: str | Sequence[str] | 
     range), with the measured runs of calibration/raw overlaid where found (`calibration`: a
     repository root; None = the source tree this package runs from, if any)."""
     from gpu_preflight.estimate.engines import all_engines
-    from gpu_preflight.models import load_model_source
 
     engines = all_engines()
     given = given_options(options, engines)
-    source = load_model_source(model, revision=revision, offline=offline)
+    source = load_source(model, revision=revision, offline=offline)
     plan = prepare_estimate(source, engine=engine, gpu_specs=_gpu_specs(gpus), torch=torch, given=given,
                             engines=engines)
     return Curve(_frozen(curve_for(plan, given=given, spec=sweep, calibration=calibration)))

@@ -69,7 +69,7 @@ def check(code: str, name: str, area: str, title: str, scope: str = "node"):
 
 
 def all_checks() -> list[Check]:
-    from gpu_preflight.checks import fleet, interconnect, stack  # noqa: F401 - registers the checks
+    from gpu_preflight.checks import fleet, interconnect, platform, stack  # noqa: F401 - registers the checks
 
     return [REGISTRY[k] for k in sorted(REGISTRY)]
 

@@ -44,6 +44,22 @@ def arch_from_list(arch_list: list[str]) -> tuple[list[str], list[str]]:
     return sass, ptx
 
 
+def platform_of(snap: dict) -> str:
+    """linux-x86_64 | linux-aarch64 | jetson | windows | wsl (from the platform probe or the description)."""
+    kind = fact(snap, "platform.kind").get()
+    if kind:
+        return kind
+    machine = (fact(snap, "host.machine").get() or "").lower()
+    return "linux-aarch64" if machine in ("aarch64", "arm64") else "linux-x86_64"
+
+
+def jetpack_of(snap: dict) -> dict | None:
+    jp = fact(snap, "platform.jetpack").get()
+    if jp:
+        return facts.jetpack(jp)
+    return facts.jetpack_for_l4t(fact(snap, "platform.l4t").get())
+
+
 def torch_view(snap: dict) -> TorchView:
     inst = fact(snap, "torch.installed")
     if not inst.get(False):
@@ -57,7 +73,11 @@ def torch_view(snap: dict) -> TorchView:
     cuda_fact = fact(snap, "torch.cuda")
     view.release, var_row = facts.torch_variant(base, local if local and local != "cpu" else None) \
         if facts.torch_release(base) else (None, None)
-    if cuda_fact.ok:
+    if local and facts.is_jetson_local(local) and not cuda_fact.ok:
+        jp = jetpack_of(snap)
+        view.cuda = jp["cuda"] if jp else None
+        view.notes.append("NVIDIA Jetson wheel: CUDA of its JetPack")
+    elif cuda_fact.ok:
         view.cuda = cuda_fact.value
     elif local and local.startswith("cu"):
         view.cuda = variant_cuda(local)
@@ -70,6 +90,9 @@ def torch_view(snap: dict) -> TorchView:
         view.variant = "cpu"
     elif local and local.startswith("cu"):
         view.variant = local
+    elif local and facts.is_jetson_local(local):
+        view.variant = local
+        var_row = None
     elif view.cuda:
         view.variant = "cu" + view.cuda.replace(".", "")
     if view.release is not None and view.variant and (var_row is None or var_row["variant"] != view.variant):
@@ -81,9 +104,10 @@ def torch_view(snap: dict) -> TorchView:
         view.sass, view.ptx = arch_from_list(arch)
         view.arch_source = "torch.cuda.get_arch_list() (--deep)"
     elif var_row is not None:
-        view.sass, view.ptx = var_row.get("sass"), var_row.get("ptx")
-        view.arch_source = var_row.get("source")
-        view.arch_note = var_row.get("note")
+        plat = platform_of(snap)
+        view.sass, view.ptx, view.arch_source = facts.variant_arch(var_row, plat)
+        view.arch_note = var_row.get("note") if facts.wheel_platform(plat) == "linux-x86_64" else \
+            f"no verified {facts.wheel_platform(plat)} arch list for {var_row['variant']}"
     return view
 
 

@@ -6,7 +6,7 @@ import re
 
 from gpu_preflight.compat import facts
 from gpu_preflight.checks import Finding, check
-from gpu_preflight.checks.context import GIB, driver_version, gib, gpu_views, torch_view
+from gpu_preflight.checks.context import GIB, driver_version, gib, gpu_views, jetpack_of, platform_of, torch_view
 from gpu_preflight.compat.rules import arch_coverage, driver_for_cuda
 from gpu_preflight.compat.recommend import recommend
 from gpu_preflight.snapshot.schema import fact
@@ -26,11 +26,33 @@ def _python(snap) -> str | None:
     return fact(snap, "host.python_version").get()
 
 
+def recommendation(snap):
+    """The install recommendation for this snapshot's platform, driver, GPUs, Python and glibc."""
+    from gpu_preflight.compat.recommend import recommend as _rec
+
+    views = gpu_views(snap)
+    return _rec(driver_version(snap), [g.cc for g in views if g.cc], _python(snap), platform_of(snap),
+                fact(snap, "platform.glibc").get(), [g.catalog for g in views if g.catalog], jetpack_of(snap))
+
+
 def _recommended_fix(snap, why: str) -> str:
-    rec = recommend(driver_version(snap), [g.cc for g in gpu_views(snap) if g.cc], _python(snap))
+    from gpu_preflight.compat.recommend import driver_knows_gpus
+
+    rec = recommendation(snap)
     if rec is None:
+        views = gpu_views(snap)
+        stale = driver_knows_gpus(driver_version(snap), [g.catalog for g in views if g.catalog])
+        if stale:
+            return f"{why}; {stale}: {NVIDIA_DOWNLOAD}"
+        if platform_of(snap) == "jetson":
+            return (f"{why}; on Jetson install NVIDIA's PyTorch wheel for your JetPack "
+                    f"(https://forums.developer.nvidia.com/t/pytorch-for-jetson/72048), or upgrade to JetPack 7")
         return f"{why}; no PyTorch release in the tables runs on this driver and GPU: upgrade the driver ({NVIDIA_DOWNLOAD})"
-    return f"{why}: {rec['command']}   (torch {rec['torch']}, CUDA {rec['cuda']})"
+    req = rec.get("requires") or {}
+    needs = [f"driver >= {req['driver_full_features'] or req['driver_floor']}" if req.get("driver_floor") else None,
+             f"Python {req['python']}" if req.get("python") else None]
+    needs_s = ", ".join(n for n in needs if n)
+    return f"{why}: {rec['command']}   (torch {rec['torch']}, CUDA {rec['cuda']}" + (f"; needs {needs_s}" if needs_s else "") + ")"
 
 
 @check("PF101", "nvidia-driver", "driver", "NVIDIA driver")
@@ -168,8 +190,16 @@ def driver_vs_torch_cuda(snap):
     drv = driver_version(snap)
     if not drv:
         return _F("skip", title, "driver version unknown")
-    v = driver_for_cuda(drv, tv.cuda)
-    ev = {"driver": drv, "torch": tv.version, "torch_cuda": tv.cuda, "floor": v.floor, "release_driver": v.full}
+    plat = platform_of(snap)
+    jp = jetpack_of(snap) if plat == "jetson" else None
+    if plat == "jetson" and (jp or {}).get("sbsa") is not True:
+        return _F("skip", title, "Jetson before JetPack 7: the driver is part of Jetson Linux (see PF120)")
+    if jp and facts.parse_cuda(tv.cuda) <= facts.parse_cuda(jp["cuda"]):
+        return _F("ok", title, f"torch {tv.version} uses CUDA {tv.cuda}; JetPack {jp['jetpack']}'s driver {drv} "
+                               f"provides CUDA {jp['cuda']}", driver=drv, torch_cuda=tv.cuda, jetpack=jp["jetpack"])
+    v = driver_for_cuda(drv, tv.cuda, facts.driver_os(plat))
+    ev = {"driver": drv, "torch": tv.version, "torch_cuda": tv.cuda, "floor": v.floor, "release_driver": v.full,
+          "platform": plat}
     if v.status == "fail":
         return _F("fail", title, f"torch {tv.version} uses CUDA {tv.cuda}; {v.message}",
                   _recommended_fix(snap, f"upgrade the driver to >= {v.full or v.floor}, or install a build "
@@ -221,7 +251,7 @@ def gpu_arch_in_wheel(snap):
         if not g.cc:
             out.append(_F("skip", title, f"GPU {g.index} ({g.name}): compute capability unknown"))
             continue
-        cov, detail = arch_coverage(g.cc, tv.sass, tv.ptx)
+        cov, detail = arch_coverage(g.cc, tv.sass, tv.ptx, tv.cuda)
         ev = {"gpu": g.name, "compute_capability": g.cc, "sass": tv.sass, "ptx": tv.ptx, "arch_source": tv.arch_source}
         head = f"GPU {g.index} {g.name} ({g.cc}), torch {tv.version}+{tv.variant}"
         if cov == "sass":
@@ -270,8 +300,10 @@ def cpu_only_torch(snap):
     tv = torch_view(snap)
     title = "PyTorch build has CUDA"
     if not tv.installed:
-        return _F("skip", title, "PyTorch is not installed",
-                  _recommended_fix(snap, "to install it") if gpu_views(snap) else None)
+        if not gpu_views(snap):
+            return _F("skip", title, "PyTorch is not installed")
+        fix = _recommended_fix(snap, "to install it")
+        return _F("skip", title, f"PyTorch is not installed; {fix}", fix)
     hip = fact(snap, "torch.hip").get()
     gpus = gpu_views(snap)
     if tv.cuda:
@@ -835,6 +867,8 @@ def torch_runtime(snap):
     if "torch_deep" not in snap:
         return _F("skip", title, "not run (use `preflight doctor --deep`)")
     if not res.ok:
+        if not fact(snap, "torch.installed").get(False) and "No module named 'torch'" in (res.unavailable or ""):
+            return _F("skip", title, "PyTorch is not installed in this environment (see PF105 for the install command)")
         return _F("fail", title, res.unavailable or "torch probe failed", "run `python -c \"import torch\"` to see the error")
     data = res.value
     warns = data.get("warnings") or []
@@ -859,9 +893,19 @@ def torch_runtime(snap):
             out.append(_F("fail", title, f"GPU {dev['index']} {name}: {detail}", "check dmesg for Xid errors", smoke=smoke))
         else:
             out.append(_F("ok", title, f"GPU {dev['index']} {name}: {', '.join(smoke)} matmuls correct "
-                                       f"(torch {data.get('version')}, cuDNN {(data.get('cudnn_version') or {}).get('value')})",
+                                       f"(torch {data.get('version')}, cuDNN {cudnn_text((data.get('cudnn_version') or {}).get('value'))})",
                           smoke=smoke))
     return out or _F("ok", title, "torch sees the GPU")
+
+
+def cudnn_text(value) -> str:
+    """torch.backends.cudnn.version(): 91900 -> '9.19.0' (cuDNN 9 encodes M*10000 + m*100 + p;
+    cuDNN 8 M*1000 + m*100 + p, e.g. 8902 -> '8.9.2')."""
+    if not isinstance(value, int) or value <= 0:
+        return str(value)
+    if value >= 90000:
+        return f"{value // 10000}.{value % 10000 // 100}.{value % 100}"
+    return f"{value // 1000}.{value % 1000 // 100}.{value % 100}"
 
 
 @check("PF118", "python-vs-torch", "torch", "Python version for PyTorch")
@@ -901,8 +945,10 @@ def python_vs_torch(snap):
 def gpu_driver_support(snap):
     """
     What it checks:
-    The driver against the minimum driver an official NVIDIA page states for the GPU (for
-    example Blackwell GPUs need the R570 branch or newer).
+    The driver against the minimum driver an official NVIDIA page states for the GPU, else the
+    first driver branch of its architecture: the Table 3 driver branch of the first CUDA toolkit
+    that compiles for its compute capability (Blackwell R570, Hopper and Ada R520, Ampere R450/R455,
+    Turing R410, ...), so every GPU in the catalog has a floor.
 
     Why it matters:
     A driver older than the GPU does not initialize it at all; nvidia-smi may not list it and
@@ -917,17 +963,23 @@ def gpu_driver_support(snap):
     Sources:
     https://docs.nvidia.com/deeplearning/cudnn/latest/reference/support-matrix.html
     https://developer.nvidia.com/cuda-gpus
+    https://docs.nvidia.com/cuda/archive/13.2.2/cuda-toolkit-release-notes/index.html
     """
     title = "Driver knows the GPU"
     drv = driver_version(snap)
     out = []
     for g in gpu_views(snap):
-        need = (g.catalog or {}).get("min_driver_linux")
+        need, src = facts.gpu_min_driver(g.catalog) if g.catalog else (None, None)
         if not need or not drv:
             continue
+        stated = bool((g.catalog or {}).get("min_driver_linux"))
+        kind = "its stated minimum" if stated else f"the first driver branch for {g.catalog['architecture']} " \
+                                                  f"(CC {g.cc})"
         if facts.driver_ge(drv, need):
-            out.append(_F("ok", title, f"GPU {g.index} {g.name}: driver {drv} >= {need}"))
+            out.append(_F("ok", title, f"GPU {g.index} {g.name}: driver {drv} >= {need} ({kind})", source=src))
         else:
-            out.append(_F("fail", title, f"GPU {g.index} {g.name} needs driver >= {need}; installed {drv}",
-                          f"install NVIDIA driver {need} or newer: {NVIDIA_DOWNLOAD}", gpu=g.name, needed=need))
+            out.append(_F("fail", title, f"GPU {g.index} {g.name} needs driver >= {need} ({kind}); installed {drv}: "
+                                         f"the driver cannot drive this GPU",
+                          f"install NVIDIA driver {need} or newer: {NVIDIA_DOWNLOAD}", gpu=g.name, needed=need,
+                          source=src))
     return out or _F("skip", title, "no stated minimum driver for these GPUs")

@@ -24,7 +24,7 @@ def emit_report(kind: str, snap: dict, args, only: list[str] | None = None) -> i
     from gpu_preflight.checks import run_checks
     from gpu_preflight.checks.context import driver_version, gpu_views
     from gpu_preflight.compat.described import summary
-    from gpu_preflight.compat.recommend import recommend
+    from gpu_preflight.checks.stack import recommendation
     from gpu_preflight.render.findings import render_json, render_text, report_json
     from gpu_preflight.render.style import Style
     from gpu_preflight.snapshot.schema import fact
@@ -33,8 +33,10 @@ def emit_report(kind: str, snap: dict, args, only: list[str] | None = None) -> i
     ccs = [g.cc for g in gpu_views(snap) if g.cc]
     rec = None
     if ccs or driver_version(snap):
-        rec = recommend(driver_version(snap), ccs, fact(snap, "host.python_version").get())
+        rec = recommendation(snap)
     report = report_json(kind, findings, rec, summary(snap))
+    if snap.get("notes"):
+        report["notes"] = list(snap["notes"])
     if args.json:
         sys.stdout.write(render_json(report) + "\n")
     else:

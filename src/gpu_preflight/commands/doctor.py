@@ -20,6 +20,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    import sys
+
     import gpu_preflight.snapshot as snapshot
     from gpu_preflight.commands._common import refuse_python_without_deep
 
@@ -31,5 +33,17 @@ def run(args) -> int:
         raise UsageError(f"{flag} does not apply with --from: a saved snapshot is judged as it was collected",
                          hint=f"drop {flag}, or collect a new one with `preflight snapshot --deep -o FILE`")
 
-    snap = snapshot.load(args.from_file) if args.from_file else snapshot.collect(deep=args.deep, python=args.python)
+    if args.from_file:
+        snap = snapshot.load(args.from_file)
+        recorded = snap.get("created_utc") or "an unknown time"
+        sys.stderr.write(f"preflight: replaying {args.from_file} (recorded {recorded}), not probing this machine\n")
+        snap["recorded_origin"] = snap.get("origin")
+        snap["origin"] = "file"
+        snap["replayed_from"] = args.from_file
+    else:
+        if args.deep:
+            sys.stderr.write("preflight: --deep: importing torch in a child process and running a test matmul on each "
+                             "GPU (takes seconds)...\n")
+            sys.stderr.flush()
+        snap = snapshot.collect(deep=args.deep, python=args.python)
     return emit_report("doctor", snap, args)

@@ -29,6 +29,8 @@ def run(args) -> int:
                 fh.write(text)
         except OSError as exc:
             raise PreflightError(f"cannot write {args.output}: {exc.strerror or exc}") from None
+        sys.stderr.write(f"preflight: wrote {args.output} ({len(text.encode())} bytes); judge it anywhere with "
+                         f"`preflight doctor --from {args.output}`\n")
     else:
         sys.stdout.write(text)
     return 0

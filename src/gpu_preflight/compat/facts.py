@@ -132,6 +132,9 @@ def parse_torch(text: str) -> tuple[str, str | None]:
     """'2.7.1+cu128' -> ('2.7.1', 'cu128'). Raises UsageError for things we cannot judge."""
     s = str(text).strip()
     m = re.fullmatch(r"(\d+)\.(\d+)(?:\.(\d+))?((?:a|b|rc|\.dev|\.post)\d*)?(?:\+([A-Za-z0-9.]+))?", s)
+    if m and m.group(5) and JETSON_LOCAL.search(m.group(5)):
+        base = ".".join(g for g in m.group(1, 2, 3) if g is not None)
+        return base, "nv" + JETSON_LOCAL.search(m.group(5)).group(1)
     if not m:
         raise UsageError(f"{text!r} is not a PyTorch version", hint="use e.g. 2.7.1, 2.7.1+cu128 or 2.5.1+cpu")
     local = m.group(5)
@@ -142,6 +145,14 @@ def parse_torch(text: str) -> tuple[str, str | None]:
         local = None  # source build with an unknown CUDA: judged as the release, flagged by the caller
     base = ".".join(g for g in m.group(1, 2, 3) if g is not None)
     return base, local
+
+
+JETSON_LOCAL = re.compile(r"(?:^|\.)nv(\d{2}\.\d{2})$")
+
+
+def is_jetson_local(local: str | None) -> bool:
+    """'nv24.08': NVIDIA's Jetson wheels ('2.5.0a0+872d972e41.nv24.08', '2.0.0+nv23.05')."""
+    return bool(local) and bool(re.fullmatch(r"nv\d{2}\.\d{2}", local))
 
 
 def torch_release(version: str) -> dict[str, Any] | None:
@@ -197,6 +208,9 @@ def match_gpu(name: str) -> dict[str, Any] | None:
     key = _norm(name)
     if not key:
         return None
+    amb = ambiguous(name)
+    if amb is not None:
+        return gpu_by_id(amb["pick"])
     index = _gpu_index()
     if key in index:
         return index[key]
@@ -240,3 +254,173 @@ def gpu_memory_bytes(row: dict[str, Any]) -> int:
     if row.get("memory_mib"):
         return int(row["memory_mib"]) * 1024 * 1024
     return int(float(row["memory_gb"]) * (1 << 30))
+
+
+# ---------------------------------------------------------------- drivers given as a branch
+
+def resolve_driver(text: str) -> str:
+    """'580.95.05' stays; a bare branch '580' becomes the newest 580.x driver in Table 3 (a branch
+    is enough for the floors); anything else is a UsageError naming the releases that exist."""
+    s = str(text).strip()
+    if re.fullmatch(r"\d{3}", s):
+        branch = int(s)
+        known_drivers = sorted({d for r in table("cuda")["toolkits"] for d in (r.get("linux_driver"),)
+                                if d and parse_driver(d)[0] == branch}, key=parse_driver)
+        if known_drivers:
+            return known_drivers[-1]
+        branches = sorted({parse_driver(r["linux_driver"])[0] for r in table("cuda")["toolkits"] if r.get("linux_driver")})
+        if branch >= 580 and branch % 5 == 0 and branch <= max(branches) + 40:
+            return f"{branch}.00"  # 13.x branches are all the floor needs (">= 580")
+        raise UsageError(f"no driver of branch {branch} is in the tables",
+                         hint="give the full version nvidia-smi prints (e.g. 570.124.06); branches in the tables: "
+                              + ", ".join(str(b) for b in branches))
+    parse_driver(s)
+    return s
+
+
+# ---------------------------------------------------------------- GPU names, variants, floors
+
+@lru_cache(maxsize=1)
+def _ambiguous_index() -> dict[str, dict[str, Any]]:
+    return {_norm(row["name"]): row for row in table("gpus").get("ambiguous", [])}
+
+
+@lru_cache(maxsize=4096)
+def _ambiguous_key(key: str) -> str | None:
+    index = _ambiguous_index()
+    for k in (key, key.removeprefix("tesla"), key.removeprefix("rtx"), "rtx" + key):
+        if k in index:
+            return k
+    return None
+
+
+def ambiguous(name: str) -> dict[str, Any] | None:
+    """The ambiguity row for a name like 'A100' / 'V100' / 'Orin' (several boards), else None."""
+    k = _ambiguous_key(_norm(name))
+    return _ambiguous_index()[k] if k else None
+
+
+def gpu_by_id(gpu_id: str) -> dict[str, Any] | None:
+    return next((g for g in gpus() if g["id"] == gpu_id), None)
+
+
+def resolve_gpu(name: str) -> tuple[dict[str, Any] | None, str | None]:
+    """(row, note): an ambiguous name resolves to its smaller variant and the note says so."""
+    amb = ambiguous(name)
+    if amb is not None:
+        row = gpu_by_id(amb["pick"])
+        others = [gpu_by_id(v)["name"] for v in amb["variants"] if v != amb["pick"] and gpu_by_id(v)]
+        note = (f"{name!r} names several boards ({row['name']}; {'; '.join(others)}): assuming the smaller, "
+                f"{row['name']}; name the board (e.g. --gpu {amb['variants'][-1]}) for another")
+        return row, note
+    return match_gpu(name), None
+
+
+def gpu_min_driver(row: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(floor, source): a stated per-GPU minimum driver, else its architecture's first branch."""
+    if row.get("min_driver_linux"):
+        return row["min_driver_linux"], row.get("source")
+    branch = row.get("min_driver_branch")
+    if branch:
+        for a in table("gpus").get("architectures", []):
+            if row["compute_capability"] in a["compute_capabilities"]:
+                return f"{branch}.00", a["source"]
+        return f"{branch}.00", None
+    return None, None
+
+
+def shares_memory_with_cpu(row: dict[str, Any]) -> bool:
+    return bool(row.get("memory_shared_with_cpu"))
+
+
+# ---------------------------------------------------------------- platforms
+
+PLATFORMS = ("linux-x86_64", "linux-aarch64", "jetson", "windows", "wsl")
+TEGRA_CCS = ("5.3", "6.2", "7.2", "8.7")
+
+
+def driver_os(platform: str | None) -> str:
+    """Which driver numbering applies: Windows and WSL use the Windows driver's numbers."""
+    return "windows" if platform in ("windows", "wsl") else "linux"
+
+
+def wheel_platform(platform: str | None) -> str:
+    """The wheel family a platform installs: WSL runs Linux x86_64 wheels; Jetson JetPack 7 is aarch64."""
+    if platform in (None, "wsl", "linux-x86_64"):
+        return "linux-x86_64"
+    return platform
+
+
+def release_wheels(release: dict[str, Any], platform: str | None) -> dict[str, Any] | None:
+    return (release.get("wheels") or {}).get(wheel_platform(platform))
+
+
+def variant_arch(variant: dict[str, Any], platform: str | None) -> tuple[list[str] | None, list[str] | None, str | None]:
+    """(sass, ptx, source) of a variant's build for a platform; (None, None, note) when unknown."""
+    wp = wheel_platform(platform)
+    if wp in ("linux-aarch64", "jetson"):
+        a = variant.get("aarch64")
+        return (a["sass"], a.get("ptx"), a["source"]) if a else (None, None, None)
+    if wp == "windows":
+        w = variant.get("windows")
+        return (w.get("sass"), w.get("ptx"), w["source"]) if w else (None, None, None)
+    return variant.get("sass"), variant.get("ptx"), variant.get("source")
+
+
+def variant_available(release: dict[str, Any], variant: dict[str, Any], platform: str | None) -> bool:
+    wp = wheel_platform(platform)
+    if wp in ("linux-aarch64", "jetson"):
+        whl = release_wheels(release, wp) or {}
+        return "aarch64" in variant or whl.get("pypi") == variant["variant"]
+    if wp == "windows":
+        return bool((variant.get("windows") or {}).get("available"))
+    return True
+
+
+def platform_install_command(version: str, variant: str, release: dict[str, Any], platform: str | None) -> str:
+    whl = release_wheels(release, platform) or {}
+    if whl.get("pypi") == variant and variant != "cpu":
+        return f"pip install torch=={version}"
+    if wheel_platform(platform) == "linux-x86_64":
+        return install_command(version, variant, release)
+    return f"pip install torch=={version} --index-url {TORCH_INDEX}/{variant}"
+
+
+def parse_glibc(text: str | None) -> tuple[int, int] | None:
+    m = re.search(r"(\d+)\.(\d+)", str(text or ""))
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def jetpacks() -> list[dict[str, Any]]:
+    return table("jetson")["jetpacks"]
+
+
+def jetpack(version: str) -> dict[str, Any] | None:
+    want = parse_cuda(version)
+    return next((j for j in jetpacks() if parse_cuda(j["jetpack"]) == want), None)
+
+
+def jetpack_for_l4t(l4t: str | None) -> dict[str, Any] | None:
+    """L4T 'R36.4.3' / '36.4.3' -> its JetPack row (longest matching L4T prefix)."""
+    if not l4t:
+        return None
+    s = str(l4t).lstrip("Rr")
+    best = None
+    for j in jetpacks():
+        for pre in j["l4t"]:
+            if (s == pre or s.startswith(pre + ".")) and (best is None or len(pre) > best[0]):
+                best = (len(pre), j)
+    return best[1] if best else None
+
+
+def index_install_command(variant: str | None, requirement: str = "torch") -> str:
+    """`pip install torch --index-url .../cu128` (variant None: from PyPI)."""
+    req = f"'{requirement}'" if any(c in requirement for c in "<>") else requirement
+    return f"pip install {req}" + (f" --index-url {TORCH_INDEX}/{variant}" if variant else "")
+
+
+def jetson_install_command(wheel: dict[str, Any], jp: dict[str, Any]) -> str:
+    """NVIDIA's Jetson wheel for a JetPack: an index (jetson-ai-lab) or a download folder."""
+    if "jetson-ai-lab" in wheel["url"]:
+        return f"pip install torch=={wheel['torch'].split('+')[0]} --index-url {wheel['url']}"
+    return f"pip install torch=={wheel['torch']} --find-links {wheel['url']}   (NVIDIA's wheel for JetPack {jp['jetpack']})"

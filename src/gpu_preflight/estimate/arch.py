@@ -2,8 +2,11 @@
 
 Covers dense decoders (MHA / GQA / MQA, explicit head_dim), tied embeddings, sliding-window and
 hybrid local/global layers, MoE (Mixtral, Qwen-MoE, DeepSeek with shared experts and dense first
-layers), multi-head latent attention (DeepSeek-V2/V3) and quantized checkpoints. Unknown model
-types fall back to generic decoder math and say which fields they used.
+layers), multi-head latent attention (DeepSeek-V2/V3) and quantized checkpoints, plus the
+block layouts of the families in `FAMILIES` (GPT-2, GPT-NeoX, GPT-J, Falcon, BLOOM, OPT, Phi,
+StableLM, OLMo, Cohere, Starcoder2, DBRX, Mamba, Jamba...; see estimate/families.py). A model
+type in none of them is refused (`UnknownArchitecture`) unless the caller asks for the generic
+Llama-like assumption.
 """
 
 from __future__ import annotations
@@ -13,11 +16,20 @@ from typing import Any
 
 from gpu_preflight.errors import ModelSourceError
 
-KNOWN_TYPES = {
+# Llama-shaped decoders: RMSNorm before attention and MLP, separate q/k/v/o, gated MLP, RoPE.
+LLAMA_LIKE = {
     "llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "gemma3_text", "phi3", "mixtral",
-    "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "gpt_oss", "granite", "olmo2", "cohere", "starcoder2",
-    "phi", "ministral", "smollm3", "glm4",
+    "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "gpt_oss", "granite", "olmo2", "ministral",
+    "smollm3", "glm4", "olmo", "helium", "qwen2_vl_text", "qwen2_5_vl_text", "llava_text", "mistral3_text",
 }
+# Families with their own block layout (estimate/families.py reads their config keys).
+OWN_LAYOUT = {"gpt2", "gpt_bigcode", "gpt_neox", "gptj", "falcon", "bloom", "opt", "phi", "stablelm", "cohere",
+              "starcoder2", "dbrx", "mamba", "falcon_mamba", "mamba2", "jamba"}
+KNOWN_TYPES = LLAMA_LIKE | OWN_LAYOUT
+
+
+class UnknownArchitecture(ModelSourceError):
+    """A model_type whose layout the estimator has no table for."""
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float8_e4m3fn": 1, "fp8": 1, "int8": 1, "float64": 8}
 
 
@@ -39,6 +51,23 @@ class LlmArch:
     qk_norm: bool = False
     norms_per_layer: int = 2
     gated_mlp: bool = True
+    # block layout (estimate/families.py): defaults are the Llama layout
+    family: str = "llama"
+    norm: str = "rms"               # rms | ln (weight + bias) | ln_nobias | ln_noparam
+    act: str = "silu"               # silu | gelu | gelu_new | gelu_tanh | relu | bloom_gelu
+    parallel: int = 0               # 0: sequential; 1: attn and MLP read one norm; 2: each its own norm
+    fused_qkv: bool = False         # one q/k/v projection (views of its output)
+    pos: str = "rope"               # rope | learned | alibi | none
+    rotary_dim: int | None = None   # partial rotary: rotated dims per head
+    learned_positions: int = 0      # rows of a learned position table (GPT-2, OPT)
+    lm_head_bias: bool = False
+    embed_norm: bool = False        # BLOOM: LayerNorm right after the embedding
+    final_norm: bool = True
+    qk_norm_full: bool = False      # OLMo-2: q/k norms over all heads, not per head
+    embed_dim: int | None = None    # OPT word_embed_proj_dim (project_in / project_out)
+    mixers: list[str] = field(default_factory=list)  # per layer "attn" | "mamba" (empty: all attn)
+    mamba: dict[str, int] = field(default_factory=dict)
+    assumed: bool = False           # --assume-llama-like on an unknown model_type
     layer_kinds: list[str] = field(default_factory=list)  # "full" | "sliding" per layer
     sliding_window: int | None = None
     # MoE
@@ -133,13 +162,25 @@ def _layer_kinds(cfg: dict, mt: str, layers: int) -> tuple[list[str], int | None
     return ["full"] * layers, None
 
 
-def parse_llm(config: dict) -> LlmArch:
+def parse_llm(config: dict, assume_llama_like: bool = True) -> LlmArch:
+    """The architecture of `config`. A model_type without a layout table is refused
+    (UnknownArchitecture) when `assume_llama_like` is False (the transformers engine's path, see
+    plan.resolve_architecture); other callers get the generic Llama-like reading with a warning."""
     if not isinstance(config, dict):
         raise ModelSourceError("config.json is not a JSON object")
     cfg = text_part(config)
     mt = str(cfg.get("model_type") or "unknown")
     if mt in MODEL_DEFAULTS:
         cfg = {**MODEL_DEFAULTS[mt], **cfg}
+    if mt not in KNOWN_TYPES and not assume_llama_like:
+        raise UnknownArchitecture(
+            f"model_type {mt!r} has no layout table in this estimator, so its weights and activations would "
+            f"be guesses", hint="install transformers (and torch) to count its weights exactly on the meta device, "
+                                "or pass --assume-llama-like to estimate it as a Llama-shaped decoder (wider error)")
+    from gpu_preflight.estimate import families
+
+    if mt in OWN_LAYOUT:
+        cfg = families.normalize(mt, cfg)
     hidden = _int(cfg, "hidden_size", "n_embd", "d_model")
     layers = _int(cfg, "num_hidden_layers", "n_layer", "num_layers")
     heads = _int(cfg, "num_attention_heads", "n_head")
@@ -156,16 +197,23 @@ def parse_llm(config: dict) -> LlmArch:
         config_dtype=_get(cfg, "dtype", "torch_dtype"), quant=cfg.get("quantization_config"),
     )
     if mt not in KNOWN_TYPES:
-        arch.warnings.append(f"unknown model_type {mt!r}: generic decoder math from hidden_size, "
-                             f"num_hidden_layers, num_attention_heads, num_key_value_heads, intermediate_size, "
-                             f"vocab_size")
+        arch.assumed = True
+        arch.warnings.append(f"unknown model_type {mt!r}: ASSUMED LLAMA-LIKE (--assume-llama-like): RMSNorm, gated "
+                             f"MLP, separate q/k/v, RoPE, from hidden_size, num_hidden_layers, num_attention_heads, "
+                             f"num_key_value_heads, intermediate_size, vocab_size; the real layout may differ by "
+                             f"+-40 % in weights")
     arch.qkv_bias = bool(cfg.get("attention_bias", mt in ("qwen2", "qwen2_moe")))
     arch.o_bias = bool(cfg.get("attention_bias", False)) and mt not in ("qwen2", "qwen2_moe")
     arch.mlp_bias = bool(cfg.get("mlp_bias", False))
     arch.qk_norm = mt in ("qwen3", "qwen3_moe", "gemma3", "gemma3_text", "olmo2")
+    arch.qk_norm_full = mt == "olmo2"
     arch.norms_per_layer = 4 if mt in ("gemma2", "gemma3", "gemma3_text") else 2
+    if mt == "olmo":
+        arch.norm = "ln_noparam"
     arch.layer_kinds, arch.sliding_window = _layer_kinds(cfg, mt, layers)
     _moe(cfg, mt, arch)
+    if mt in OWN_LAYOUT:
+        families.apply(mt, cfg, arch)
     if mt in ("deepseek_v2", "deepseek_v3") or "kv_lora_rank" in cfg:
         arch.mla = True
         arch.q_lora_rank = _int(cfg, "q_lora_rank", required=False)

@@ -12,7 +12,7 @@ from typing import Any
 
 from gpu_preflight import __version__
 from gpu_preflight.compat import facts
-from gpu_preflight.errors import UsageError
+from gpu_preflight.errors import ModelSourceError, UsageError
 from gpu_preflight.estimate.arch import DTYPE_BYTES, LlmArch, parse_llm
 from gpu_preflight.estimate.engines.transformers import Workload, estimate_transformers
 from gpu_preflight.estimate.overheads import process_overhead
@@ -121,10 +121,13 @@ def _peak_transformers(arch: LlmArch, w: Workload, target: Target | None, tensor
 def estimate_llm(config: dict, *, tensors=None, workload: Workload, targets: list[Target], engine: str = "transformers",
                  torch_version: str | None = None, transformers_version: str | None = None,
                  vllm: VllmSettings | None = None, model_name: str = "model", gguf: bool = False,
-                 quantize: str | None = None, double_quant: bool = False, searches: bool = True) -> dict[str, Any]:
+                 quantize: str | None = None, double_quant: bool = False,
+                 assume_llama_like: bool = False, searches: bool = True) -> dict[str, Any]:
     """`searches` False (a sweep point, api.report_for(point_only=True)): no largest context /
     batch search and no suggestions; those keys stay None / empty."""
-    arch = parse_llm(config)
+    arch, meta_tensors, weights_source = resolve_architecture(config, workload.dtype, assume_llama_like, tensors)
+    if meta_tensors is not None:
+        tensors = None
     assumptions = list(arch.warnings)
     if quantize:
         if arch.quant:
@@ -140,11 +143,15 @@ def estimate_llm(config: dict, *, tensors=None, workload: Workload, targets: lis
         assumptions.append("transformers >= 5 behaviour assumed (fused MoE experts, batched_mm decode, "
                            "logits_to_keep); pass --transformers VER to model another release")
     dev_tensors = _tensors_in_dtype(tensors, workload.dtype, dequantize=gguf)
+    if meta_tensors is not None and not quantize:
+        dev_tensors = meta_tensors
     if gguf:
         assumptions.append(f"GGUF file: transformers dequantizes its weights to {workload.dtype} when loading "
                            f"(https://huggingface.co/docs/transformers/gguf); llama.cpp would keep them quantized")
     if dev_tensors is None:
         assumptions.append("weights computed from config.json shapes (no safetensors headers read)")
+    elif tensors:
+        weights_source = "safetensors headers"
     if arch.max_positions and workload.input_len + workload.output_len > arch.max_positions:
         assumptions.append(f"context {workload.input_len + workload.output_len} exceeds max_position_embeddings "
                            f"{arch.max_positions}: quality degrades unless RoPE scaling (rope_scaling) extends it")
@@ -167,7 +174,7 @@ def estimate_llm(config: dict, *, tensors=None, workload: Workload, targets: lis
         "schema": REPORT_SCHEMA, "schema_version": REPORT_SCHEMA_VERSION, "tool_version": __version__,
         "model": model_name, "kind": "llm", "engine": "transformers",
         "workload": dataclasses.asdict(workload),
-        "architecture": _arch_summary(arch),
+        "architecture": {**_arch_summary(arch), "weights_source": weights_source},
         "peak_allocated_bytes": est.peak_allocated_bytes,
         "peak_reserved_bytes": est.peak_reserved_bytes,
         "peak_process_bytes": base["peak_process_bytes"],
@@ -185,6 +192,41 @@ def estimate_llm(config: dict, *, tensors=None, workload: Workload, targets: lis
         if not fits[0]["fits"]:
             report["suggestions"] = _suggestions(arch, workload, first, torch_version, tf_ver, report)
     return report
+
+
+def resolve_architecture(config: dict, dtype: str, assume_llama_like: bool = False, tensors=None):
+    """(arch, exact tensors from the meta device or None, where the weights come from).
+
+    A model_type with a layout table: the table (exact, tests/test_archs.py checks it against
+    transformers). Another type: with torch + transformers importable, its weights are counted on the
+    meta device (exact) and its activations assumed Llama-like (stated); without them it is refused,
+    unless --assume-llama-like asks for the generic estimate (stated, wider error)."""
+    from gpu_preflight.estimate import meta_count
+    from gpu_preflight.estimate.arch import UnknownArchitecture
+
+    try:
+        arch = parse_llm(config, assume_llama_like=False)
+        return arch, None, f"family table ({arch.family})"
+    except UnknownArchitecture as exc:
+        unknown = exc
+    if tensors or not meta_count.available():
+        if not assume_llama_like:
+            raise unknown
+        return parse_llm(config, assume_llama_like=True), None, "assumed Llama-like (--assume-llama-like)"
+    mc = meta_count.count_weights(config, dtype)
+    try:
+        arch = parse_llm(config, assume_llama_like=True)
+    except ModelSourceError:
+        gib = sum(t.bytes for t in mc.tensors) / GIB
+        raise ModelSourceError(f"{mc.model_class}: weights counted on the meta device ({gib:.2f} GiB in {dtype}), "
+                               f"but its activations are not modelled (no decoder keys in config.json)",
+                               hint="the weights figure above is exact; measure the rest with preflight measure")
+    arch.warnings = [w for w in arch.warnings if "ASSUMED LLAMA-LIKE" not in w]
+    arch.warnings.append(f"model_type {arch.model_type!r}: weights exact ({mc.model_class} built on the meta device "
+                         f"with transformers {mc.transformers_version}); activations ASSUMED LLAMA-LIKE (no layout "
+                         f"table for this type: peak error may exceed 10 %)")
+    arch.assumed = True
+    return arch, mc.tensors, f"meta device (transformers {mc.transformers_version}, {mc.model_class})"
 
 
 def bnb_config(quantize: str, double_quant: bool = False) -> dict[str, Any]:

@@ -100,3 +100,39 @@ def compare_records(records: list[dict[str, Any]], root: str) -> list[dict[str, 
             "transformers": env.get("transformers"), "driver": env.get("driver"), "file": rec["_file"],
         })
     return rows
+
+
+def compare_arch_records(records: list[dict[str, Any]], root: str) -> list[dict[str, Any]]:
+    """Issue 19 set (bench/matrix_arch.json, configs carried in the matrix): per case, weights error
+    (parameters + buffers of the built model vs the estimate) and peak process error; `held_out` as
+    marked in the matrix."""
+    from gpu_preflight.estimate.arch import parse_llm
+    from gpu_preflight.estimate.engines.transformers import Workload, estimate_transformers
+    from gpu_preflight.estimate.overheads import process_overhead
+
+    with open(os.path.join(root, "bench", "matrix_arch.json"), encoding="utf-8") as fh:
+        models = {m["id"]: m for m in json.load(fh)["models"]}
+    loads = {r["model"]: r for r in records if r.get("phase") == "load" and r.get("model") in models}
+    rows = []
+    for rec in records:
+        m = models.get(rec.get("model"))
+        if m is None or rec.get("type") != "phase" or rec.get("phase") not in ("prefill", "generate") or rec.get("oom"):
+            continue
+        wl, env = rec["workload"], rec.get("_env") or {}
+        cc = tuple(int(x) for x in env.get("capability", "9.0").split("."))
+        w = Workload(batch=wl["batch"], input_len=wl["input_len"],
+                     output_len=1 if rec["phase"] == "prefill" else wl["output_len"], attn=rec.get("attn", "sdpa"))
+        est = estimate_transformers(parse_llm(m["config"]), w, cc)
+        overhead, _src = process_overhead(cc, (env.get("torch") or "").split("+")[0])
+        load = loads.get(rec["model"], {})
+        meas_w = load.get("param_bytes", 0) + load.get("buffer_bytes", 0)
+        est_w = est.breakdown["weights"] + est.breakdown.get("buffers", 0)
+        est_proc = est.peak_reserved_bytes + overhead
+        rows.append({"model": rec["model"], "workload": wl["name"], "phase": rec["phase"],
+                     "held_out": bool(m.get("held_out")), "attn_used": rec.get("attn_used"),
+                     "weights_error": (est_w - meas_w) / meas_w if meas_w else None,
+                     "process_error": (est_proc - rec["peak_process_bytes"]) / rec["peak_process_bytes"],
+                     "allocated_error": (est.peak_allocated_bytes - rec["peak_allocated_bytes"])
+                     / rec["peak_allocated_bytes"],
+                     "measured_process_bytes": rec["peak_process_bytes"], "estimated_process_bytes": est_proc})
+    return rows

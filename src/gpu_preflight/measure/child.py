@@ -94,37 +94,72 @@ def build_llm(torch, spec: dict):
     kwargs = {"attn_implementation": spec.get("attn", "sdpa")}
     major = int(transformers.__version__.split(".")[0])
     kwargs["dtype" if major >= 5 else "torch_dtype"] = dtype
+    device = "cpu" if spec.get("device") == "cpu" else "cuda"
+    try:
+        return _build(torch, AutoModelForCausalLM, cfg, spec, kwargs, device)
+    except ValueError as exc:
+        # BLOOM, GPT-J, Mamba...: "does not support an attention implementation through
+        # scaled_dot_product_attention": use the implementation the model has, and say so
+        if "attention implementation" not in str(exc) or kwargs["attn_implementation"] == "eager":
+            raise
+        print(f"note: {model_type} has no {kwargs['attn_implementation']} attention in transformers "
+              f"{transformers.__version__}; measuring with eager", file=sys.stderr)
+        kwargs["attn_implementation"] = "eager"
+        return _build(torch, AutoModelForCausalLM, cfg, spec, kwargs, device)
+
+
+def _build(torch, auto_cls, cfg, spec: dict, kwargs: dict, device: str):
     if spec.get("weights_path"):
-        return AutoModelForCausalLM.from_pretrained(spec["weights_path"], device_map={"": 0}, **kwargs)
-    with torch.device("cuda"):
-        model = AutoModelForCausalLM.from_config(cfg, **kwargs)
+        return auto_cls.from_pretrained(spec["weights_path"], device_map={"": 0}, **kwargs)
+    with torch.device(device):
+        model = auto_cls.from_config(cfg, **kwargs)
     return model.eval()
 
 
+class _NoCuda:
+    """torch.cuda's statistics on a CPU-only dry run (tests): every figure is 0."""
+
+    @staticmethod
+    def synchronize() -> None:
+        pass
+
+    reset_peak_memory_stats = empty_cache = synchronize
+
+    @staticmethod
+    def memory_allocated() -> int:
+        return 0
+
+    memory_reserved = max_memory_allocated = max_memory_reserved = memory_allocated
+
+
+def _cu(torch):
+    return torch.cuda if torch.cuda.is_available() else _NoCuda
+
+
 def snapshot(torch, sampler, t0) -> dict:
-    torch.cuda.synchronize()
-    return {"allocated_bytes": torch.cuda.memory_allocated(), "reserved_bytes": torch.cuda.memory_reserved(),
+    _cu(torch).synchronize()
+    return {"allocated_bytes": _cu(torch).memory_allocated(), "reserved_bytes": _cu(torch).memory_reserved(),
             "process_bytes": sampler.current_bytes(), "t_s": round(time.perf_counter() - t0, 3)}
 
 
 def run_phase(torch, sampler, rec, base: dict, name: str, fn) -> dict:
-    torch.cuda.synchronize()
-    before = {"allocated_bytes": torch.cuda.memory_allocated(), "reserved_bytes": torch.cuda.memory_reserved(),
+    _cu(torch).synchronize()
+    before = {"allocated_bytes": _cu(torch).memory_allocated(), "reserved_bytes": _cu(torch).memory_reserved(),
               "process_bytes": sampler.current_bytes()}
-    torch.cuda.reset_peak_memory_stats()
+    _cu(torch).reset_peak_memory_stats()
     sampler.reset()
     t = time.perf_counter()
     out = {**base, "type": "phase", "phase": name, "before": before}
     try:
         fn()
-        torch.cuda.synchronize()
+        _cu(torch).synchronize()
         out["oom"] = False
     except torch.cuda.OutOfMemoryError as exc:
         out["oom"] = True
         out["error"] = str(exc).splitlines()[0][:300]
     out["time_s"] = round(time.perf_counter() - t, 3)
-    out["peak_allocated_bytes"] = torch.cuda.max_memory_allocated()
-    out["peak_reserved_bytes"] = torch.cuda.max_memory_reserved()
+    out["peak_allocated_bytes"] = _cu(torch).max_memory_allocated()
+    out["peak_reserved_bytes"] = _cu(torch).max_memory_reserved()
     time.sleep(0.02)
     out["peak_process_bytes"] = sampler.peak_bytes()
     out["sampler_mode"] = sampler.mode
@@ -137,19 +172,21 @@ def run_llm(torch, spec, rec, sampler, t0) -> None:
     t = time.perf_counter()
     model = build_llm(torch, spec)
     load = {"type": "phase", "phase": "load", "model": model_id, "time_s": round(time.perf_counter() - t, 3),
-            **snapshot(torch, sampler, t0), "peak_allocated_bytes": torch.cuda.max_memory_allocated(),
-            "peak_reserved_bytes": torch.cuda.max_memory_reserved(), "peak_process_bytes": sampler.peak_bytes(),
+            **snapshot(torch, sampler, t0), "peak_allocated_bytes": _cu(torch).max_memory_allocated(),
+            "peak_reserved_bytes": _cu(torch).max_memory_reserved(), "peak_process_bytes": sampler.peak_bytes(),
             "parameters": sum(p.numel() for p in model.parameters()),
             "param_bytes": sum(p.numel() * p.element_size() for p in model.parameters()),
-            "buffer_bytes": sum(b.numel() * b.element_size() for b in model.buffers())}
+            "buffer_bytes": sum(b.numel() * b.element_size() for b in model.buffers()),
+            "attn_used": getattr(model.config, "_attn_implementation", None)}
     rec.write(load)
     vocab = model.config.get_text_config().vocab_size if hasattr(model.config, "get_text_config") \
         else model.config.vocab_size
     for w in spec["workloads"]:
         base = {"model": model_id, "workload": w, "dtype": spec.get("dtype", "bfloat16"),
-                "attn": spec.get("attn", "sdpa")}
-        gen = torch.Generator(device="cuda").manual_seed(0)
-        ids = torch.randint(10, max(vocab - 10, 11), (w["batch"], w["input_len"]), device="cuda", generator=gen)
+                "attn": spec.get("attn", "sdpa"), "attn_used": load["attn_used"]}
+        dev = "cpu" if spec.get("device") == "cpu" else "cuda"
+        gen = torch.Generator(device=dev).manual_seed(0)
+        ids = torch.randint(10, max(vocab - 10, 11), (w["batch"], w["input_len"]), device=dev, generator=gen)
         mask = torch.ones_like(ids)
 
         def generate(n):
@@ -157,13 +194,13 @@ def run_llm(torch, spec, rec, sampler, t0) -> None:
                 model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=n, min_new_tokens=n,
                                do_sample=False, pad_token_id=0)
 
-        torch.cuda.empty_cache()
+        _cu(torch).empty_cache()
         run_phase(torch, sampler, rec, base, "prefill", lambda: generate(1))
-        torch.cuda.empty_cache()
+        _cu(torch).empty_cache()
         r = run_phase(torch, sampler, rec, base, "generate", lambda: generate(w["output_len"]))
         del ids, mask
         if r.get("oom"):
-            torch.cuda.empty_cache()
+            _cu(torch).empty_cache()
 
 
 def main(argv: list[str]) -> int:

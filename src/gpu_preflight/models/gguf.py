@@ -197,6 +197,12 @@ def read_gguf_header(path: str | os.PathLike[str], *, label: str | None = None) 
         ) from None
 
 
+def read_gguf_header_from(f: BinaryIO, size: int, *, label: str, path: str | None = None) -> GGUFHeader:
+    """Parse a GGUF header from an open binary file-like object of `size` bytes (read and seek are
+    all it needs), e.g. a remote file fetched by byte ranges (models/gguf_remote.py)."""
+    return _parse(_Reader(f, size, label), path or label)
+
+
 def split_siblings(path: str | os.PathLike[str], count: int) -> list[str] | None:
     """For `name-00001-of-00003.gguf`, the paths of all `count` parts (existing or not)."""
     path = os.fspath(path)

@@ -94,6 +94,11 @@ def load_config_file(path: Path) -> ModelSource:
 def load_safetensors_file(path: Path) -> ModelSource:
     """One .safetensors file: its tensors, with config.json from the same folder when present."""
     header = read_safetensors_header(path)
+    from gpu_preflight.models import single_file  # diffusion checkpoints in one file (issue 15)
+
+    found = single_file.inspect_single_file(header.tensors)
+    if found is not None:
+        return single_file.pipeline_source(path, header.tensors, header.metadata, found)
     config_path = path.parent / "config.json"
     warnings: list[str] = []
     if config_path.is_file():

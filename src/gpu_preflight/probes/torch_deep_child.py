@@ -46,6 +46,7 @@ def main():
         out["devices"] = devices
         if count:
             step(out, "sdpa_backends", lambda: sdpa_backends(torch))
+        out["extensions"] = import_extensions()
     out["warnings"] = [str(w.message)[:400] for w in caught]
     out["total_s"] = round(time.perf_counter() - t0, 3)
     print(json.dumps(out))
@@ -72,6 +73,27 @@ def smoke(torch, index):
         finally:
             torch.backends.cuda.matmul.allow_tf32 = prev
     return results
+
+
+EXTENSION_MODULES = {"torchvision": "torchvision", "torchaudio": "torchaudio", "xformers": "xformers.ops",
+                     "flash-attn": "flash_attn", "vllm": "vllm._C", "bitsandbytes": "bitsandbytes"}
+
+
+def import_extensions():
+    """Import each installed compiled extension (after torch): 'undefined symbol' shows here."""
+    import importlib
+    import importlib.util
+
+    res = {}
+    for dist, module in EXTENSION_MODULES.items():
+        if importlib.util.find_spec(module.split(".")[0]) is None:
+            continue
+        try:
+            importlib.import_module(module)
+            res[dist] = {"ok": True}
+        except BaseException as exc:  # noqa: BLE001 - report, never crash the probe
+            res[dist] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:400]}
+    return res
 
 
 def sdpa_backends(torch):

@@ -137,6 +137,9 @@ def render_pipeline(r: dict[str, Any], style: Style) -> str:
                      f"{reserve / GIB:5.2f} + {overhead / GIB:4.2f} = {process / GIB:6.2f}{mark}")
     lines += [style.paint("  " + f"{name}: {p['detail']}", "dim") for name, p in r["phases"].items() if p.get("detail")]
     lines += _targets(r, style, one_gpu_runs=True)
+    if r.get("host_weights_bytes") is not None:  # issue 15: offload modes hold weights in host RAM
+        lines.append(f"Host RAM for weights: {gib(r['host_weights_bytes'])} while generating, "
+                     f"{gib(r['host_weights_load_bytes'])} while loading (plus the Python/torch process)")
     if r.get("max_resolution"):
         lines.append(f"Largest square image that fits as is: {r['max_resolution']}x{r['max_resolution']}")
     if r.get("suggestions"):
@@ -166,6 +169,11 @@ def render_vllm(r: dict[str, Any], style: Style) -> str:
     else:
         lines.append(f"{style.glyph('fail')} does not start on {where}:")
         lines.append(style.wrap(f"  {v['refusal']}", 4))
+    par = v.get("parallel") or {}
+    if par.get("gpus_used", 1) > 1 or par.get("nodes", 1) > 1:
+        lines.append(style.wrap(f"Parallel: TP {par['tensor_parallel_size']} x PP {par['pipeline_parallel_size']} on "
+                                f"{par['gpus_used']} GPUs ({par['nodes']} node(s) x {par['gpus_per_node']}); TP group "
+                                f"{par['tp_interconnect']}; PP {par['pp_interconnect']}", 2))
     lines.append(f"Per GPU: budget {gib(v['budget_bytes'])} = gpu_memory_utilization {v['gpu_memory_utilization']:g} x "
                  f"{gib(v['total_memory_bytes'])} (vLLM takes all of it)")
     parts = [("weights", v["weights_bytes"]), ("profile-run peak (activations, sampler)", v["activation_bytes"]),
@@ -206,10 +214,57 @@ def render_vllm(r: dict[str, Any], style: Style) -> str:
     return "\n".join(lines)
 
 
+def render_llama_cpp(r: dict[str, Any], style: Style) -> str:
+    """llama.cpp / Ollama: buffers per device, the verdict, the largest -ngl and context, the command."""
+    lc, w = r["llama_cpp"], r["workload"]
+    layers = lc["n_layers"]
+    lines = [style.paint(f"{r['model']} · {r['engine']} {lc['version']} · {lc.get('file_type') or 'GGUF'} · "
+                         f"ctx {w['n_ctx']:,} · -np {w['n_parallel']} · -ub {w['n_ubatch']} · "
+                         f"fa {'on' if w['flash_attn'] else 'off'} · KV {w['cache_type_k']}/{w['cache_type_v']} · "
+                         f"-ngl {min(lc['n_gpu_layers'], layers)}/{layers}", "bold")]
+    lines.append(f"  {'device':<14}{'model':>11}{'KV cache':>11}{'compute':>11}{'overhead':>11}{'total':>12}")
+    for d in lc["per_device"]:
+        lines.append(f"  {d['device']:<14}{gib(d['model_buffer_bytes']):>11}{gib(d['kv_cache_bytes']):>11}"
+                     f"{gib(d['compute_buffer_bytes']):>11}{gib(d['overhead_bytes']):>11}{gib(d['total_bytes']):>12}")
+    if r["fits"]:
+        lines.append("Targets:")
+        for f in r["fits"]:
+            name = f"{f['count']}x {f['gpu']}" if f["count"] > 1 else f["gpu"]
+            what = f"{gib(f['headroom_bytes'])} headroom" if f["fits"] else f"short by {gib(-f['headroom_bytes'])}"
+            lines.append(f"  {style.glyph('ok' if f['fits'] else 'fail')} {name} ({gib(f['memory_bytes'])} per GPU, "
+                         f"{f['memory_source']}): {what}")
+        mg, mc = lc.get("max_gpu_layers_that_fit"), lc.get("max_ctx_that_fits_fully_offloaded")
+        first = r["fits"][0]["gpu"]
+        parts = []
+        if mg is not None:
+            parts.append(f"largest -ngl at this context: {max(mg, 0)}/{layers}" if mg < layers
+                         else f"all {layers} layers fit at this context")
+        if mc:
+            parts.append(f"largest context with every layer on the GPU: {mc:,}")
+        if parts:
+            lines.append(f"On {first}: " + "; ".join(parts))
+    lines.append(style.paint("Run:", "bold"))
+    lines.append(f"  {lc['command']}")
+    if r.get("suggestions"):
+        lines.append(style.paint("What would make it fit:", "bold"))
+        for s in r["suggestions"]:
+            mark = style.glyph("ok" if s["fits"] else "fail")
+            lines.append(style.wrap(f"{mark} {s['change']}: {gib(s['peak_process_bytes'])} per GPU "
+                                    f"({'fits, ' + gib(s['headroom_bytes']) + ' headroom' if s['fits'] else 'still too big'})", 2))
+            lines.append(style.paint(f"    {s['flag']}", "dim"))  # a command line: never wrapped
+    if r.get("assumptions"):
+        lines.append(style.paint("Assumptions:", "dim"))
+        for a in r["assumptions"]:
+            lines.append(style.paint(style.wrap(f"- {a}", 2), "dim"))
+    return "\n".join(lines)
+
+
 def render_report(r: dict[str, Any], style: Style) -> str:
     """The text form of any estimate report, by its kind."""
     if r.get("kind") == "diffusion":
         return render_pipeline(r, style)
     if r.get("engine") == "vllm" and "vllm" in r:
         return render_vllm(r, style)
+    if r.get("llama_cpp"):
+        return render_llama_cpp(r, style)
     return render_estimate(r, style)

@@ -12,7 +12,7 @@ from gpu_preflight.snapshot.schema import SCHEMA, SCHEMA_VERSION, Snapshot
 def collect(ctx=None, deep: bool = False, python: str | None = None) -> Snapshot:
     """Probe this machine. Cheap probes run concurrently; nothing here creates a CUDA context
     unless `deep` is set (which imports torch in a child process)."""
-    from gpu_preflight.probes import cudadrv, host, interconnect, nvml, system_cuda, torchmeta
+    from gpu_preflight.probes import cudadrv, host, interconnect, nvml, platform as plat, system_cuda, torchmeta
     from gpu_preflight.probes.context import ProbeContext
 
     ctx = ctx or ProbeContext()
@@ -40,7 +40,12 @@ def collect(ctx=None, deep: bool = False, python: str | None = None) -> Snapshot
             "ld_library_path": {"entries": system_cuda.probe_ld_library_path(ctx)},
             "torch": torchmeta.probe_torch(),
             "packages": torchmeta.probe_related(),
+            "platform": plat.probe_platform(ctx),
+            "conda": plat.probe_conda(ctx),
+            "image": plat.probe_image(ctx),
+            "extensions": {"installed": plat.probe_extensions()},
         }
+        snap["kernel_module"].update(plat.probe_kernel_flavor(ctx))
         snap["nvml"] = f_nvml.result()
         snap["cuda_driver"] = f_cuda.result()
         snap["interconnect"] = f_link.result()

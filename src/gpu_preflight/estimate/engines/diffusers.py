@@ -6,11 +6,41 @@ count and are often the real peak. Which components sit on the GPU during a phas
 offload mode. Each phase's transient is counted from the tensors the component's forward keeps
 alive at its widest point (documented per class below); weights are the components' parameter
 bytes (catalog or safetensors headers).
+
+What each mode keeps on the GPU, from diffusers 0.42.1 (src/diffusers/...) and accelerate:
+- none: every component (`pipe.to("cuda")`); --drop-text-encoders: the encoders alone while
+  encoding, then the denoiser and VAE without them.
+- model (pipelines/pipeline_utils.py enable_model_cpu_offload -> accelerate cpu_offload_with_hook
+  chained in model_cpu_offload_seq): the component whose forward runs; the previous one is moved
+  to the CPU (and the cache emptied) before the next is loaded. Host RAM holds the others.
+- sequential (enable_sequential_cpu_offload -> accelerate cpu_offload): weights live in a CPU
+  state dict; each module with parameters of its own is loaded for its forward and dropped after:
+  the GPU holds the largest such module. Host RAM holds every weight.
+- group (hooks/group_offloading.py, num_blocks_per_group=1): block_level onloads each element of
+  the component's ModuleLists as a group and holds the "unmatched" rest (embedders, norms, a UNet's
+  mid block) for the whole forward; a transformers text encoder has no top-level ModuleList, so it
+  is onloaded whole. leaf_level: one Conv/Linear/Embedding at a time. use_stream prefetches the next
+  group (one more block on the GPU) from pinned copies of every weight, which the CUDA caching host
+  allocator rounds up to powers of two (aten/src/ATen/core/CachingHostAllocator.h).
+- layerwise fp8 (hooks/layerwise_casting.py): leaf Conv/Linear/Embedding weights of the denoiser
+  stored in float8 except modules whose path matches pos_embed, patch_embed, norm, ^proj_in$,
+  ^proj_out$ or the class's _skip_layerwise_casting_patterns (FLUX's AdaLN linears sit in norm1: they
+  stay 16-bit); each layer is upcast for its own forward.
+- quantization: nn.Linear weights only (bitsandbytes 8-bit: int8 + fp32 row scale; NF4: 4 bits +
+  fp32 absmax per 64; torchao int8 / float8 weight-only: 1 byte + a per-row scale); other tensors keep
+  the dtype. Loading quantizes on the GPU after `_caching_allocator_warmup`
+  (models/model_loading_utils.py) reserved numel // 4 elements of the dtype.
+- SDXL-style pipelines upcast a float16 VAE with force_upcast to float32 for the decode
+  (pipelines/stable_diffusion_xl/pipeline_stable_diffusion_xl.py); FLUX, SD3 and Lumina2 do not.
+- VAE tiling (models/autoencoders/autoencoder_kl.py): tiles of the VAE's sample_size pixels (1024
+  for the SDXL/FLUX/SD3 VAEs: nothing is tiled up to 1024x1024), overlapping by a quarter; every
+  decoded tile is kept until the blend. Slicing decodes a batch one image at a time.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +51,7 @@ DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
 TEXT_ENCODERS = ("text_encoder", "text_encoder_2", "text_encoder_3", "clip_model", "image_encoder", "audio_encoder")
 DENOISERS = ("transformer", "unet")
 MAX_PIXELS = 16384 * 16384
+OFFLOADS = ("none", "model", "sequential", "group")
 
 
 @dataclass
@@ -39,6 +70,11 @@ class ImageWorkload:
     frames: int | None = None      # video: frames the denoiser sees per call (default: the pipeline's)
     decode_chunk: int | None = None  # video: frames per VAE decode call (default: the pipeline's)
     drop_text_encoders: bool = False
+    group_type: str = "block_level"  # group offload: block_level | leaf_level
+    use_stream: bool = False       # group offload: prefetch the next group on a CUDA stream (pinned host copies)
+    record_stream: bool = False    # group offload with streams: record_stream instead of synchronizing
+    layerwise_fp8: bool = False    # denoiser weights stored in float8_e4m3fn, upcast per layer
+    component_dtype: dict = field(default_factory=dict)  # {"vae": "float32"}: that component's dtype
 
 
 # The caching allocator keeps freed activation blocks of these phases cached, and their sizes do
@@ -59,6 +95,7 @@ class Phase:
     transient_bytes: int
     detail: str = ""
     reserve_key: str | None = None  # RESERVE_FACTOR entry, default: the phase kind
+    host_bytes: int = 0             # weights held in host RAM during the phase (process baseline not included)
 
     @property
     def peak_allocated_bytes(self) -> int:
@@ -76,6 +113,10 @@ class PipelineEstimate:
     phases: list[Phase]
     assumptions: list[str] = field(default_factory=list)
     rounded: tuple[int, int] | None = None  # (height, width) after rounding to the VAE factor
+    load_peak_bytes: int = 0           # GPU reserved while loading (warmup + quantizing), mode-dependent
+    host_load_bytes: int = 0           # host RAM while loading: every weight on the CPU (+ pinned copies)
+    transfer_bytes_per_step: int = 0   # weights moved host -> GPU per denoising step
+    transfer_bytes_per_image: int = 0  # weights moved host -> GPU once per image (encoders, VAE, model offload)
 
     @property
     def peak_allocated_bytes(self) -> int:
@@ -84,6 +125,10 @@ class PipelineEstimate:
     @property
     def peak_reserved_bytes(self) -> int:
         return max(p.peak_reserved_bytes for p in self.phases)
+
+    @property
+    def host_bytes(self) -> int:
+        return max(p.host_bytes for p in self.phases)
 
 
 def _c(cfg: dict, *keys, default=None):
@@ -107,6 +152,19 @@ def component_bytes(comp: dict, dt: int) -> int | None:
     return None
 
 
+def component_params(comp: dict) -> int | None:
+    w = comp.get("weights") or {}
+    if w.get("parameters"):
+        return int(w["parameters"])
+    s = comp.get("structure") or {}
+    if s.get("parameters"):
+        return int(s["parameters"])
+    if w.get("total_bytes"):
+        stored = DTYPE_BYTES.get(str(w.get("dtype") or ""))
+        return int(w["total_bytes"]) // stored if stored else None
+    return None
+
+
 def vae_factor(vae_cfg: dict) -> int:
     blocks = _c(vae_cfg, "block_out_channels", default=[128, 256, 512, 512])
     return 2 ** (len(blocks) - 1)
@@ -116,8 +174,103 @@ def round_size(h: int, w: int, multiple: int) -> tuple[int, int]:
     return max(multiple, h // multiple * multiple), max(multiple, w // multiple * multiple)
 
 
-# ----------------------------------------------------------------------------------------------
-# transients per component class
+# bytes per quantized nn.Linear weight element, and per output row (scales)
+QUANT_FORMATS = {
+    # bitsandbytes LLM.int8: int8 weight + one fp32 scale per row (Int8Params.SCB)
+    "8bit": (1.0, 4, "bitsandbytes 8-bit"),
+    # bitsandbytes NF4: 4-bit codes + one fp32 absmax per block of 64 (diffusers' default, no double quant)
+    "4bit": (0.5 + 4 / 64, 0, "bitsandbytes NF4"),
+    # torchao Int8WeightOnlyConfig (PerRow): int8 + a per-row scale in the model dtype
+    "int8wo": (1.0, None, "torchao int8 weight-only"),
+    # torchao Float8WeightOnlyConfig: float8_e4m3fn + a per-row fp32 scale
+    "fp8": (1.0, 4, "torchao float8 weight-only"),
+}
+TORCHAO_WARMUP_FACTOR = 4  # diffusers get_cuda_warm_up_factor(): numel // 4 elements of the dtype reserved
+
+
+@dataclass
+class Part:
+    """One component as the modes see it."""
+    name: str
+    cls: str
+    params: int
+    dt: int                      # its compute dtype's bytes
+    bytes: int                   # resident bytes as stored (quantized / fp8 / dtype)
+    structure: dict | None
+    diffusers_built: bool        # a diffusers ModelMixin (ModuleList blocks) vs a transformers model
+
+    def per_param(self) -> float:
+        return self.bytes / self.params if self.params else float(self.dt)
+
+    def largest_leaf(self) -> int:
+        s = self.structure or {}
+        n = s.get("largest_leaf_parameters")
+        return int(n * self.per_param()) if n else self.bytes // 50
+
+    def block_level(self, stream: bool, record: bool) -> int:
+        s = self.structure or {}
+        if not self.diffusers_built or not s.get("num_blocks"):
+            return self.bytes  # one unmatched group: the whole component
+        blocks = s["largest_block_pair_parameters"] if stream else s["largest_block_parameters"]
+        if stream and record:
+            blocks += s["largest_block_parameters"]
+        return int((s["group_unmatched_parameters"] + blocks) * self.per_param())
+
+    def pinned(self) -> int:
+        s = self.structure or {}
+        n = s.get("pinned_elements")
+        return int(n * self.per_param()) if n else self.bytes
+
+
+def _parts(entry: dict, w: ImageWorkload, assumptions: list[str]) -> dict[str, Part]:
+    comps: dict[str, dict] = entry.get("components") or {}
+    parts: dict[str, Part] = {}
+    missing = []
+    unknown_cd = [n for n in w.component_dtype if n not in comps]
+    if unknown_cd:
+        raise UsageError(f"--component-dtype names {', '.join(unknown_cd)}, not a component of this pipeline",
+                         hint="components: " + ", ".join(n for n, c in comps.items()
+                                                         if isinstance(c, dict) and c.get("class")
+                                                         and n != "scheduler" and "tokenizer" not in n))
+    approx_q = []
+    for name, comp in comps.items():
+        if not isinstance(comp, dict) or not comp.get("class") or name == "scheduler" or "tokenizer" in name:
+            continue
+        dt = DTYPE_BYTES.get(w.component_dtype.get(name, w.dtype), 2)
+        params = component_params(comp)
+        b = component_bytes(comp, dt) if params is None else params * dt
+        if b is None:
+            missing.append(name)
+            continue
+        if params is None:
+            params = b // dt
+        s = comp.get("structure") or None
+        cls = str(comp.get("class"))
+        built = name in DENOISERS or name == "vae"  # diffusers ModelMixins; text encoders are transformers models
+        if w.quantize and (name in TEXT_ENCODERS or name in DENOISERS):
+            per, row_b, _label = QUANT_FORMATS[w.quantize]
+            row_b = dt if row_b is None else row_b
+            if s and s.get("linear_weight_parameters"):
+                # keep-in-fp32 modules (T5's wo) are not quantized; they stay in the dtype (transformers 5)
+                lin = int(s["linear_weight_parameters"]) - int(s.get("unquantized_linear_parameters") or 0)
+                b = (params - lin) * dt + int(lin * per) + int(s.get("linear_rows", 0)) * row_b
+            else:
+                b = int(params * per)
+                approx_q.append(name)
+        if w.layerwise_fp8 and name in DENOISERS:
+            if s and s.get("layerwise_castable_parameters") is not None:
+                cast = int(s["layerwise_castable_parameters"])
+            else:
+                cast = int(params * 0.7)
+                assumptions.append(f"{name}: which layers layerwise casting skips is unknown (no structure): "
+                                   "70 % of the weights assumed cast to fp8")
+            b = cast + (params - cast) * dt
+        parts[name] = Part(name, cls, params, dt, b, s, built)
+    if missing:
+        assumptions.append(f"no weight size known for {', '.join(missing)}: not counted")
+    if approx_q:
+        assumptions.append(f"{', '.join(approx_q)}: no layer structure known; every weight counted as quantized")
+    return parts
 
 
 def encoder_transient(cls: str, cfg: dict, rows_batch: int, seq: int, dt: int) -> tuple[int, str]:
@@ -175,7 +328,19 @@ def denoiser_transient(cls: str, cfg: dict, w: ImageWorkload, lat_h: int, lat_w:
         return int(b * frames * lat_h * lat_w * per * dt / 2), f"{b} x {frames} frames x {lat_h}x{lat_w} latents"
     if "UNet" in cls:
         per, _src = UNET_BYTES_PER_LATENT_PIXEL
-        return int(b * lat_h * lat_w * per * dt / 2), f"{b} x {lat_h}x{lat_w} latents"
+        t, detail = int(b * lat_h * lat_w * per * dt / 2), f"{b} x {lat_h}x{lat_w} latents"
+        if w.attn == "eager":
+            # set_default_attn_processor() -> AttnProcessor (diffusers models/attention_processor.py
+            # get_attention_scores): baddbmm input, scores and softmax probabilities, each S x S per head,
+            # at the highest-resolution level with attention
+            types = list(_c(cfg, "down_block_types", default=[]))
+            lvl = next((i for i, name in enumerate(types) if "CrossAttn" in name), 0)
+            n = (lat_h >> lvl) * (lat_w >> lvl)
+            heads_cfg = _c(cfg, "num_attention_heads", "attention_head_dim", default=8)
+            heads = int(heads_cfg[lvl] if isinstance(heads_cfg, list) else heads_cfg)
+            t += b * heads * n * n * 3 * dt
+            detail += f" + eager attention scores ({heads} heads x {n}^2 tokens)"
+        return t, detail
     n = dit_tokens(cls, cfg, lat_h, lat_w) + txt
     heads = int(_c(cfg, "num_attention_heads", "n_heads", default=24))
     hd = int(_c(cfg, "attention_head_dim", "head_dim", default=128))
@@ -224,16 +389,32 @@ VAE_BYTES_PER_PIXEL = (2434, "flux.1-dev vae_decode 1024x1024 b1: +2.377 GiB")
 
 def vae_decode_transient(cfg: dict, b: int, h: int, w: int, dt: int, tiling: bool) -> tuple[int, str]:
     """The decoder's full-resolution up blocks dominate; their activations scale with the pixel count.
-    With tiling the decoder sees 512x512 pixel tiles (diffusers' default) one at a time, plus the
-    blended float32 output."""
-    if tiling:
-        th, tw = min(h, 512), min(w, 512)
-        t, _ = vae_decode_transient(cfg, 1, th, tw, dt, False)
-        return t + b * 3 * h * w * FP32, f"tiles of {th}x{tw} + the {h}x{w} output"
+    With tiling (only when the latents exceed one tile) the decoder sees tiles of the VAE's
+    sample_size pixels one at a time (the whole batch per tile); every decoded tile is kept until
+    the rows are blended and concatenated, then the output is assembled (rows + image)."""
+    tile = int(_c(cfg, "sample_size", default=512) if not isinstance(_c(cfg, "sample_size"), list)
+               else _c(cfg, "sample_size")[0])
+    if tiling and (h > tile or w > tile):
+        factor = vae_factor(cfg)
+        t_lat = tile // factor
+        step = int(t_lat * 0.75)  # tile_overlap_factor 0.25
+        n_tiles = math.ceil((h // factor) / step) * math.ceil((w // factor) / step)
+        t, _ = vae_decode_transient(cfg, b, min(h, tile), min(w, tile), dt, False)
+        kept = n_tiles * b * 3 * min(h, tile) * min(w, tile) * dt + 2 * b * 3 * h * w * dt
+        return t + kept, f"{n_tiles} tiles of {min(h, tile)}x{min(w, tile)} + the {h}x{w} output"
     chans = list(_c(cfg, "block_out_channels", default=[128, 256, 512, 512]))
     scale = (chans[1] if len(chans) > 1 else chans[0]) / 256
     per, _src = VAE_BYTES_PER_PIXEL
-    return int(b * h * w * per * scale * dt / 2), f"{b} x {h}x{w} pixels"
+    note = " (tiling does nothing below the VAE's tile size)" if tiling else ""
+    return int(b * h * w * per * scale * dt / 2), f"{b} x {h}x{w} pixels{note}"
+
+
+def _upcasts_vae(entry: dict, vae_cfg: dict, vae_dtype: str) -> bool:
+    """SDXL-style pipelines decode a float16 force_upcast VAE in float32."""
+    defaults = entry.get("defaults") or {}
+    upcast_class = bool(defaults.get("vae_upcast_on_decode")) or \
+        str(entry.get("pipeline_class") or "").startswith("StableDiffusionXL")
+    return upcast_class and vae_dtype == "float16" and bool(vae_cfg.get("force_upcast"))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -247,31 +428,23 @@ def estimate_pipeline(entry: dict, w: ImageWorkload) -> PipelineEstimate:
     if w.height * w.width > MAX_PIXELS:
         raise UsageError(f"{w.height}x{w.width} is far beyond what any pipeline generates",
                          hint="use at most 16384x16384 (and see `--vae-tiling`)")
+    if w.offload not in OFFLOADS:
+        raise UsageError(f"unknown offload mode {w.offload!r}", hint="use " + ", ".join(OFFLOADS))
     dt = DTYPE_BYTES.get(w.dtype, 2)
     assumptions: list[str] = []
-    weights: dict[str, int] = {}
-    missing = []
-    for name, comp in comps.items():
-        if not isinstance(comp, dict) or not comp.get("class") or name == "scheduler" or "tokenizer" in name:
-            continue
-        b = component_bytes(comp, dt)
-        if b is None:
-            missing.append(name)
-            continue
-        weights[name] = b
-    if missing:
-        assumptions.append(f"no weight size known for {', '.join(missing)}: not counted")
+    parts = _parts(entry, w, assumptions)
+    weights = {n: p.bytes for n, p in parts.items()}
     if w.quantize:
-        # bitsandbytes: int8 weights + one fp32 scale per row (~1 byte/param), or 4-bit NF4 + one fp32
-        # absmax per 64 weights (~0.5625 byte/param); norms, embeddings and the VAE stay in `dtype`
-        per_param = {"8bit": 1.0, "4bit": 0.5625, "fp8": 1.0}[w.quantize]
-        for name in list(weights):
-            if name in TEXT_ENCODERS or name in DENOISERS:
-                weights[name] = int(weights[name] / dt * per_param)
-        fmt = "float8 weights (e.g. torchao float8 weight-only or layerwise casting)" if w.quantize == "fp8" \
-            else f"{w.quantize} bitsandbytes quantization"
-        assumptions.append(f"{fmt} of the denoiser and text encoders: weight bytes from the format; activations "
-                           f"unchanged; not yet checked against measurements")
+        label = QUANT_FORMATS[w.quantize][2]
+        assumptions.append(f"{label} of the denoiser's and text encoders' nn.Linear weights (other tensors keep "
+                           f"{w.dtype}); activations unchanged")
+    if w.layerwise_fp8:
+        assumptions.append("layerwise casting: the denoiser's Conv/Linear/Embedding weights stored in float8_e4m3fn "
+                           "except norm / pos_embed / patch_embed / proj_in / proj_out layers "
+                           "(transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, "
+                           f"compute_dtype=torch.{w.dtype}))")
+    for name, d in w.component_dtype.items():
+        assumptions.append(f"{name} kept in {d} (--component-dtype {name}={d})")
     vae = comps.get("vae", {}).get("config") or {}
     factor = int(defaults.get("vae_scale_factor") or vae_factor(vae))
     mult = factor * int(defaults.get("latent_packing") or defaults.get("patch_size") or 1)
@@ -293,61 +466,81 @@ def estimate_pipeline(entry: dict, w: ImageWorkload) -> PipelineEstimate:
         assumptions.append("classifier-free guidance runs as separate passes (batch not doubled)")
     txt = int(defaults.get("max_sequence_length") or 77)
     phases: list[Phase] = []
-    enc_names = [n for n in weights if n in TEXT_ENCODERS]
-    den = next((n for n in DENOISERS if n in weights), None)
-    total = sum(weights.values())
+    enc_names = [n for n in parts if n in TEXT_ENCODERS]
+    den = next((n for n in DENOISERS if n in parts), None)
+    vae_dtype = w.component_dtype.get("vae", w.dtype)
+    upcast = "vae" in parts and _upcasts_vae(entry, vae, vae_dtype)
+    vae_dt = FP32 if upcast else DTYPE_BYTES.get(vae_dtype, dt)
+    if upcast:
+        assumptions.append("SDXL-style pipeline: the float16 VAE (force_upcast) is cast to float32 for the decode")
 
-    def resident(active: str) -> int:
-        return CUBLAS_WORKSPACE + _weights_resident(active)
-
-    def _weights_resident(active: str) -> int:
+    def gpu_bytes(name: str, active: str, vae_fp32: bool = False) -> int:
+        p = parts[name]
+        own = p.bytes * (2 if vae_fp32 and name == "vae" else 1)
+        if w.offload == "none":
+            if w.drop_text_encoders:
+                # prompts are encoded with only the encoders loaded; they are freed before the denoiser
+                # and VAE are loaded (encode -> del encoders -> load transformer + vae)
+                return own if (name in enc_names) == (active in enc_names) else 0
+            return own
+        if name != active:
+            return 0
         if w.offload == "model":
-            return weights.get(active, 0)
-        if w.offload in ("sequential", "group"):
-            # sequential: one submodule at a time; group offload (block level, with prefetch): about two blocks
-            layers = int(_c(comps.get(active, {}).get("config") or {}, "num_layers", "num_hidden_layers", default=24))
-            return weights.get(active, 0) // max(layers, 1) * 2
-        enc = sum(weights[n] for n in enc_names)
-        if w.drop_text_encoders:
-            # prompts are encoded with only the encoders loaded; they are freed before the denoiser
-            # and VAE are loaded (encode -> del encoders -> load transformer + vae)
-            return enc if active in enc_names else total - enc
-        return total
+            return own
+        if w.offload == "sequential":
+            return p.largest_leaf() * (2 if vae_fp32 and name == "vae" else 1)
+        # group offload
+        if w.group_type == "leaf_level":
+            return p.largest_leaf() * (2 if w.use_stream else 1)
+        return p.block_level(w.use_stream, w.record_stream) * (2 if vae_fp32 and name == "vae" else 1)
+
+    def host_bytes(active: str) -> int:
+        if w.offload == "none":
+            return sum(parts[n].bytes for n in enc_names) if w.drop_text_encoders and active not in enc_names else 0
+        if w.offload == "model":
+            return sum(p.bytes for n, p in parts.items() if n != active)
+        if w.offload == "group" and w.use_stream:
+            return sum(p.pinned() for p in parts.values())
+        return sum(p.bytes for p in parts.values())  # sequential / group: CPU state stays
+
+    def resident(active: str, vae_fp32: bool = False) -> int:
+        return CUBLAS_WORKSPACE + sum(gpu_bytes(n, active, vae_fp32) for n in parts)
 
     for name in enc_names:
         cls = comps[name]["class"]
         seq = 77 if "CLIP" in cls and "Jina" not in cls else txt
         # each prompt is encoded once (the negative prompt in its own call) and repeated per image
-        t, detail = encoder_transient(cls, comps[name].get("config") or {}, 1, seq, dt)
-        phases.append(Phase(f"encode:{name}", resident(name), t, detail))
+        t, detail = encoder_transient(cls, comps[name].get("config") or {}, 1, seq, parts[name].dt)
+        phases.append(Phase(f"encode:{name}", resident(name), t, detail, host_bytes=host_bytes(name)))
     if den and "SpatioTemporal" in comps[den]["class"] and not w.frames:
         w = dataclasses.replace(w, frames=int(defaults.get("frames") or 14))
     if den:
         cls = comps[den]["class"]
-        t, detail = denoiser_transient(cls, comps[den].get("config") or {}, w, lat_h, lat_w, txt if "UNet" not in cls else 77,
-                                       cfg_batch, dt)
+        ddt = parts[den].dt
+        t, detail = denoiser_transient(cls, comps[den].get("config") or {}, w, lat_h, lat_w,
+                                       txt if "UNet" not in cls else 77, cfg_batch, ddt)
+        if w.layerwise_fp8:  # the layer being run is upcast: its 16-bit copy lives for its forward
+            s = parts[den].structure or {}
+            t += int(s.get("largest_leaf_parameters", 0)) * ddt
         phases.append(Phase("denoise", resident(den), t, detail,
-                            "video:denoise" if "SpatioTemporal" in cls else None))
+                            "video:denoise" if "SpatioTemporal" in cls else None, host_bytes=host_bytes(den)))
     video = bool(den and "SpatioTemporal" in comps[den]["class"])
     if video:
         w = dataclasses.replace(w, frames=w.frames or int(defaults.get("frames") or 14),
                                 decode_chunk=w.decode_chunk or int(defaults.get("decode_chunk_size") or 8))
-    if "vae" in weights and video:
+    if "vae" in parts and video:
         per, _src = VIDEO_VAE_BYTES_PER_PIXEL_FRAME
         chunk = min(w.decode_chunk, w.frames)
-        t = int(chunk * rh * rw * per * dt / 2)
+        t = int(chunk * rh * rw * per * vae_dt / 2)
         # all frames' latents stay on the GPU while they are decoded chunk by chunk
         latents = w.batch * w.frames * int(defaults.get("latent_channels") or 4) * lat_h * lat_w * dt
         phases.append(Phase("vae_decode", resident("vae") + latents, t, f"{chunk} frames x {rh}x{rw} per call",
-                            "video:vae_decode"))
-    elif "vae" in weights:
-        vdt = FP32 if (w.dtype == "float16" and vae.get("force_upcast") and entry.get("pipeline_class", "").startswith(
-            "StableDiffusionXL")) else dt
-        if vdt != dt:
-            assumptions.append("SDXL upcasts the VAE to float32 for the decode (force_upcast with float16)")
-        t, detail = vae_decode_transient(vae, 1 if w.vae_slicing else w.batch, rh, rw, vdt, w.vae_tiling)
-        extra = weights["vae"] if vdt != dt else 0
-        phases.append(Phase("vae_decode", resident("vae") + extra, t, detail))
+                            "video:vae_decode", host_bytes=host_bytes("vae")))
+    elif "vae" in parts:
+        t, detail = vae_decode_transient(vae, 1 if w.vae_slicing else w.batch, rh, rw, vae_dt, w.vae_tiling)
+        if w.vae_slicing and w.batch > 1:  # the decoded slices, then their concatenation
+            t += 2 * w.batch * 3 * rh * rw * vae_dt
+        phases.append(Phase("vae_decode", resident("vae", vae_fp32=upcast), t, detail, host_bytes=host_bytes("vae")))
     if not phases:
         raise UsageError("this pipeline has no component with a known size", hint="pass a diffusers folder with configs")
     if w.attn == "eager":
@@ -357,28 +550,99 @@ def estimate_pipeline(entry: dict, w: ImageWorkload) -> PipelineEstimate:
         assumptions.append(f"video: {w.frames} frames per denoiser call, VAE decode in chunks of {w.decode_chunk} frames; "
                            "model-specific extra modules (Sonic's audio attention, face and frame-interpolation "
                            "models) are counted by their weights only")
-    return PipelineEstimate(weights, phases, assumptions, rounded)
+    est = PipelineEstimate(weights, phases, assumptions, rounded)
+    _load_and_transfers(est, parts, w, den, enc_names)
+    if est.load_peak_bytes:  # quantizing on the GPU while loading: the allocator keeps the warmup reserve
+        est.phases.insert(0, Phase("load", est.load_peak_bytes, 0, "weights quantized on the GPU after "
+                                   "diffusers' allocator warmup (numel // 4 elements of the dtype)",
+                                   host_bytes=0))
+    return est
+
+
+def _load_and_transfers(est: PipelineEstimate, parts: dict[str, Part], w: ImageWorkload, den: str | None,
+                        enc_names: list[str]) -> None:
+    total = sum(p.bytes for p in parts.values())
+    est.host_load_bytes = total
+    if w.offload == "group" and w.use_stream and parts:
+        # every group's pinned copy is made while its pageable weights still exist
+        est.host_load_bytes = total + max(p.pinned() for p in parts.values())
+    if w.quantize and w.offload == "none":
+        # from_pretrained(quantization_config=..., device_map=...) first reserves numel // 4 elements of
+        # the dtype per quantized component (_caching_allocator_warmup), then moves each weight to the
+        # GPU in the dtype and quantizes it there: the reserve stays cached
+        reserved = 0
+        for n, p in parts.items():
+            if n in DENOISERS or n in TEXT_ENCODERS:
+                lin = int((p.structure or {}).get("largest_leaf_parameters", 0)) * p.dt
+                reserved += max(p.bytes + lin, p.params // TORCHAO_WARMUP_FACTOR * p.dt)
+            else:
+                reserved += p.bytes
+        est.load_peak_bytes = reserved
+    moved = {n: p.bytes for n, p in parts.items()}
+    if w.offload == "none":
+        est.transfer_bytes_per_step = 0
+        est.transfer_bytes_per_image = sum(moved[n] for n in enc_names) if w.drop_text_encoders else 0
+    elif w.offload == "model":
+        est.transfer_bytes_per_step = 0
+        est.transfer_bytes_per_image = total
+    else:
+        est.transfer_bytes_per_step = moved.get(den, 0) if den else 0
+        est.transfer_bytes_per_image = total - est.transfer_bytes_per_step
 
 
 # ----------------------------------------------------------------------------------------------
 # report
 
 
-CHANGE_SETS = (  # cheapest first: what each costs in speed
-    ((), "as is"),
-    ((("drop_text_encoders", True),), "encode the prompt first, free the text encoders, then load the transformer and VAE"),
-    ((("vae_tiling", True),), "VAE tiling (pipe.vae.enable_tiling(): slightly slower decode)"),
-    ((("drop_text_encoders", True), ("vae_tiling", True)), "free the text encoders after encoding + VAE tiling"),
-    ((("quantize", "8bit"),), "8-bit weights for the denoiser and text encoders (bitsandbytes)"),
-    ((("quantize", "4bit"),), "4-bit NF4 weights for the denoiser and text encoders (bitsandbytes)"),
+# What to change, cheapest first (in speed and quality), each with the exact flags that apply it.
+# (settings, what it is, flags, what it costs)
+CHANGE_SETS = (
+    ((), "as is", "", "none"),
+    ((("drop_text_encoders", True),), "encode the prompt first, free the text encoders, then load the denoiser and VAE",
+     "--drop-text-encoders", "encoders reload (or stay on the CPU) for each new prompt"),
+    ((("vae_tiling", True),), "VAE tiling (pipe.vae.enable_tiling())", "--vae-tiling",
+     "decode a little slower, tile seams blended"),
+    ((("drop_text_encoders", True), ("vae_tiling", True)), "free the text encoders after encoding + VAE tiling",
+     "--drop-text-encoders --vae-tiling", "both of the above"),
+    ((("vae_slicing", True), ("vae_tiling", True)), "VAE slicing + tiling (decode a batch one image at a time)",
+     "--vae-slicing --vae-tiling", "decode a little slower"),
+    ((("drop_text_encoders", True), ("vae_slicing", True), ("vae_tiling", True)),
+     "free the text encoders + VAE slicing and tiling", "--drop-text-encoders --vae-slicing --vae-tiling",
+     "encoders reload per prompt, decode a little slower"),
+    ((("layerwise_fp8", True),), "denoiser weights stored in fp8, upcast layer by layer "
+     "(pipe.transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=...))",
+     "--layerwise-fp8", "a cast per layer per step, small quality loss"),
+    ((("layerwise_fp8", True), ("drop_text_encoders", True), ("vae_tiling", True)),
+     "fp8 layerwise casting + free the text encoders + VAE tiling", "--layerwise-fp8 --drop-text-encoders --vae-tiling",
+     "all three of the above"),
+    ((("offload", "model"),), "model CPU offload (pipe.enable_model_cpu_offload(): one component on the GPU at a time)",
+     "--offload model", "each component crosses PCIe once per image"),
+    ((("offload", "model"), ("vae_tiling", True), ("vae_slicing", True)), "model CPU offload + VAE tiling and slicing",
+     "--offload model --vae-tiling --vae-slicing", "as above, plus tiled, sliced decode"),
+    ((("quantize", "8bit"),), "8-bit weights for the denoiser and text encoders (bitsandbytes)", "--quantize 8bit",
+     "int8 matmuls: slower steps, small quality loss"),
+    ((("quantize", "4bit"),), "4-bit NF4 weights for the denoiser and text encoders (bitsandbytes)", "--quantize 4bit",
+     "NF4 dequantization per step, some quality loss"),
     ((("quantize", "4bit"), ("drop_text_encoders", True), ("vae_tiling", True)),
-     "4-bit weights + free the text encoders after encoding + VAE tiling"),
-    ((("offload", "model"),), "model CPU offload (pipe.enable_model_cpu_offload(): a component on the GPU at a time)"),
-    ((("offload", "model"), ("vae_tiling", True)), "model CPU offload + VAE tiling"),
-    ((("offload", "group"), ("vae_tiling", True)),
-     "group offload at block level + VAE tiling (apply_group_offloading(..., offload_type='block_level'))"),
-    ((("offload", "sequential"), ("vae_tiling", True)),
-     "sequential CPU offload + VAE tiling (pipe.enable_sequential_cpu_offload(): much slower)"),
+     "4-bit weights + free the text encoders after encoding + VAE tiling",
+     "--quantize 4bit --drop-text-encoders --vae-tiling", "all three of the above"),
+    ((("offload", "model"), ("layerwise_fp8", True), ("vae_tiling", True)),
+     "model CPU offload + fp8 layerwise casting + VAE tiling", "--offload model --layerwise-fp8 --vae-tiling",
+     "offload transfers + per-layer casts"),
+    ((("offload", "group"), ("use_stream", True), ("vae_tiling", True)),
+     "group offload at block level with CUDA streams + VAE tiling "
+     "(pipe.enable_group_offload(onload_device, offload_type='block_level', num_blocks_per_group=1, use_stream=True))",
+     "--offload group --use-stream --vae-tiling", "every block crosses PCIe each step, overlapped with compute; "
+     "pinned host copies of all weights"),
+    ((("offload", "group"), ("group_type", "leaf_level"), ("use_stream", True), ("vae_tiling", True)),
+     "group offload at leaf level with CUDA streams + VAE tiling "
+     "(pipe.enable_group_offload(onload_device, offload_type='leaf_level', use_stream=True))",
+     "--offload group --group-type leaf_level --use-stream --vae-tiling",
+     "every layer crosses PCIe each step, overlapped; pinned host copies"),
+    ((("offload", "sequential"), ("vae_tiling", True), ("vae_slicing", True)),
+     "sequential CPU offload + VAE tiling and slicing (pipe.enable_sequential_cpu_offload())",
+     "--offload sequential --vae-tiling --vae-slicing",
+     "every layer crosses PCIe each step, not overlapped: much slower"),
 )
 
 
@@ -407,7 +671,15 @@ def pipeline_report(entry: dict, w: ImageWorkload, targets: list, overhead: int,
         "peak_reserved_bytes": est.peak_reserved_bytes,
         "phases": {p.name: {"peak_allocated_bytes": p.peak_allocated_bytes, "transient_bytes": p.transient_bytes,
                             "peak_reserved_bytes": p.peak_reserved_bytes,
-                            "resident_bytes": p.resident_bytes, "detail": p.detail} for p in est.phases},
+                            "resident_bytes": p.resident_bytes, "detail": p.detail,
+                            "host_weights_bytes": p.host_bytes} for p in est.phases},
+        # issue 15: weights held in host RAM while generating / while loading (the Python + torch + CUDA
+        # process itself comes on top), the GPU reserve while loading, and PCIe traffic per step / image
+        "host_weights_bytes": est.host_bytes,
+        "host_weights_load_bytes": est.host_load_bytes,
+        "load_peak_reserved_bytes": est.load_peak_bytes,
+        "transfer_bytes_per_step": est.transfer_bytes_per_step,
+        "transfer_bytes_per_image": est.transfer_bytes_per_image,
         "peak_phase": max(est.phases, key=lambda p: p.peak_reserved_bytes).name,
         "fits": fits, "max_resolution": None, "suggestions": [],
         "assumptions": est.assumptions + [f"process overhead {overhead / (1 << 30):.2f} GiB: {overhead_note}",
@@ -419,14 +691,18 @@ def pipeline_report(entry: dict, w: ImageWorkload, targets: list, overhead: int,
         t = targets[0]
         report["max_resolution"] = max_square(entry, w, t.memory_bytes, overhead)
         if not fits[0]["fits"]:
-            for changes, label in CHANGE_SETS[1:]:
-                w2 = dataclasses.replace(w, **dict(changes))
-                p2 = process_peak(estimate_pipeline(entry, w2), overhead)
+            for changes, label, flags, cost in CHANGE_SETS[1:]:
+                try:
+                    w2 = dataclasses.replace(w, **dict(changes))
+                    e2 = estimate_pipeline(entry, w2)
+                except UsageError:
+                    continue
+                p2 = process_peak(e2, overhead)
                 if p2 <= t.memory_bytes:
-                    report["suggestions"].append({"change": label, "settings": dict(changes), "peak_process_bytes": p2,
-                                                  "fits": True, "headroom_bytes": t.memory_bytes - p2,
-                                                  "flag": " ".join(f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}")
-                                                                   for k, v in changes)})
+                    report["suggestions"].append({"change": label, "settings": dict(changes), "flag": flags,
+                                                  "cost": cost, "peak_process_bytes": p2, "fits": True,
+                                                  "headroom_bytes": t.memory_bytes - p2,
+                                                  "host_weights_bytes": e2.host_bytes})
                     break
     return report
 
@@ -464,12 +740,22 @@ OPTIONS = (
     Option("--frames", "frames", "video: frames per denoiser call (default: the pipeline's)", type=positive_int),
     Option("--decode-chunk", "decode_chunk", "video: frames per VAE decode call (decode_chunk_size)",
            type=positive_int),
-    Option("--quantize", "quantize", "weights of the denoiser and text encoders: bitsandbytes 8bit / 4bit (NF4), "
-           "or fp8", choices=("8bit", "4bit", "fp8")),
+    Option("--quantize", "quantize", "nn.Linear weights of the denoiser and text encoders: bitsandbytes 8bit / 4bit "
+           "(NF4), torchao int8wo or fp8 (float8 weight-only)", choices=("8bit", "4bit", "int8wo", "fp8")),
     Option("--drop-text-encoders", "drop_text_encoders", "free the text encoders after encoding",
            action="store_true", default=False),
     Option("--attn", "attn", "attention: sdpa (default) or eager (materialized scores)", default="sdpa",
            choices=("sdpa", "eager")),
+    Option("--group-type", "group_type", "with --offload group: block_level (default: each ModuleList element) or "
+           "leaf_level (each Linear/Conv)", default="block_level", choices=("block_level", "leaf_level")),
+    Option("--use-stream", "use_stream", "with --offload group: prefetch the next group on a CUDA stream "
+           "(pinned host copies)", action="store_true", default=False),
+    Option("--record-stream", "record_stream", "with --offload group --use-stream: record_stream=True",
+           action="store_true", default=False),
+    Option("--layerwise-fp8", "layerwise_fp8", "store the denoiser's weights in float8, upcast layer by layer "
+           "(enable_layerwise_casting)", action="store_true", default=False),
+    Option("--component-dtype", "component_dtype", "one component in another dtype, e.g. vae=float32 (repeatable)",
+           action="append", metavar="NAME=DTYPE"),
 )
 
 
@@ -486,11 +772,39 @@ def pipeline_entry(source) -> dict:
         value = c.metadata.get("class") or (c.config or {}).get("_class_name")
         return value[-1] if isinstance(value, (list, tuple)) and value else value
 
-    return {"components": {n: {"class": cls(c), "config": c.config, "weights": weights(c)}
-                           for n, c in (source.components or {}).items()},
+    comps = {n: {"class": cls(c), "config": c.config, "weights": weights(c), "structure": c.metadata.get("structure")}
+             for n, c in (source.components or {}).items()}
+    counted = []
+    for n, c in comps.items():
+        # issue 15: a folder with configs but no safetensors (or .bin weights): count from the config
+        if c["weights"] is None and c["class"] and isinstance(c["config"], dict) and c["config"] and \
+                "Scheduler" not in str(c["class"]) and "tokenizer" not in n:
+            from gpu_preflight.models.component_params import weights_from_config
+
+            structure, params, how = weights_from_config(c["class"], c["config"], c)
+            if params:
+                c["weights"] = {"parameters": params}
+                c["structure"] = c["structure"] or structure
+                counted.append(f"{n}: {params:,} parameters, {how}")
+    notes = [f"no weight files: sizes counted from the configs ({'; '.join(counted)})"] if counted else []
+    return {"components": comps,
+            "config_counts": notes,
             "defaults": source.metadata.get("defaults") or {},
             "pipeline_class": (source.pipeline_index or {}).get("_class_name", ""),
             "model_index": source.pipeline_index or {}}
+
+
+def parse_component_dtypes(items: list[str]) -> dict[str, str]:
+    """["vae=float32", ...] -> {"vae": "float32"}; UsageError for anything else."""
+    from gpu_preflight.estimate.plan import parse_dtype
+
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, dtype = str(item).partition("=")
+        if not sep or not name.strip() or not dtype.strip():
+            raise UsageError(f"--component-dtype {item!r} is not NAME=DTYPE", hint="e.g. --component-dtype vae=float32")
+        out[name.strip()] = parse_dtype(dtype.strip())
+    return out
 
 
 def run_engine(source, o: dict, targets: list, common: dict) -> dict:
@@ -499,14 +813,28 @@ def run_engine(source, o: dict, targets: list, common: dict) -> dict:
 
     entry = pipeline_entry(source)
     d = entry["defaults"]
+    group_flags = [f for f, v in (("--use-stream", o.get("use_stream")), ("--record-stream", o.get("record_stream")),
+                                  ("--group-type", o.get("group_type") != "block_level")) if v]
+    if group_flags and o["offload"] != "group":
+        raise UsageError(f"{group_flags[0]} applies to --offload group", hint="add --offload group, or drop the flag")
+    if o.get("record_stream") and not o.get("use_stream"):
+        raise UsageError("--record-stream needs --use-stream", hint="add --use-stream")
     w = ImageWorkload(height=o["height"] or int(d.get("height", 1024)), width=o["width"] or int(d.get("width", 1024)),
                       batch=o["batch"], guidance_scale=o["guidance_scale"], steps=o["steps"],
-                      dtype=parse_dtype(o["dtype"]), offload=o["offload"], vae_tiling=o["vae_tiling"],
+                      dtype=parse_dtype(o["dtype"]), offload=o["offload"],
+                      vae_tiling=o["vae_tiling"],
                       vae_slicing=o["vae_slicing"], quantize=o["quantize"], drop_text_encoders=o["drop_text_encoders"],
-                      frames=o["frames"], decode_chunk=o["decode_chunk"], attn=o["attn"])
+                      frames=o["frames"], decode_chunk=o["decode_chunk"], attn=o["attn"],
+                      group_type=o.get("group_type") or "block_level", use_stream=bool(o.get("use_stream")),
+                      record_stream=bool(o.get("record_stream")), layerwise_fp8=bool(o.get("layerwise_fp8")),
+                      component_dtype=parse_component_dtypes(o.get("component_dtype") or []))
     cc = targets[0].cc if targets else None
     overhead, note = process_overhead(cc, common.get("torch"))
-    return pipeline_report(entry, w, targets, overhead, note, source.name)
+    report = pipeline_report(entry, w, targets, overhead, note, source.name)
+    report["assumptions"] = entry.get("config_counts", []) + report["assumptions"]
+    if (source.metadata or {}).get("single_file"):
+        report["single_file"] = source.metadata["single_file"]
+    return report
 
 
 ENGINES = (Engine("diffusers", ("pipeline",), "diffusers image and video pipelines", OPTIONS, run_engine,

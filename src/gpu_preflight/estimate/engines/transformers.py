@@ -15,6 +15,7 @@ blocks that fill the rest.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,7 @@ from gpu_preflight.estimate.weights import Tensor, quant_method, weight_tensors
 
 GIB = 1 << 30
 FP32 = 4
+EAGER_ONLY = ("gptj", "bloom")  # no _supports_sdpa in transformers 5.17: from_config falls back to eager
 
 
 @dataclass
@@ -98,8 +100,12 @@ def kv_bytes_per_token(arch: LlmArch, kv_dt: int) -> list[int]:
     return [2 * arch.kv_heads * arch.head_dim * kv_dt] * arch.layers
 
 
-def _norm(r: _Replay, name: str, rows: int, width: int, dt: int) -> None:
-    """RMSNorm: x.float(); pow(2).mean(); x * rsqrt(var + eps); weight * x.to(dtype)."""
+def _norm(r: _Replay, name: str, rows: int, width: int, dt: int, kind: str = "rms") -> None:
+    """RMSNorm: x.float(); pow(2).mean(); x * rsqrt(var + eps); weight * x.to(dtype).
+    nn.LayerNorm (kind "ln"): one fused kernel, its output (mean / rstd are rows x fp32, freed)."""
+    if kind == "ln":
+        r.a(name, rows * width * dt)
+        return
     if rows * width * FP32 <= (1 << 20):  # decode-sized: small-pool blocks, only the output matters
         r.a(name, rows * width * dt)
         return
@@ -146,6 +152,9 @@ def _attention(r: _Replay, arch: LlmArch, w: Workload, i: int, rows: int, new: i
         r.f("ckv", "kvb")
         _rope(r, "q", rows * nh * qk * dt)
         k_tok, v_tok = nh * qk * kv_dt, nh * vd * kv_dt
+    elif arch.fused_qkv or arch.rotary_dim or arch.pos != "rope":
+        _attention_projections(r, arch, rows, dt)
+        k_tok = v_tok = arch.kv_heads * hd * kv_dt
     else:
         r.a("q", rows * nh * hd * dt)
         r.a("k", rows * arch.kv_heads * hd * dt)
@@ -168,7 +177,26 @@ def _attention(r: _Replay, arch: LlmArch, w: Workload, i: int, rows: int, new: i
     r.f(f"V{i}", "k", "v")
     r.rename(f"V{i}.new", f"V{i}")
     kv_len = total
-    if w.attn == "eager":
+    if w.attn == "eager" and arch.family == "gptj":
+        # GPTJAttention._attn: query / key upcast to float32, scores in float32, / scale_attn, + mask,
+        # softmax, .to(value.dtype)
+        scores = b * nh * new * kv_len
+        r.a("q32", rows * nh * hd * FP32)
+        r.a("k32", b * kv_len * nh * hd * FP32)
+        r.a("scores", scores * FP32)
+        r.a("scaled", scores * FP32)
+        r.f("scores")
+        if masked:
+            r.a("masked", scores * FP32)
+            r.f("scaled")
+            r.rename("masked", "scaled")
+        r.a("sm.out", scores * FP32)
+        r.f("scaled", "q32", "k32")
+        r.a("probs", scores * dt)
+        r.f("sm.out")
+        r.a("attn", rows * nh * hd * dt)
+        r.f("probs")
+    elif w.attn == "eager":
         scores = b * nh * new * kv_len
         if arch.kv_heads < nh and not arch.mla:
             r.a("krep", b * nh * kv_len * hd * dt)
@@ -195,11 +223,92 @@ def _attention(r: _Replay, arch: LlmArch, w: Workload, i: int, rows: int, new: i
         r.a("attn", rows * nh * (arch.v_head_dim if arch.mla else hd) * dt)
         r.a("lse", b * nh * new * FP32)
         r.f("lse", "krep", "vrep")
-    r.f("q")
+    r.f("q", "qkv")
     r.a("attn.t", rows * nh * (arch.v_head_dim if arch.mla else hd) * dt)  # transpose().contiguous()
     r.f("attn")
     r.a("o", rows * arch.hidden * dt)
     r.f("attn.t")
+
+
+def _attention_projections(r: _Replay, arch: LlmArch, rows: int, dt: int) -> None:
+    """q / k / v of the non-Llama families: one fused projection whose q, k, v are views (GPT-2 c_attn,
+    NeoX / Falcon / BLOOM query_key_value) or three projections; RoPE on the first rotary_dim dims of
+    each head followed by torch.cat with the pass-through part (NeoX, Phi, StableLM: a new full q and
+    k), or no RoPE at all (learned positions, ALiBi). Leaves "q" (and "qkv" when fused) allocated."""
+    nh, kvh, hd = arch.heads, arch.kv_heads, arch.head_dim
+    if arch.fused_qkv and arch.family == "falcon" and 1 < kvh < nh:
+        # new_decoder_architecture: the fused output is viewed per KV group and each of q / k / v is
+        # flattened out of it (a copy)
+        r.a("qkv", rows * (nh + 2 * kvh) * hd * dt)
+        r.a("q", rows * nh * hd * dt)
+        r.a("k", rows * kvh * hd * dt)
+        r.a("v", rows * kvh * hd * dt)
+        r.f("qkv")
+    elif arch.fused_qkv:
+        r.a("qkv", rows * (nh + 2 * kvh) * hd * dt)
+    else:
+        r.a("q", rows * nh * hd * dt)
+        r.a("k", rows * kvh * hd * dt)
+        r.a("v", rows * kvh * hd * dt)
+    if arch.pos != "rope":
+        return
+    rd = arch.rotary_dim or hd
+    for name, heads in (("q", nh), ("k", kvh)):
+        size = rows * heads * rd * dt
+        if rd == hd:
+            r.a(name + ".r", rows * heads * hd * dt)  # rope of a view of the fused output: a new tensor
+            _rope(r, name + ".r", size)
+            r.rename(name + ".r", name + ".new")
+        else:
+            r.a(name + ".r", size)
+            _rope(r, name + ".r", size)
+            r.f(name + ".r") if size <= (1 << 20) else None
+            r.a(name + ".new", rows * heads * hd * dt)  # torch.cat((rotated, pass), dim=-1)
+            r.f(name + ".r")
+        if name in r.live and (not arch.fused_qkv or arch.family == "falcon"):
+            r.f(name)
+        r.rename(name + ".new", name)
+
+
+def _plain_mlp(r: _Replay, arch: LlmArch, rows: int, dt: int) -> None:
+    """fc_in -> activation -> fc_out (GPT-2 c_fc/c_proj, NeoX dense_h_to_4h, Falcon, BLOOM, OPT fc1/fc2,
+    Phi, Starcoder2). GELU / ReLU are one kernel; GPT-2's NewGELU (gelu_new) and BLOOM's bloom_gelu
+    are written out in Python, one tensor per operation. Leaves "mlp" allocated."""
+    inter, h = arch.intermediate, arch.hidden
+    size = rows * inter * dt
+    r.a("fc", size)
+    if arch.family == "opt":  # OPTDecoderLayer reassigns hidden_states: the normed input dies here
+        r.f("x")
+    if arch.act == "gelu_new":
+        # 0.5 * x * (1.0 + tanh(sqrt(2 / pi) * (x + 0.044715 * pow(x, 3.0))))
+        r.a("g.half", size)
+        r.a("g.pow", size)
+        for name, prev in (("g.c", "g.pow"), ("g.sum", "g.c"), ("g.s", "g.sum"), ("g.tanh", "g.s"),
+                           ("g.one", "g.tanh")):
+            r.a(name, size)
+            r.f(prev)
+        r.a("act", size)
+        r.f("g.half", "g.one")
+    elif arch.act == "bloom_gelu":
+        # x * 0.5 * (1.0 + tanh(0.79788456 * x * (1 + 0.044715 * x * x)))
+        for name in ("g.half", "g.k", "g.c", "g.xx"):
+            r.a(name, size)
+        r.f("g.c")
+        r.a("g.one", size)
+        r.f("g.xx")
+        r.a("g.arg", size)
+        r.f("g.k", "g.one")
+        r.a("g.tanh", size)
+        r.f("g.arg")
+        r.a("g.sum", size)
+        r.f("g.tanh")
+        r.a("act", size)
+        r.f("g.half", "g.sum")
+    else:
+        r.a("act", size)
+    r.f("fc")
+    r.a("mlp", rows * h * dt)
+    r.f("act")
 
 
 def _mlp(r: _Replay, arch: LlmArch, w: Workload, i: int, rows: int, dt: int, decode: bool) -> None:
@@ -236,6 +345,9 @@ def _mlp(r: _Replay, arch: LlmArch, w: Workload, i: int, rows: int, dt: int, dec
             r.f("s.mlp", "mlp")
             r.rename("mlp.sum", "mlp")
         return
+    if not arch.gated_mlp:
+        _plain_mlp(r, arch, rows, dt)
+        return
     _gated_mlp(r, "", rows, arch.intermediate, h, dt)
 
 
@@ -257,9 +369,16 @@ def _forward(r: _Replay, arch: LlmArch, w: Workload, new: int, past: int, dt: in
     b, h = w.batch, arch.hidden
     rows = b * new
     decode = new == 1
-    r.a("embeds", rows * h * dt)
-    r.a("cos", b * new * arch.head_dim * dt)
-    r.a("sin", b * new * arch.head_dim * dt)
+    nk = arch.norm if arch.norm == "ln" else "rms"
+    r.a("embeds", rows * (arch.embed_dim or h) * dt)
+    if arch.pos == "learned":  # wpe / embed_positions lookup, then inputs_embeds + position_embeds
+        r.a("pos", rows * h * dt)
+        r.a("embeds.sum", rows * h * dt)
+    if arch.embed_norm:  # BLOOM word_embeddings_layernorm
+        _norm(r, "embeds.ln", rows, h, dt, nk)
+    if arch.pos == "rope":
+        r.a("cos", b * new * (arch.rotary_dim or arch.head_dim) * dt)
+        r.a("sin", b * new * (arch.rotary_dim or arch.head_dim) * dt)
     kinds = set(arch.layer_kinds)
     masks: dict[str, bool] = {}
     for kind in kinds:
@@ -270,32 +389,99 @@ def _forward(r: _Replay, arch: LlmArch, w: Workload, new: int, past: int, dt: in
     hidden = "embeds"
     for i in range(arch.layers):
         masked = masks.get(arch.layer_kinds[i], False) or (w.attn == "eager" and not decode)
-        _norm(r, "x", rows, h, dt)
-        _attention(r, arch, w, i, rows, new, past, dt, kv_dt, masked)
-        r.f("x")
-        r.a("h1", rows * h * dt)  # residual + attention output
-        r.f("o")
-        _norm(r, "x", rows, h, dt)
-        _mlp(r, arch, w, i, rows, dt, decode and opts["batched_mm"])
-        r.f("x")
-        r.a("h2", rows * h * dt)  # residual + mlp output
-        r.f("mlp", "h1")
+        if arch.mixers and arch.mixers[i] == "mamba":
+            _mamba_layer(r, arch, w, i, rows, new, past, dt)
+        elif arch.parallel:
+            _parallel_layer(r, arch, w, i, rows, new, past, dt, kv_dt, masked, decode and opts["batched_mm"])
+        else:
+            _norm(r, "x", rows, h, dt, nk)
+            _attention(r, arch, w, i, rows, new, past, dt, kv_dt, masked)
+            r.f("x")
+            r.a("h1", rows * h * dt)  # residual + attention output
+            r.f("o")
+            _norm(r, "x", rows, h, dt, nk)
+            _mlp(r, arch, w, i, rows, dt, decode and opts["batched_mm"])
+            r.f("x")
+            r.a("h2", rows * h * dt)  # residual + mlp output
+            r.f("mlp", "h1")
         if hidden != "embeds":
             r.f(hidden)  # the caller's reference to this layer's input dies when the layer returns
         r.rename("h2", f"hidden{i}")
         hidden = f"hidden{i}"
-    _norm(r, "final", rows, h, dt)
+    _norm(r, "final", rows, h, dt, nk)
     kept = rows if opts["full_logits"] else b  # logits_to_keep=1 (transformers >= 4.45): last position only
     r.a("logits", kept * arch.vocab * dt)
     if opts["full_logits"]:
         r.a("logits32", kept * arch.vocab * FP32)  # older LlamaForCausalLM: logits.float()
         r.f("logits")
         r.rename("logits32", "logits")
-    r.f("final", hidden, "embeds", "cos", "sin", *[f"mask.{k}" for k in kinds])
+    r.f("final", hidden, "embeds", "pos", "embeds.sum", "embeds.ln", "cos", "sin", *[f"mask.{k}" for k in kinds])
     r.a("next_logits", b * arch.vocab * FP32)  # generate copies the last logits to float32
     r.f("logits")
     r.a("next_tokens", b * 8)
     r.f("next_logits")
+
+
+def _parallel_layer(r: _Replay, arch: LlmArch, w: Workload, i: int, rows: int, new: int, past: int, dt: int,
+                    kv_dt: int, masked: bool, batched: bool) -> None:
+    """Attention and MLP both read the layer input (GPT-NeoX use_parallel_residual, GPT-J, Phi, Falcon
+    parallel_attn, Cohere, StableLM use_parallel_residual): one shared norm (parallel == 1) or one norm
+    per branch (parallel == 2); out = attn + mlp + residual. Leaves "h2" allocated."""
+    h = arch.hidden
+    nk = arch.norm if arch.norm == "ln" else "rms"
+    _norm(r, "x", rows, h, dt, nk)
+    if arch.family == "falcon" and arch.parallel == 2:  # FalconDecoderLayer: ln_attn(x) and ln_mlp(x) first
+        _norm(r, "x2", rows, h, dt, nk)
+    _attention(r, arch, w, i, rows, new, past, dt, kv_dt, masked)
+    if arch.family == "falcon" and arch.parallel == 2:
+        r.f("x")
+        r.rename("x2", "x")
+    elif arch.parallel == 2:
+        r.f("x")
+        _norm(r, "x", rows, h, dt, nk)
+    _mlp(r, arch, w, i, rows, dt, batched)
+    r.f("x")
+    r.a("h1", rows * h * dt)  # mlp + attn
+    r.f("mlp", "o")
+    r.a("h2", rows * h * dt)  # + residual
+    r.f("h1")
+
+
+def _mamba_layer(r: _Replay, arch: LlmArch, w: Workload, i: int, rows: int, new: int, past: int, dt: int) -> None:
+    """MambaBlock without the CUDA kernels (mamba-ssm / causal-conv1d are not part of transformers):
+    MambaMixer.slow_forward. in_proj -> (x, z); depthwise conv1d over the sequence (its last d_conv
+    inputs become the conv state); x_proj -> (dt, B, C); dt_proj; discretized A and B for every
+    position (b x d_inner x L x d_state, float32), the sequential scan writing y; y * silu(z);
+    out_proj. The cache holds conv_state (b x d_inner x d_conv) and ssm_state (b x d_inner x d_state,
+    float32) per layer, allocated once. Leaves "h2" allocated."""
+    m, h, b = arch.mamba, arch.hidden, w.batch
+    di, ds = m["d_inner"], m["d_state"]
+    _norm(r, "x", rows, h, dt, "rms")
+    if f"conv{i}" not in r.live:
+        r.a(f"conv{i}", b * di * m["d_conv"] * dt)
+        r.a(f"ssm{i}", b * di * ds * FP32)
+    r.a("xz", rows * 2 * di * dt)
+    r.f("x")
+    r.a("conv.out", rows * di * dt)
+    r.a("conv.act", rows * di * dt)
+    r.f("conv.out")
+    r.a("xproj", rows * (m["dt_rank"] + 2 * ds) * dt)
+    r.a("dt", rows * di * dt)
+    r.a("dt.sp", rows * di * FP32)
+    r.a("A", di * ds * FP32)
+    r.a("dA", rows * di * ds * FP32)
+    r.a("dB", rows * di * ds * FP32)
+    r.a("dBu", rows * di * ds * FP32)
+    r.f("dB")
+    r.a("y", rows * di * dt)
+    r.f("dA", "dBu", "dt", "dt.sp", "A", "xproj")
+    r.a("gate", rows * di * dt)
+    r.a("y.g", rows * di * dt)
+    r.f("gate", "y", "conv.act", "xz")
+    r.a("o", rows * h * dt)
+    r.f("y.g")
+    r.a("h2", rows * h * (FP32 if m.get("residual_fp32") else dt))
+    r.f("o")
 
 
 def _decode_may_matter(arch: LlmArch, w: Workload, dt: int, kv_dt: int, prefill_extra: int) -> bool:
@@ -310,15 +496,96 @@ def _decode_may_matter(arch: LlmArch, w: Workload, dt: int, kv_dt: int, prefill_
     return prefill_cache + growth + step > 0.8 * prefill_extra
 
 
+REPLAY_ALL_LAYERS_UP_TO = 64  # deeper models: two short replays, extrapolated (cost independent of depth)
+
+
+def layer_period(arch: LlmArch) -> tuple[int, int] | None:
+    """(prefix, period) such that layer i and layer i + period are built alike for every i >= prefix
+    (attention kind, MoE or dense, attention or Mamba); None if no period <= 16 after <= 8 layers."""
+    sig = [(arch.layer_kinds[i] if i < len(arch.layer_kinds) else "full",
+            bool(arch.moe_layers[i]) if i < len(arch.moe_layers) else False,
+            arch.mixers[i] if i < len(arch.mixers) else "attn") for i in range(arch.layers)]
+    for q in range(0, 9):
+        for p in range(1, 17):
+            if q + 3 * p > arch.layers:
+                break
+            if all(sig[i] == sig[i + p] for i in range(q, arch.layers - p)):
+                return q, p
+    return None
+
+
+def _shortened(arch: LlmArch, n: int) -> LlmArch:
+    return dataclasses.replace(arch, layers=n, layer_kinds=arch.layer_kinds[:n], moe_layers=arch.moe_layers[:n],
+                               mixers=arch.mixers[:n] if arch.mixers else [])
+
+
 def estimate_transformers(arch: LlmArch, w: Workload, cc: tuple[int, int] | None = None,
                           tensors: list[Tensor] | None = None, decode_samples: int = 2,
                           transformers_version: tuple[int, int] = (5, 17)) -> LlmEstimate:
+    """The replay below, on the whole model when it has at most REPLAY_ALL_LAYERS_UP_TO layers. Deeper
+    models repeat a block of `period` layers: the replay then runs on two shortened copies (k and k + 1
+    repetitions, same first and last layers) and every byte count is extrapolated linearly to the real
+    repetition count. Each repetition adds the same weights, cache and allocator segments once the
+    caching allocator reaches its steady state (tests/test_archs.py compares the two on 80-layer
+    models), so the cost no longer grows with the number of layers."""
+    per = layer_period(arch) if arch.layers > REPLAY_ALL_LAYERS_UP_TO else None
+    if per is None:
+        return _estimate_replay(arch, w, cc, tensors, decode_samples, transformers_version)
+    q, p = per
+    reps, tail = divmod(arch.layers - q, p)
+    k1 = max(2, -(-8 // p))
+    e1 = _estimate_replay(_shortened(arch, q + k1 * p + tail), w, cc, None, decode_samples, transformers_version)
+    e2 = _estimate_replay(_shortened(arch, q + (k1 + 1) * p + tail), w, cc, None, decode_samples,
+                          transformers_version)
+    n = reps - k1
+
+    def ext(a: int, b: int) -> int:
+        return a + n * (b - a)
+
+    def phase(ph: str) -> dict[str, int]:
+        d1, d2 = e1.phase_peaks[ph], e2.phase_peaks.get(ph, e1.phase_peaks[ph])
+        alloc = ext(d1["peak_allocated_bytes"], d2["peak_allocated_bytes"])
+        return {"peak_allocated_bytes": alloc,
+                "peak_reserved_bytes": alloc + d2["peak_reserved_bytes"] - d2["peak_allocated_bytes"]}
+
+    # allocated bytes are exactly affine in the repetition count; the caching allocator's slack
+    # (reserved - allocated) is not (deeper models reuse cached activation blocks for later layers'
+    # caches): it is taken from the longer replay, not extrapolated
+    breakdown = {k: ext(v, e2.breakdown.get(k, v)) for k, v in e1.breakdown.items()}
+    breakdown["allocator_slack"] = e2.breakdown["allocator_slack"]
+    alloc = ext(e1.peak_allocated_bytes, e2.peak_allocated_bytes)
+    est = LlmEstimate(ext(e1.weights_bytes, e2.weights_bytes), ext(e1.kv_cache_bytes, e2.kv_cache_bytes),
+                      alloc, alloc + e2.peak_reserved_bytes - e2.peak_allocated_bytes,
+                      {ph: phase(ph) for ph in e1.phase_peaks}, breakdown,
+                      list(e1.assumptions) + [f"{arch.layers} layers: replayed {q + k1 * p + tail} and "
+                                              f"{q + (k1 + 1) * p + tail} layers and extrapolated"])
+    if tensors:  # exact tensors (safetensors headers, meta device): replace the computed weights by them
+        exact = sum(t.bytes for t in tensors if not t.name.startswith("buffer:"))
+        delta = exact - est.breakdown["weights"]
+        est.breakdown["weights"] = exact
+        est.weights_bytes += delta
+        est.peak_allocated_bytes += delta
+        est.peak_reserved_bytes += delta
+        for d in est.phase_peaks.values():
+            for k in d:
+                d[k] += delta
+    return est
+
+
+def _estimate_replay(arch: LlmArch, w: Workload, cc: tuple[int, int] | None = None,
+                     tensors: list[Tensor] | None = None, decode_samples: int = 2,
+                     transformers_version: tuple[int, int] = (5, 17)) -> LlmEstimate:
     dt = DTYPE_BYTES.get(w.dtype, 2)
     kv_dt = DTYPE_BYTES.get(w.kv_dtype or w.dtype, dt)
     assumptions: list[str] = []
+    if w.attn != "eager" and arch.family in EAGER_ONLY:
+        w = dataclasses.replace(w, attn="eager")
+        assumptions.append(f"{arch.family}: transformers has no SDPA / flash-attention path for this architecture "
+                           f"(_supports_sdpa is unset in modeling_{arch.family}.py): eager attention, with its "
+                           f"batch x heads x prompt x prompt score matrices")
     method = quant_method(arch)
     v5 = transformers_version >= (5, 0)
-    tensors = tensors or weight_tensors(arch, dt, dequantize_mxfp4=True, fused_experts=v5)
+    tensors = tensors or weight_tensors(arch, dt, dequantize_mxfp4=True, fused_experts=v5, buffers=True)
     if transformers_version < (4, 45):
         assumptions.append("transformers < 4.45: the prefill computes logits for every prompt position and "
                            "upcasts them to float32")
@@ -354,15 +621,18 @@ def estimate_transformers(arch: LlmArch, w: Workload, cc: tuple[int, int] | None
         kv += w.batch * bpt * (min(total_len, win) if win and w.output_len > 1 else total_len)
     peak_alloc = r.al.peak_allocated
     ws = cublas_workspace_bytes(cc)
-    exact = sum(t.bytes for t in tensors)
+    exact = sum(t.bytes for t in tensors if not t.name.startswith("buffer:"))
+    buffers = sum(t.bytes for t in tensors if t.name.startswith("buffer:"))
     breakdown = {
         "weights": exact,
-        "allocator_rounding": weights_allocated - exact,
+        "allocator_rounding": weights_allocated - exact - buffers,
         "kv_cache": kv,
         "activations": max(peak_alloc - base_alloc - kv, 0),
         "cublas_workspace": ws,
         "allocator_slack": r.al.peak_reserved - peak_alloc,
     }
+    if buffers:
+        breakdown["buffers"] = buffers
     return LlmEstimate(weights_allocated, kv, peak_alloc, r.al.peak_reserved, phase, breakdown, assumptions)
 
 
@@ -386,6 +656,9 @@ OPTIONS = LLM_WORKLOAD_OPTIONS + (
            choices=("8bit", "4bit", "nf4", "fp4")),
     Option("--double-quant", "double_quant", "4-bit: quantize the absmax constants too "
            "(bnb_4bit_use_double_quant)", action="store_true", default=False),
+    Option("--assume-llama-like", "assume_llama_like", "estimate a model_type the tool has no layout table for as "
+           "a Llama-shaped decoder (stated in the report, wider error); without it such a model is refused "
+           "unless transformers is installed to count its weights", action="store_true", default=False),
 )
 
 
@@ -402,6 +675,7 @@ def run_engine(source, o: dict[str, Any], targets: list, common: dict[str, Any])
                           torch_version=common.get("torch"), transformers_version=o["transformers"],
                           model_name=source.name, gguf=source.origin == "gguf",
                           quantize=o["quantize"], double_quant=o["double_quant"],
+                          assume_llama_like=bool(o.get("assume_llama_like")),
                           searches=not common.get("point_only"))
     if o["attn"] == "flash_attention_2":
         report["workload"]["attn"] = "flash_attention_2"
