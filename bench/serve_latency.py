@@ -7,8 +7,9 @@ HTTP, one request at a time, wall clock per request as the client sees it:
                     slider) and once per model when the curve is computed (first request);
 - POST /api/estimate the full report (largest context / batch, suggestions), sent after the page
                     settles; recorded, not part of the per-change figure.
-Changes per model: LLMs (transformers and vllm) prompt 512 / 2048 / 8192 tokens at batch 1 and 4;
-pipelines 512 / 1024 / 1536 px square. Target GPU: rtx-4090 (and l4 as a second target for one
+Changes per model: LLMs (transformers and vllm) prompt 512 / 2048 / 8192 tokens at batch 1 and 4,
+(llama.cpp, the predicted Q4_K_M GGUF) context 2048 / 8192 / 32768; pipelines 512 / 1024 / 1536 px
+square. Target GPU: rtx-4090 (and l4 as a second target for one
 pass). Usage: python bench/serve_latency.py [--json OUT.json] [--models a,b]
 """
 
@@ -50,9 +51,11 @@ def timed_app(App):
     return Timed
 
 
-def changes(kind: str) -> list[dict]:
+def changes(kind: str, engine: str) -> list[dict]:
     if kind == "pipeline":
         return [{"height": s, "width": s} for s in (512, 1024, 1536)]
+    if engine == "llama.cpp":
+        return [{"ctx": n} for n in (2048, 8192, 32768)]
     return [{"input_len": n, "batch": b} for b in (1, 4) for n in (512, 2048, 8192)]
 
 
@@ -88,15 +91,17 @@ def main() -> int:
         if wanted and e.id not in wanted:
             continue
         kind = "pipeline" if e.kind == "diffusion" else "llm"
-        engines = ["diffusers"] if kind == "pipeline" else ["transformers", "vllm"]
+        engines = ["diffusers"] if kind == "pipeline" else ["transformers", "vllm", "llama.cpp"]
         for engine in engines:
             for gpus in (["rtx-4090"], ["rtx-4090", "l4"]):
                 base = {"model": e.id, "engine": engine, "gpus": gpus}
+                if engine == "llama.cpp":
+                    base["quant"] = "Q4_K_M"  # the GGUF llama.cpp would load, predicted from the config
                 first_curve, status = post(conn, "/api/curve", base)
                 if status != 200:
                     rows.append({"model": e.id, "engine": engine, "gpus": gpus, "error": status})
                     continue
-                for ch in changes(kind):
+                for ch in changes(kind, engine):
                     point, s1 = post(conn, "/api/point", {**base, **ch})
                     point_cpu = CPU_MS[-1]
                     curve, s2 = post(conn, "/api/curve", {**base, "at": next(iter(ch.values()))})
@@ -115,7 +120,7 @@ def main() -> int:
     print("| engine | changes | /api/point median | p95 | max | over 100 ms | server CPU per point: median | max | "
           "cached curve median | full estimate median | p95 | curve computed median |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for engine in ("transformers", "vllm", "diffusers"):
+    for engine in ("transformers", "vllm", "llama.cpp", "diffusers"):
         sel = [r for r in ok if r["engine"] == engine]
         if not sel:
             continue

@@ -69,7 +69,7 @@ def engine_command(report: dict[str, Any]) -> dict[str, str] | None:
     for key, inner, label in ENGINE_COMMAND_KEYS:
         block = report.get(key)
         if isinstance(block, dict) and block.get(inner):
-            return {"label": label, "command": str(block[inner])}
+            return {"label": "Ollama" if report.get("engine") == "ollama" else label, "command": str(block[inner])}
     return None
 
 

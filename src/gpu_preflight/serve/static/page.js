@@ -306,7 +306,11 @@ function commandBlock(label, text) {
 function renderCommands(c) {
   const box = $('commands');
   clear(box);
-  if (c.engine) { box.appendChild(commandBlock(c.engine.label, c.engine.command)); }
+  if (c.engine) {
+    const block = commandBlock(c.engine.label, c.engine.command);
+    block.id = 'engine-command';
+    box.appendChild(block);
+  }
   if (c.run_snippet) { box.appendChild(commandBlock('Python (' + c.run_snippet.label + ')', c.run_snippet.code)); }
   box.appendChild(commandBlock('This estimate, in a terminal', c.preflight));
   box.appendChild(commandBlock('This estimate, from Python', c.python_api));
@@ -331,14 +335,10 @@ function renderFull(rep) {
   if (!(rep.suggestions || []).length) {
     ul.appendChild(el('li', rep.fits.length && rep.fits[0].fits ? 'nothing to change: it fits' : 'no suggestion'));
   }
-  S.commandKeys.forEach(([key, inner, label]) => {
-    if (rep[key] && rep[key][inner]) {
-      const first = $('commands').firstChild;
-      const block = commandBlock(label, rep[key][inner]);
-      if (first && first.firstChild && first.firstChild.textContent === label) {
-        $('commands').replaceChild(block, first);
-      }
-    }
+  // the full report's engine command can differ (vLLM: the change that makes it start)
+  S.commandKeys.forEach(([key, inner]) => {
+    const shown = $('engine-command');
+    if (rep[key] && rep[key][inner] && shown) { shown.querySelector('pre').textContent = rep[key][inner]; }
   });
 }
 
