@@ -214,6 +214,59 @@ def render_vllm(r: dict[str, Any], style: Style) -> str:
     return "\n".join(lines)
 
 
+# ---- training (engine "training") ----
+
+def render_training(r: dict[str, Any], style: Style) -> str:
+    w = r["workload"]
+    what = w["train"] + (f" r{w['lora_rank']}" if w.get("lora_rank") else "")
+    shard = f" · ZeRO-{w['zero']}" if w.get("zero") else f" · FSDP {w['fsdp']}" if w.get("fsdp") else ""
+    lines = [style.paint(f"{r['model']} · train {what} · micro-batch {w['micro_batch']} x {w['seq_len']} tokens · "
+                         f"{w['optimizer']} · {w['dtype']} weights, autocast {w['mixed_precision']}"
+                         + (" · checkpointing" if w["grad_checkpointing"] else "")
+                         + (f" · {w['gpus']} GPUs" if w.get("gpus", 1) > 1 else "") + shard
+                         + (" · optimizer offload" if w.get("offload_optimizer") else ""), "bold"),
+             (f"Peak GPU memory per GPU (nvidia-smi): {style.paint(gib(r['peak_process_bytes']), 'bold')} in "
+              f"{r['peak_phase']}   (torch max_memory_allocated {gib(r['peak_allocated_bytes'])})")]
+    t = r.get("training") or {}
+    if t:
+        lines.append(f"Trainable parameters: {t['trainable_params']:,} of {t['total_params']:,}")
+    lines.append("Phases (peak per GPU):")
+    for name, p in r["phases"].items():
+        lines.append(f"  {name:<10} {gib(p['peak_process_bytes']):>12}   allocated {gib(p['peak_allocated_bytes'])}")
+    lines.append(f"At the peak ({r['peak_phase']}):")
+    for k, v in r["breakdown"].items():
+        lines.append(f"  {k:<22}{gib(v):>12}")
+    if r.get("host_ram_bytes") is not None:
+        ok = r.get("host_ram_fits")
+        note = "" if ok is None else " (fits --ram-gb)" if ok else " (more than --ram-gb)"
+        lines.append(f"Host RAM for CPU offload: {gib(r['host_ram_bytes'])}{note}")
+    for f in r["fits"]:
+        name = f"{f['count']}x {f['gpu']}" if f["count"] > 1 else f["gpu"]
+        what = f"{gib(f['headroom_bytes'])} headroom" if f["fits"] else f"short by {gib(-f['headroom_bytes'])}"
+        lines.append(f"  {style.glyph('ok' if f['fits'] else 'fail')} {name} ({gib(f['memory_bytes'])} per GPU): {what}")
+    mb, ms = r.get("max_micro_batch"), r.get("max_seq_len")
+    if r["fits"]:
+        parts = [f"largest micro-batch at {w['seq_len']} tokens: {mb if mb else 'none'}",
+                 f"longest sequence at micro-batch {w['micro_batch']}: {f'{ms:,}' if ms else 'none'}"]
+        lines.append(f"On {r['fits'][0]['gpu']}: " + "; ".join(parts))
+    if r.get("suggestions"):
+        lines.append(style.paint("What would make it fit (cheapest first):", "bold"))
+        for s in r["suggestions"]:
+            mark = style.glyph("ok" if s["fits"] else "fail")
+            tag = " <- cheapest" if s.get("cheapest") else ""
+            unm = "" if s.get("measured", True) else " (unmeasured)"
+            lines.append(style.wrap(f"{mark} {s['change']}: {gib(s['peak_process_bytes'])}{unm}  [{s['flag']}]{tag}", 2))
+    if r.get("unmeasured"):
+        lines.append(style.paint("Not measured on a GPU:", "dim"))
+        for u in r["unmeasured"]:
+            lines.append(style.paint(style.wrap(f"- {u}", 2), "dim"))
+    if r.get("assumptions"):
+        lines.append(style.paint("Assumptions:", "dim"))
+        for a in r["assumptions"]:
+            lines.append(style.paint(style.wrap(f"- {a}", 2), "dim"))
+    return "\n".join(lines)
+
+
 def render_llama_cpp(r: dict[str, Any], style: Style) -> str:
     """llama.cpp / Ollama: buffers per device, the verdict, the largest -ngl and context, the command."""
     lc, w = r["llama_cpp"], r["workload"]
@@ -263,6 +316,8 @@ def render_report(r: dict[str, Any], style: Style) -> str:
     """The text form of any estimate report, by its kind."""
     if r.get("kind") == "diffusion":
         return render_pipeline(r, style)
+    if r.get("engine") == "training":
+        return render_training(r, style)
     if r.get("engine") == "vllm" and "vllm" in r:
         return render_vllm(r, style)
     if r.get("llama_cpp"):
