@@ -22,6 +22,8 @@ CURVE_SCHEMA = "gpu-preflight.curve"
 CURVE_SCHEMA_VERSION = 1
 MAX_POINTS = 200
 DEFAULT_POINTS = 16
+STOP_FACTOR = 2   # the default range stops once the peak passes this many times the largest target's memory
+MIN_POINTS = 6
 CONTEXT_CAP = 131072  # the largest context swept when the model names no limit (annotate.CONTEXT_SEARCH_CAP)
 
 
@@ -277,7 +279,7 @@ def stack_of(report: dict[str, Any]) -> dict[str, int] | None:
     total = sum(parts.values())
     if not parts or total > peak * 1.005:
         return None
-    if peak - total > 0.005 * peak:
+    if peak > total:
         parts["other"] = peak - total
     return parts
 
@@ -308,6 +310,7 @@ def sweep(plan, point: Callable[[dict[str, Any]], dict[str, Any]], *, given: dic
     engine, opts = plan.engine, dict(plan.opts)
     base = base or point(opts)
     name, values, rng = parse_spec(spec)
+    values_given = values
     names = available(engine)
     q = name or default_quantity(engine, base, plan.source)
     if q not in names:
@@ -333,8 +336,17 @@ def sweep(plan, point: Callable[[dict[str, Any]], dict[str, Any]], *, given: dic
         points[x] = _point(rep, x)
         return points[x]
 
+    explicit = bool(values_given or rng)
+    ceiling = STOP_FACTOR * max((f["memory_bytes"] for f in base.get("fits") or []), default=0)
+    cut = None
     for x in values:
-        run(x)
+        p = run(x)
+        if not explicit and ceiling and p is not None and len(points) >= MIN_POINTS and p["total_bytes"] > ceiling:
+            cut = x if x != values[-1] else None  # the default range stops once the peak is well past every GPU
+            break
+    cur = current_value(q, engine, opts, base, plan.source)
+    if cut is not None and cur and cur > cut:
+        run(cur)
     targets = [{"gpu": f["gpu"], "gpu_id": f.get("gpu_id"), "count": f["count"], "memory_bytes": f["memory_bytes"]}
                for f in base.get("fits") or []]
     for i, t in enumerate(targets):
@@ -354,7 +366,9 @@ def sweep(plan, point: Callable[[dict[str, Any]], dict[str, Any]], *, given: dic
         "skipped": sorted(skipped, key=lambda s: s["x"]),
         "targets": targets,
         "line": "vllm_budget" if base.get("engine") == "vllm" else "peak_per_gpu",
-        "notes": _notes(q, engine, given, base),
+        "notes": _notes(q, engine, given, base) + ([f"the default range stops at {cut:,}, where the peak passes "
+                                                     f"{STOP_FACTOR}x the largest GPU's memory (--plot-sweep sets it)"]
+                                                   if cut is not None else []),
     }
 
 
