@@ -41,6 +41,8 @@ for spec in "$@"; do
            for i in 1 2 3 4 5; do /usr/bin/time -f "%e" '"$PY"' -m gpu_preflight doctor --json > /dev/null; done 2> "$OUT/doctor-times.txt"' ;;
     pipelines) run_stage pipelines "$secs" bash bench/device_diffusion_modes.sh $(( secs - 30 )) ;;
     vllm_sampler) run_stage vllm_sampler "$secs" "$PY" bench/vllm_sampler_probe.py --out "/tmp/round/vllm_sampler/vllm_sampler.jsonl" --budget-s $(( secs - 10 )) ;;
+    llamacpp) run_stage llamacpp "$secs" "$PY" bench/llamacpp_device.py --budget-s $(( secs - 25 )) --out /tmp/round/llamacpp ;;
+    archs) run_stage archs "$secs" "$PY" bench/calibrate.py bench/matrix_arch.json /tmp/round/archs/arch-h200.jsonl --budget-s $(( secs - 20 )) ;;
     *) run_stage "$name" "$secs" bash "bench/device_$name.sh" $(( secs - 20 )) ;;
   esac
 done

@@ -133,11 +133,9 @@ def estimate_llm(config: dict, *, tensors=None, workload: Workload, targets: lis
         if arch.quant:
             raise UsageError(f"this checkpoint is already quantized ({_quant_name(arch)}); --quantize loads a "
                              f"16-bit checkpoint quantized", hint="drop --quantize")
-        arch.quant = bnb_config(quantize, double_quant)
+        arch.quant = quant_config(quantize, double_quant, workload.bnb_compute_dtype)
         tensors = None  # the quantized layout follows from the shapes in config.json
-        assumptions.append(f"bitsandbytes {quantize} {'with' if double_quant else 'without'} double quantization: "
-                           f"every nn.Linear but lm_head quantized, embeddings and norms kept in {workload.dtype} "
-                           f"(transformers' replace_with_bnb_linear skips the output head)")
+        assumptions.append(quantize_assumption(quantize, double_quant, workload.dtype, arch.is_moe))
     tf_ver = _version_tuple(transformers_version) if transformers_version else (5, 17)
     if not transformers_version and engine == "transformers":
         assumptions.append("transformers >= 5 behaviour assumed (fused MoE experts, batched_mm decode, "
@@ -229,13 +227,48 @@ def resolve_architecture(config: dict, dtype: str, assume_llama_like: bool = Fal
     return arch, mc.tensors, f"meta device (transformers {mc.transformers_version}, {mc.model_class})"
 
 
-def bnb_config(quantize: str, double_quant: bool = False) -> dict[str, Any]:
+def bnb_config(quantize: str, double_quant: bool = False, compute_dtype: str | None = None) -> dict[str, Any]:
     """The quantization_config transformers writes for BitsAndBytesConfig(load_in_8bit / load_in_4bit)."""
     if quantize == "8bit":
         return {"quant_method": "bitsandbytes", "load_in_8bit": True}
     return {"quant_method": "bitsandbytes", "load_in_4bit": True,
             "bnb_4bit_quant_type": "fp4" if quantize == "fp4" else "nf4",
-            "bnb_4bit_use_double_quant": bool(double_quant)}
+            "bnb_4bit_use_double_quant": bool(double_quant),
+            "bnb_4bit_compute_dtype": compute_dtype or "float32"}
+
+
+# --quantize for torchao: the TorchAoConfig(quant_type) that transformers serializes (quant_type.default)
+TORCHAO_QUANTIZE = {
+    "int8wo": ("Int8WeightOnlyConfig", {}),
+    "int4wo": ("Int4WeightOnlyConfig", {"group_size": 128, "int4_packing_format": "plain"}),
+    "fp8": ("Float8WeightOnlyConfig", {}),
+    "fp8dq": ("Float8DynamicActivationFloat8WeightConfig", {}),
+}
+QUANTIZE_WORDS = {
+    "8bit": "bitsandbytes LLM.int8 (8-bit)", "4bit": "bitsandbytes NF4", "nf4": "bitsandbytes NF4",
+    "fp4": "bitsandbytes FP4", "int8wo": "torchao int8 weight-only", "int4wo": "torchao int4 weight-only (group 128)",
+    "fp8": "torchao float8 weight-only", "fp8dq": "torchao float8 dynamic activation + float8 weight",
+}
+
+
+def quant_config(quantize: str, double_quant: bool = False, compute_dtype: str | None = None) -> dict[str, Any]:
+    """The quantization_config of a 16-bit checkpoint loaded with `--quantize`."""
+    if quantize in TORCHAO_QUANTIZE:
+        name, data = TORCHAO_QUANTIZE[quantize]
+        return {"quant_method": "torchao", "quant_type": {"default": {"_type": name, "_data": dict(data)}}}
+    return bnb_config(quantize, double_quant, compute_dtype)
+
+
+def quantize_assumption(quantize: str, double_quant: bool, dtype: str, moe: bool) -> str:
+    what = QUANTIZE_WORDS.get(quantize, quantize)
+    if quantize in ("4bit", "nf4", "fp4"):
+        what += f" {'with' if double_quant else 'without'} double quantization"
+    text = (f"{what}: every nn.Linear but the output head quantized on the GPU while loading; embeddings and "
+            f"norms kept in {dtype} (get_keys_to_not_convert skips lm_head)")
+    if moe:
+        text += ("; MoE experts stay 16-bit (transformers 5 stores them as fused 3D parameters, which "
+                 "bitsandbytes and torchao do not convert)")
+    return text
 
 
 def _quant_name(arch: LlmArch) -> str:

@@ -17,10 +17,28 @@ QUANT_NOTES = {
     "awq": "4-bit AWQ: int32-packed weights + fp16 scales and packed zeros per group",
     "bnb8": "bitsandbytes 8-bit: int8 weights + one fp32 scale per output row",
     "bnb4": "bitsandbytes 4-bit (nf4/fp4): 4-bit weights + one fp32 absmax per 64 weights (uint8 with double "
-            "quantization)",
+            "quantization, plus one fp32 per 256 absmax)",
     "fp8": "FP8: 1 byte per weight + fp32 block scales",
+    "fbgemm_fp8": "FBGEMM FP8: 1 byte per weight + one fp32 scale per output row",
     "mxfp4": "MXFP4: 4-bit weights + one uint8 scale per 32 weights (expert weights only)",
+    "int8wo": "torchao int8 weight-only: int8 weights + fp32 scale and int8 zero point per output row",
+    "int8dq": "torchao int8 dynamic activation + int8 weight: int8 weights + fp32 scale and int8 zero point per row",
+    "int4wo": "torchao int4 weight-only: 4-bit weights + bf16 scale and zero point per group of 128 inputs",
+    "fp8wo": "torchao float8 weight-only: float8_e4m3fn weights + one fp32 scale per output row",
+    "fp8dq": "torchao float8 dynamic activation + float8 weight: float8_e4m3fn weights + one fp32 scale per tensor",
 }
+
+# Methods whose checkpoint or loader keeps MoE expert weights quantized in transformers >= 5, where the
+# experts are fused 3D nn.Parameters rather than nn.Linear modules: replace_with_bnb_linear and torchao's
+# param_needs_quantization only touch nn.Linear (transformers 5.17 integrations/bitsandbytes.py,
+# quantizers/quantizer_torchao.py), so their experts stay 16-bit; FP8 swaps the experts for FP8Experts
+# (integrations/finegrained_fp8.py replace_with_fp8_linear) and MXFP4 quantizes only the experts.
+EXPERT_QUANT_METHODS = {"fp8", "mxfp4", "gptq", "awq"}
+# Quantized on the GPU while loading (a 16-bit checkpoint): the rest are loaded as stored.
+ON_THE_FLY_METHODS = {"bnb4", "bnb8", "int8wo", "int8dq", "int4wo", "fp8wo", "fp8dq"}
+TORCHAO_TYPES = {"Int8WeightOnlyConfig": "int8wo", "Int8DynamicActivationInt8WeightConfig": "int8dq",
+                 "Int4WeightOnlyConfig": "int4wo", "Float8WeightOnlyConfig": "fp8wo",
+                 "Float8DynamicActivationFloat8WeightConfig": "fp8dq"}
 
 
 @dataclass(frozen=True)
@@ -29,6 +47,24 @@ class Tensor:
     numel: int
     bytes: int
     quantized: bool = False
+    aux: bool = False  # a quantization constant (scale, zero point, code table), not a model parameter
+
+
+def torchao_type(q: dict | None) -> tuple[str | None, dict]:
+    """(method, its _data) of a TorchAoConfig as transformers serializes it: quant_type.default._type."""
+    qt = (q or {}).get("quant_type")
+    if isinstance(qt, dict):
+        qt = qt.get("default", qt)
+    if isinstance(qt, dict):
+        name = str(qt.get("_type", ""))
+        return TORCHAO_TYPES.get(name), dict(qt.get("_data") or {})
+    if isinstance(qt, str):  # older string form: "int8_weight_only", "int4_weight_only", "float8_weight_only"
+        text = qt.lower()
+        for key, method in (("int4", "int4wo"), ("float8_dynamic", "fp8dq"), ("float8", "fp8wo"),
+                            ("int8_dynamic", "int8dq"), ("int8", "int8wo")):
+            if key in text:
+                return method, dict((q or {}).get("quant_type_kwargs") or {})
+    return None, {}
 
 
 def quant_method(arch: LlmArch) -> str | None:
@@ -40,7 +76,11 @@ def quant_method(arch: LlmArch) -> str | None:
         return method
     if method == "bitsandbytes" or "load_in_4bit" in q or "load_in_8bit" in q:
         return "bnb4" if q.get("load_in_4bit") or q.get("bnb_4bit_quant_type") else "bnb8"
-    if method in ("fp8", "fbgemm_fp8") or "fp8" in method:
+    if method == "torchao":
+        return torchao_type(q)[0] or "torchao"
+    if method == "fbgemm_fp8":
+        return "fbgemm_fp8"
+    if method == "fp8" or "fp8" in method:
         return "fp8"
     if method == "mxfp4":
         return "mxfp4"
@@ -52,37 +92,103 @@ def quant_method(arch: LlmArch) -> str | None:
     return method or None
 
 
+def _round_up(n: int, m: int) -> int:
+    return -(-n // m) * m
+
+
+def _bnb4_parts(name: str, numel: int, q: dict | None) -> list[Tensor]:
+    """bitsandbytes 0.50 Params4bit after quantize_4bit (functional.py; backends/cuda/ops.py): packed uint8
+    data ((n + 1) // 2 bytes), absmax float32 per block of 64, the 16-entry float32 code table (one per
+    tensor, get_4bit_type). With compress_statistics (double quantization) the absmax is quantized by
+    quantize_blockwise(blocksize=256): uint8 absmax, fp32 offset scalar, state2 absmax fp32 per 256 absmax
+    and a 256-entry float32 copy of the dynamic code table per tensor."""
+    blocks = -(-numel // 64)
+    out = [Tensor(name + ".weight", numel, (numel + 1) // 2, True),
+           Tensor(name + ".quant_map", 16, 64, True, True)]
+    if (q or {}).get("bnb_4bit_use_double_quant"):
+        nested = -(-blocks // 256)
+        out += [Tensor(name + ".absmax", blocks, blocks, True, True),
+                Tensor(name + ".nested_offset", 1, 4, True, True),
+                Tensor(name + ".nested_absmax", nested, nested * 4, True, True),
+                Tensor(name + ".nested_quant_map", 256, 1024, True, True)]
+    else:
+        out.append(Tensor(name + ".absmax", blocks, blocks * 4, True, True))
+    return out
+
+
+def _torchao_parts(name: str, method: str, n_in: int, n_out: int, dt: int, q: dict | None) -> list[Tensor] | None:
+    """torchao 0.18 tensor subclasses (quantization/quantize_/workflows): None when torchao leaves the
+    weight unquantized (int4: in_features not a multiple of group_size; float8 dynamic: a dimension not a
+    multiple of 16, _fp8_mm_compat)."""
+    numel = n_in * n_out
+    data = torchao_type(q)[1]
+    if method in ("int8wo", "int8dq"):  # Int8Tensor: qdata int8, scale fp32 (N, 1), zero_point int8 (N, 1)
+        return [Tensor(name + ".qdata", numel, numel, True), Tensor(name + ".scale", n_out, n_out * 4, True, True),
+                Tensor(name + ".zero_point", n_out, n_out, True, True)]
+    if method == "fp8wo":  # Float8Tensor PerRow: qdata float8_e4m3fn, scale fp32 (N, 1)
+        return [Tensor(name + ".qdata", numel, numel, True), Tensor(name + ".scale", n_out, n_out * 4, True, True)]
+    if method == "fp8dq":  # Float8Tensor PerTensor (the config's default granularity): one fp32 scale
+        if n_in % 16 or n_out % 16:
+            return None
+        return [Tensor(name + ".qdata", numel, numel, True), Tensor(name + ".scale", 1, 4, True, True)]
+    if method == "int4wo":
+        group = int(data.get("group_size") or 128)
+        if n_in % group:
+            return None
+        if str(data.get("int4_packing_format", "plain")).lower() == "tile_packed_to_4d":
+            # Int4TilePackedTo4dTensor: the weight padded to in_features % 1024 == 0 and out_features % 8 == 0,
+            # packed to int32 [n/8][k/128][32][4] (k * n / 2 bytes) + bf16 scale_and_zero (k/group, n, 2)
+            k, n = _round_up(n_in, 1024), _round_up(n_out, int(data.get("int4_tile_packed_ntile") or 8))
+            groups = k // group
+            return [Tensor(name + ".qdata", numel, k * n // 2, True),
+                    Tensor(name + ".scale_and_zero", groups * n * 2, groups * n * 2 * dt, True, True)]
+        # Int4Tensor (plain, the default; needs mslk): qdata (N, K/2) uint8, scale and zero_point (K/group, N)
+        groups = n_in // group
+        return [Tensor(name + ".qdata", numel, numel // 2, True),
+                Tensor(name + ".scale", groups * n_out, groups * n_out * dt, True, True),
+                Tensor(name + ".zero_point", groups * n_out, groups * n_out * dt, True, True)]
+    return None
+
+
 def _linear(name: str, n_in: int, n_out: int, dtype_bytes: int, bias: bool, method: str | None,
             quantize: bool, q: dict | None) -> list[Tensor]:
     numel = n_in * n_out
     out: list[Tensor] = []
+    torchao = _torchao_parts(name, method, n_in, n_out, dtype_bytes or 2, q) if quantize and method else None
     if not quantize or method is None:
         out.append(Tensor(name + ".weight", numel, numel * dtype_bytes))
+    elif torchao is not None:
+        out += torchao
     elif method in ("gptq", "awq"):
         bits = int((q or {}).get("bits", (q or {}).get("w_bit", 4)))
         group = int((q or {}).get("group_size", (q or {}).get("q_group_size", 128)) or 128)
         group = n_in if group <= 0 else group
         groups = -(-n_in // group)
         out.append(Tensor(name + ".qweight", numel, numel * bits // 8, True))
-        out.append(Tensor(name + ".scales", groups * n_out, groups * n_out * 2, True))
-        out.append(Tensor(name + ".qzeros", groups * n_out, groups * n_out * bits // 8, True))
+        out.append(Tensor(name + ".scales", groups * n_out, groups * n_out * 2, True, True))
+        out.append(Tensor(name + ".qzeros", groups * n_out, groups * n_out * bits // 8, True, True))
         if method == "gptq":
-            out.append(Tensor(name + ".g_idx", n_in, n_in * 4, True))
-    elif method == "bnb8":
+            out.append(Tensor(name + ".g_idx", n_in, n_in * 4, True, True))
+    elif method == "bnb8":  # Int8Params: CB (= data) int8 + SCB fp32 per output row
         out.append(Tensor(name + ".weight", numel, numel, True))
-        out.append(Tensor(name + ".SCB", n_out, n_out * 4, True))
+        out.append(Tensor(name + ".SCB", n_out, n_out * 4, True, True))
     elif method == "bnb4":
-        blocks = -(-numel // 64)
-        double = bool((q or {}).get("bnb_4bit_use_double_quant"))
-        out.append(Tensor(name + ".weight", numel, -(-numel // 2), True))
-        out.append(Tensor(name + ".absmax", blocks, blocks * (1 if double else 4), True))
+        out += _bnb4_parts(name, numel, q)
     elif method == "fp8":
-        blocks = -(-n_in // 128) * -(-n_out // 128)
+        block = (q or {}).get("weight_block_size")
         out.append(Tensor(name + ".weight", numel, numel, True))
-        out.append(Tensor(name + ".weight_scale_inv", blocks, blocks * 4, True))
+        if block is None and "weight_block_size" in (q or {}):  # per-tensor: one fp32 scalar
+            out.append(Tensor(name + ".weight_scale_inv", 1, 4, True, True))
+        else:
+            bo, bi = (list(block) + [128, 128])[:2] if isinstance(block, (list, tuple)) else (128, 128)
+            blocks = -(-n_out // int(bo)) * -(-n_in // int(bi))
+            out.append(Tensor(name + ".weight_scale_inv", blocks, blocks * 4, True, True))
+    elif method == "fbgemm_fp8":  # FbgemmFp8Linear: fp8 weight, fp32 weight_scale (N, 1), input_scale_ub (1)
+        out += [Tensor(name + ".weight", numel, numel, True), Tensor(name + ".weight_scale", n_out, n_out * 4, True, True),
+                Tensor(name + ".input_scale_ub", 1, 4, True, True)]
     elif method == "mxfp4":
         out.append(Tensor(name + "_blocks", numel, numel // 2, True))
-        out.append(Tensor(name + "_scales", numel // 32, numel // 32, True))
+        out.append(Tensor(name + "_scales", numel // 32, numel // 32, True, True))
     else:
         out.append(Tensor(name + ".weight", numel, numel * dtype_bytes))
     if bias:
@@ -178,9 +284,9 @@ def _mlp_tensors(arch: LlmArch, i: int, p: str, lin, method, fused_experts: bool
     ts: list[Tensor] = []
     if arch.is_moe and arch.moe_layers[i]:
         ts.append(Tensor(p + "router", h * arch.experts, h * arch.experts * dt))
-        if fused_experts and method is None:
+        if fused_experts and method not in EXPERT_QUANT_METHODS:
             # transformers >= 5 stores each layer's experts as two 3D tensors:
-            # gate_up_proj (E, 2*I, h) and down_proj (E, h, I)
+            # gate_up_proj (E, 2*I, h) and down_proj (E, h, I); bitsandbytes and torchao leave them 16-bit
             e, im = arch.experts, arch.moe_intermediate
             ts.append(Tensor(p + "experts.gate_up_proj", e * 2 * im * h, e * 2 * im * h * dt))
             ts.append(Tensor(p + "experts.down_proj", e * im * h, e * im * h * dt))
@@ -274,5 +380,6 @@ def buffer_tensors(arch: LlmArch, dt: int) -> list[Tensor]:
 
 
 def parameter_count(tensors: list[Tensor]) -> int:
-    return sum(t.numel for t in tensors if not t.name.startswith("buffer:") and not t.name.endswith((".scales", ".qzeros", ".g_idx", ".SCB", ".absmax",
-                                                                 "_scales", ".weight_scale_inv")))
+    """Model parameters: buffers and quantization constants (scales, zero points, code tables) excluded."""
+    return sum(t.numel for t in tensors if not t.name.startswith("buffer:") and not t.aux and not t.name.endswith(
+        (".scales", ".qzeros", ".g_idx", ".SCB", ".absmax", "_scales", ".weight_scale_inv")))

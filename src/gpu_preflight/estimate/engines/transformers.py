@@ -21,7 +21,9 @@ from typing import Any
 
 from gpu_preflight.estimate.allocator import Allocator
 from gpu_preflight.estimate.arch import DTYPE_BYTES, LlmArch
-from gpu_preflight.estimate.weights import Tensor, quant_method, weight_tensors
+from gpu_preflight.estimate.engines import transformers_quant as tq
+from gpu_preflight.estimate.engines.transformers_quant import LINEAR_OUTPUTS
+from gpu_preflight.estimate.weights import ON_THE_FLY_METHODS, Tensor, quant_method, weight_tensors
 
 GIB = 1 << 30
 FP32 = 4
@@ -36,6 +38,8 @@ class Workload:
     dtype: str = "bfloat16"
     attn: str = "sdpa"  # sdpa | eager | flash_attention_2
     kv_dtype: str | None = None
+    bnb_compute_dtype: str | None = None  # bnb_4bit_compute_dtype (None: BitsAndBytesConfig's float32)
+    mxfp4_kernels: bool = False           # MXFP4 kept quantized (kernels package + triton >= 3.4)
 
 
 @dataclass
@@ -56,8 +60,17 @@ class _Replay:
         self.al = Allocator()
         self.live: dict[str, int] = {}
         self.sizes: dict[str, int] = {}
+        self.qf = None  # transformers_quant.QuantForward: buffers of quantized linears
 
     def a(self, name: str, nbytes: int) -> None:
+        if nbytes <= 0:
+            return
+        if self.qf is not None and name in LINEAR_OUTPUTS:
+            self.qf.linear(self, name, nbytes)
+            return
+        self._alloc(name, nbytes)
+
+    def _alloc(self, name: str, nbytes: int) -> None:
         if nbytes <= 0:
             return
         if name in self.live:
@@ -583,30 +596,54 @@ def _estimate_replay(arch: LlmArch, w: Workload, cc: tuple[int, int] | None = No
         assumptions.append(f"{arch.family}: transformers has no SDPA / flash-attention path for this architecture "
                            f"(_supports_sdpa is unset in modeling_{arch.family}.py): eager attention, with its "
                            f"batch x heads x prompt x prompt score matrices")
-    method = quant_method(arch)
     v5 = transformers_version >= (5, 0)
-    tensors = tensors or weight_tensors(arch, dt, dequantize_mxfp4=True, fused_experts=v5, buffers=True)
+    # quantization as transformers holds it on this GPU (None: dequantized at load)
+    quant, qnotes = tq.effective_quant(arch, cc, w.mxfp4_kernels)
+    assumptions += qnotes
+    dequantized = bool(arch.quant) and quant is None
+    qarch = arch if quant is arch.quant else dataclasses.replace(arch, quant=quant)
+    method = quant_method(qarch) if quant else None
+    if dequantized and tensors:
+        tensors = None  # the stored (quantized) header sizes are not what sits on the GPU
+    tensors = tensors or weight_tensors(qarch, dt, dequantize_mxfp4=method != "mxfp4", fused_experts=v5,
+                                        buffers=True)
     if transformers_version < (4, 45):
         assumptions.append("transformers < 4.45: the prefill computes logits for every prompt position and "
                            "upcasts them to float32")
-    if method == "mxfp4":
-        assumptions.append("MXFP4 checkpoint: transformers dequantizes to bf16 unless its MXFP4 Triton kernels are "
-                           "installed; estimated dequantized")
+    assumptions += tq.assumptions_for(method, quant, w.dtype, w.bnb_compute_dtype)
     r = _Replay()
-    for t in tensors:
-        r.a("w:" + t.name, t.bytes)
+    load_phase = bool(arch.quant)
+    if method in ON_THE_FLY_METHODS:
+        for t in tensors:
+            if t.name.startswith("buffer:"):
+                r.a("w:" + t.name, t.bytes)
+        tq.replay_load(r, tensors, method, quant, dt)
+    elif dequantized and quant_method(arch) == "mxfp4":
+        tq.replay_mxfp4_dequant_load(r, [t for t in tensors if not t.name.startswith("buffer:")], dt)
+        for t in tensors:
+            if t.name.startswith("buffer:"):
+                r.a("w:" + t.name, t.bytes)
+    else:
+        for t in tensors:
+            r.a("w:" + t.name, t.bytes)
     weights_allocated = r.al.allocated
+    load_peak = {"peak_allocated_bytes": r.al.peak_allocated, "peak_reserved_bytes": r.al.peak_reserved}
     r.a("cublas.workspace", cublas_workspace_bytes(cc))
     r.reset_peaks()
     phase: dict[str, dict[str, int]] = {}
     base_alloc = r.al.allocated
     opts = {"full_logits": transformers_version < (4, 45), "batched_mm": v5}
+    r.qf = tq.forward_model(arch, quant, w.dtype, w.bnb_compute_dtype)
+    if r.qf is not None:
+        r.qf.rows = w.batch * w.input_len
     _forward(r, arch, w, w.input_len, 0, dt, kv_dt, opts)
     phase["prefill"] = {"peak_allocated_bytes": r.al.peak_allocated, "peak_reserved_bytes": r.al.peak_reserved}
     steps = max(w.output_len - 1, 0)
     if steps and decode_samples and _decode_may_matter(arch, w, dt, kv_dt, r.al.peak_allocated - base_alloc):
         # decode: sample a few steps spread over the generation; the cache grows in between
         picks = sorted({max(1, round(steps * (j + 1) / decode_samples)) for j in range(decode_samples)})
+        if r.qf is not None:
+            r.qf.rows = w.batch
         for s in picks:
             _forward(r, arch, w, 1, w.input_len + s - 1, dt, kv_dt, opts)
         phase["decode"] = {"peak_allocated_bytes": r.al.peak_allocated, "peak_reserved_bytes": r.al.peak_reserved}
@@ -620,6 +657,10 @@ def _estimate_replay(arch: LlmArch, w: Workload, cc: tuple[int, int] | None = No
         win = arch.sliding_window if arch.layer_kinds[i] == "sliding" else None
         kv += w.batch * bpt * (min(total_len, win) if win and w.output_len > 1 else total_len)
     peak_alloc = r.al.peak_allocated
+    forward_alloc = peak_alloc
+    if load_phase:  # the process peak is the larger of loading and the forward
+        phase = {"load": load_peak, **phase}
+        peak_alloc = max(peak_alloc, load_peak["peak_allocated_bytes"])
     ws = cublas_workspace_bytes(cc)
     exact = sum(t.bytes for t in tensors if not t.name.startswith("buffer:"))
     buffers = sum(t.bytes for t in tensors if t.name.startswith("buffer:"))
@@ -627,12 +668,14 @@ def _estimate_replay(arch: LlmArch, w: Workload, cc: tuple[int, int] | None = No
         "weights": exact,
         "allocator_rounding": weights_allocated - exact - buffers,
         "kv_cache": kv,
-        "activations": max(peak_alloc - base_alloc - kv, 0),
+        "activations": max(forward_alloc - base_alloc - kv, 0),
         "cublas_workspace": ws,
         "allocator_slack": r.al.peak_reserved - peak_alloc,
     }
     if buffers:
         breakdown["buffers"] = buffers
+    if load_phase:
+        breakdown["load_transient"] = max(load_peak["peak_allocated_bytes"] - weights_allocated, 0)
     return LlmEstimate(weights_allocated, kv, peak_alloc, r.al.peak_reserved, phase, breakdown, assumptions)
 
 
@@ -651,11 +694,18 @@ OPTIONS = LLM_WORKLOAD_OPTIONS + (
            choices=("sdpa", "eager", "flash_attention_2")),
     Option("--transformers", "transformers", "transformers release to model (default: 5.x behaviour)",
            metavar="VER"),
-    Option("--quantize", "quantize", "load a 16-bit checkpoint quantized by bitsandbytes: 8bit (LLM.int8) or 4bit "
-           "(NF4); lm_head and embeddings stay 16-bit as transformers keeps them",
-           choices=("8bit", "4bit", "nf4", "fp4")),
+    Option("--quantize", "quantize", "load a 16-bit checkpoint quantized on the GPU: bitsandbytes 8bit (LLM.int8), "
+           "4bit / nf4 (NF4), fp4; torchao int8wo, int4wo, fp8 (float8 weight-only), fp8dq (float8 dynamic "
+           "activation); lm_head and embeddings stay 16-bit as transformers keeps them",
+           choices=("8bit", "4bit", "nf4", "fp4", "int8wo", "int4wo", "fp8", "fp8dq")),
     Option("--double-quant", "double_quant", "4-bit: quantize the absmax constants too "
            "(bnb_4bit_use_double_quant)", action="store_true", default=False),
+    Option("--bnb-compute-dtype", "bnb_compute_dtype", "4-bit bitsandbytes: bnb_4bit_compute_dtype (default float32, "
+           "used only with a float16 model; bfloat16 and float32 inputs compute in their own dtype)",
+           choices=("float32", "bfloat16", "float16")),
+    Option("--mxfp4-kernels", "mxfp4_kernels", "MXFP4 checkpoint (gpt-oss): the `kernels` package and triton >= 3.4 "
+           "are installed, so transformers keeps the experts in MXFP4 (otherwise it dequantizes them to bf16)",
+           action="store_true", default=False),
     Option("--assume-llama-like", "assume_llama_like", "estimate a model_type the tool has no layout table for as "
            "a Llama-shaped decoder (stated in the report, wider error); without it such a model is refused "
            "unless transformers is installed to count its weights", action="store_true", default=False),
@@ -668,9 +718,12 @@ def run_engine(source, o: dict[str, Any], targets: list, common: dict[str, Any])
 
     if o["double_quant"] and o["quantize"] not in ("4bit", "nf4", "fp4"):
         raise UsageError("--double-quant applies to 4-bit quantization", hint="add --quantize 4bit")
+    if o.get("bnb_compute_dtype") and o["quantize"] not in ("4bit", "nf4", "fp4"):
+        raise UsageError("--bnb-compute-dtype applies to bitsandbytes 4-bit quantization", hint="add --quantize 4bit")
     attn = "sdpa" if o["attn"] == "flash_attention_2" else o["attn"]
     w = Workload(batch=o["batch"], input_len=o["input_len"], output_len=o["output_len"],
-                 dtype=parse_dtype(o["dtype"]), attn=attn)
+                 dtype=parse_dtype(o["dtype"]), attn=attn, bnb_compute_dtype=o.get("bnb_compute_dtype"),
+                 mxfp4_kernels=bool(o.get("mxfp4_kernels")))
     report = estimate_llm(source.config, tensors=source.tensors, workload=w, targets=targets, engine="transformers",
                           torch_version=common.get("torch"), transformers_version=o["transformers"],
                           model_name=source.name, gguf=source.origin == "gguf",
