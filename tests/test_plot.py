@@ -258,3 +258,12 @@ def test_cli_plot_errors(argv, message, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(["estimate", "qwen2.5-0.5b-instruct", "--gpu", "rtx-3050", *argv]) == 3
     assert message in capsys.readouterr().err
+
+
+def test_quantized_stack_leaves_the_loading_transient_out():
+    """On-the-fly quantization: the report's breakdown also names the loading transient, which is not
+    at the forward's peak; the stack still adds up to the peak."""
+    c = api.curve("qwen2.5-7b-instruct", gpus="rtx-4060", quantize="int4wo", sweep="1k:32k:6").to_json()
+    assert "load_transient" not in c["components"]
+    for p in c["points"]:
+        assert sum(p["stack"].values()) == p["peak_process_bytes"]
