@@ -246,7 +246,10 @@ def test_cli_plot_html(tmp_path, capsys):
     out = tmp_path / "curve.html"
     assert main(["estimate", "flux.1-dev", "--gpu", "rtx-4090", "--plot", str(out)]) == 2  # flux does not fit 24 GB
     assert out.read_text().startswith("<!doctype html>")
-    assert "3 measured" in capsys.readouterr().err
+    import re
+
+    m = re.search(r"(\d+) measured", capsys.readouterr().err)  # flux.1-dev at 512, 1024 and 2048 px, bf16, batch 1
+    assert m and int(m.group(1)) >= 3
 
 
 @pytest.mark.parametrize("argv,message", [

@@ -259,7 +259,7 @@ def curve_for(plan: EstimatePlan, *, given: dict[str, Any], spec: str | None = N
         out["measured"] = {"points": [], "env": None, "note": how}
     else:
         catalog_id = plan.source.name if plan.source.origin == "catalog" else None
-        out["measured"] = {**measured_points(root, out, catalog_id), "found_by": how}
+        out["measured"] = {**measured_points(root, out, catalog_id, dict(plan.opts)), "found_by": how}
     return out
 
 

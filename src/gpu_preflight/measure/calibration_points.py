@@ -58,29 +58,38 @@ def _matrix(root: str) -> dict[str, dict[str, Any]]:
     return {m.get("tag") or m["id"]: {**matrix.get("defaults", {}), **m} for m in matrix["models"]}
 
 
+RUN_FIELDS = ("setup", "offload", "vae_tiling", "vae_slicing", "drop_text_encoders", "attn", "torchao",
+              "layerwise_fp8", "quantize", "dtype")
+
+
 def _runs(records: list[dict[str, Any]]) -> dict[tuple, dict[str, Any]]:
-    """(file, model, workload name) -> the run: its records' largest peak and their fields."""
+    """One run per file, model, workload and memory setup: its phases' largest peak and its fields."""
     runs: dict[tuple, dict[str, Any]] = {}
     for r in records:
         if r.get("type") != "phase" or not isinstance(r.get("workload"), dict) or r.get("oom") or r.get("error"):
             continue
         if not isinstance(r.get("peak_process_bytes"), int):
             continue
-        key = (r["_file"], r.get("pipeline") or r.get("model"), r["workload"].get("name"))
+        key = (r["_file"], r.get("pipeline") or r.get("model"), json.dumps(r["workload"], sort_keys=True),
+               *(json.dumps(r.get(f)) for f in RUN_FIELDS))
         run = runs.setdefault(key, {"rec": r, "peak": 0, "env": r.get("_env") or {}})
         run["peak"] = max(run["peak"], r["peak_process_bytes"])
     return runs
 
 
-def measured_points(root: str, curve: dict[str, Any], catalog_id: str | None) -> dict[str, Any]:
+def measured_points(root: str, curve: dict[str, Any], catalog_id: str | None,
+                    opts: dict[str, Any] | None = None) -> dict[str, Any]:
     """{"points": [{"x", "peak_process_bytes", "label"}], "env": "...", "note": "..."} for `curve`
-    (estimate/sweep.py) of the catalog model `catalog_id`."""
+    (estimate/sweep.py) of the catalog model `catalog_id`; `opts`: the engine options of the curve."""
     q = curve["quantity"]["name"]
+    opts = opts or {}
     if not catalog_id:
         return {"points": [], "env": None, "note": "measured runs exist only for catalog models"}
     engine, w = curve.get("engine"), curve.get("workload") or {}
     if engine not in ("transformers", "diffusers"):
         return {"points": [], "env": None, "note": f"no measured runs of the {engine} engine in calibration/raw"}
+    if opts.get("quantize"):
+        return {"points": [], "env": None, "note": f"no measured runs with --quantize {opts['quantize']} to overlay"}
     if engine == "diffusers" and catalog_id in PARTIAL_PIPELINE_RUNS:
         return {"points": [], "env": None,
                 "note": f"the measured {catalog_id} runs lack {', '.join(PARTIAL_PIPELINE_RUNS[catalog_id])} "
@@ -88,18 +97,18 @@ def measured_points(root: str, curve: dict[str, Any], catalog_id: str | None) ->
     matrix = _matrix(root)
     out = []
     envs = set()
-    for (file, model, wname), run in sorted(_runs(load_records(raw_files(root))).items()):
+    for (file, model, *_), run in sorted(_runs(load_records(raw_files(root))).items()):
         rec, wl = run["rec"], run["rec"]["workload"]
         if engine == "transformers":
-            m = matrix.get(model, {"id": model})
-            if m.get("id") != catalog_id or m.get("config_overrides") or "pipeline" in rec:
+            m = matrix.get(model)  # runs of the LLM bench matrix only (other matrices change the config)
+            if m is None or m.get("id") != catalog_id or m.get("config_overrides") or "pipeline" in rec:
                 continue
             if rec.get("dtype", m.get("dtype", "bfloat16")) != w.get("dtype") or \
                     rec.get("attn", m.get("attn", "sdpa")) != w.get("attn"):
                 continue
             x = _llm_x(q, wl, w)
         else:
-            if rec.get("pipeline") != catalog_id or rec.get("dtype", "bfloat16") != w.get("dtype"):
+            if rec.get("pipeline") != catalog_id or not _same_pipeline_setup(rec, w):
                 continue
             x = _pipeline_x(q, wl, w)
         if x is None:
@@ -108,10 +117,28 @@ def measured_points(root: str, curve: dict[str, Any], catalog_id: str | None) ->
         envs.add(f"{env.get('gpu')}, driver {env.get('driver')}, torch {env.get('torch')}"
                  + (f", transformers {env['transformers']}" if engine == "transformers" and env.get("transformers") else "")
                  + (f", diffusers {env['diffusers']}" if engine == "diffusers" and env.get("diffusers") else ""))
-        out.append({"x": x, "peak_process_bytes": run["peak"], "label": f"{wname} ({os.path.basename(file)})"})
+        out.append({"x": x, "peak_process_bytes": run["peak"], "label": f"{wl.get('name')} ({os.path.basename(file)})"})
     note = f"{len(out)} measured run{'s' if len(out) != 1 else ''} from calibration/raw" if out else \
         "no measured run of this model at this workload in calibration/raw"
     return {"points": sorted(out, key=lambda p: p["x"]), "env": "; ".join(sorted(envs)) or None, "note": note}
+
+
+def _same_pipeline_setup(rec: dict[str, Any], w: dict[str, Any]) -> bool:
+    """The run used the memory setup of the curve: dtype, offload, VAE tiling / slicing, text encoders
+    dropped or not, attention; runs with quantized or float32 components are left out."""
+    wl = rec["workload"]
+    offload = rec.get("offload") or "none"
+    setup = rec.get("setup")
+    if rec.get("torchao") or rec.get("layerwise_fp8") or rec.get("quantize") or offload == "group":
+        return False
+    if setup not in (None, "gpu", offload):
+        return False
+    same = (rec.get("dtype", "bfloat16") == w.get("dtype") and offload == (w.get("offload") or "none")
+            and bool(rec.get("vae_tiling") or wl.get("vae_tiling")) == bool(w.get("vae_tiling"))
+            and bool(rec.get("vae_slicing") or wl.get("vae_slicing")) == bool(w.get("vae_slicing"))
+            and bool(rec.get("drop_text_encoders") or wl.get("drop_text_encoders")) == bool(w.get("drop_text_encoders"))
+            and (wl.get("attn") or rec.get("attn") or "sdpa") == (w.get("attn") or "sdpa"))
+    return same
 
 
 def _llm_x(q: str, wl: dict[str, Any], w: dict[str, Any]) -> int | None:
