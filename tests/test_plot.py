@@ -270,3 +270,23 @@ def test_quantized_stack_leaves_the_loading_transient_out():
     assert "load_transient" not in c["components"]
     for p in c["points"]:
         assert sum(p["stack"].values()) == p["peak_process_bytes"]
+
+
+def test_measured_training_runs_overlaid():
+    c = api.curve("llama-3.2-1b-instruct", gpus="h100-sxm-80gb", train="full", seq_len=512, sweep="batch=1,4").to_json()
+    assert c["quantity"]["name"] == "batch"
+    m = {p["x"]: p["peak_process_bytes"] for p in c["measured"]["points"]}
+    recs = [json.loads(line) for line in open(os.path.join(ROOT, "calibration", "raw", "train-h200.jsonl"))]
+    b4 = [r["peak_process_bytes"] for r in recs if r.get("type") == "phase" and r.get("model") == "llama-3.2-1b-instruct"
+          and (r.get("case") or {}).get("name") == "full-nock-s512-b4-adamw-bf16-bf16w"]
+    assert b4 and m.get(4) == max(b4) and 1 in m
+    assert "H200" in c["measured"]["env"]
+
+
+def test_measured_pipeline_runs_match_the_memory_setup():
+    """SDXL with model offload was measured in float16 (calibration/raw/diffusion-modes-h200.jsonl): those
+    runs are drawn on a float16 model-offload curve, not on the bfloat16 one."""
+    fp16 = api.curve("sdxl-base-1.0", gpus="rtx-4060", offload="model", dtype="float16").to_json()["measured"]
+    assert {p["x"] for p in fp16["points"]} == {512, 1024}
+    assert all("diffusion-modes-h200" in p["label"] for p in fp16["points"])
+    assert api.curve("sdxl-base-1.0", gpus="rtx-4060", offload="model").to_json()["measured"]["points"] == []

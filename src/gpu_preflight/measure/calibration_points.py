@@ -86,6 +86,8 @@ def measured_points(root: str, curve: dict[str, Any], catalog_id: str | None,
     if not catalog_id:
         return {"points": [], "env": None, "note": "measured runs exist only for catalog models"}
     engine, w = curve.get("engine"), curve.get("workload") or {}
+    if engine == "training":
+        return training_points(root, curve, catalog_id)
     if engine not in ("transformers", "diffusers"):
         return {"points": [], "env": None, "note": f"no measured runs of the {engine} engine in calibration/raw"}
     if opts.get("quantize"):
@@ -120,6 +122,48 @@ def measured_points(root: str, curve: dict[str, Any], catalog_id: str | None,
         out.append({"x": x, "peak_process_bytes": run["peak"], "label": f"{wl.get('name')} ({os.path.basename(file)})"})
     note = f"{len(out)} measured run{'s' if len(out) != 1 else ''} from calibration/raw" if out else \
         "no measured run of this model at this workload in calibration/raw"
+    return {"points": sorted(out, key=lambda p: p["x"]), "env": "; ".join(sorted(envs)) or None, "note": note}
+
+
+def training_points(root: str, curve: dict[str, Any], catalog_id: str) -> dict[str, Any]:
+    """GPU training runs (calibration/raw/train-*.jsonl, bench/matrix_train.json) of the same model
+    and setup: mode, checkpointing, optimizer, precision, weight dtype, LoRA rank and targets, one GPU."""
+    q, w = curve["quantity"]["name"], curve.get("workload") or {}
+    if (w.get("gpus") or 1) > 1 or w.get("zero") or w.get("fsdp") or w.get("offload_optimizer"):
+        return {"points": [], "env": None, "note": "the measured training runs are single-GPU, without sharding "
+                                                   "or offload"}
+    path = os.path.join(root, "bench", "matrix_train.json")
+    matrix = {}
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as fh:
+            matrix = {m.get("tag") or m["id"]: m for m in json.load(fh)["models"]}
+    runs: dict[tuple, dict[str, Any]] = {}
+    files = [f for f in raw_files(root) if os.path.basename(f).startswith("train-")]
+    for r in load_records(files):
+        case, env = r.get("case"), r.get("_env") or {}
+        if r.get("type") != "phase" or not isinstance(case, dict) or r.get("oom") or env.get("device") != "cuda":
+            continue
+        m = matrix.get(r.get("model"))
+        if m is None or m["id"] != catalog_id or m.get("config_overrides") or not isinstance(r.get("peak_process_bytes"), int):
+            continue
+        same = (case.get("mode") == w.get("train") and bool(case.get("grad_ckpt")) == bool(w.get("grad_checkpointing"))
+                and case.get("optimizer") == w.get("optimizer") and case.get("mixed_precision") == w.get("mixed_precision")
+                and case.get("param_dtype") == w.get("dtype"))
+        if same and case.get("mode") != "full":
+            same = case.get("lora_rank") == w.get("lora_rank") and list(case.get("lora_targets") or []) == \
+                list(w.get("lora_targets") or [])
+        x = case.get("micro_batch") if q == "batch" and case.get("seq_len") == w.get("seq_len") else \
+            case.get("seq_len") if q == "context" and case.get("micro_batch") == w.get("micro_batch") else None
+        if not same or x is None:
+            continue
+        run = runs.setdefault((r["_file"], r["model"], case.get("name")), {"x": int(x), "peak": 0, "env": env})
+        run["peak"] = max(run["peak"], r["peak_process_bytes"])
+    out = [{"x": v["x"], "peak_process_bytes": v["peak"], "label": f"{k[2]} ({os.path.basename(k[0])})"}
+           for k, v in sorted(runs.items())]
+    envs = {f"{v['env'].get('gpu')}, driver {v['env'].get('driver')}, torch {v['env'].get('torch')}, "
+            f"transformers {v['env'].get('transformers')}, peft {v['env'].get('peft')}" for v in runs.values()}
+    note = f"{len(out)} measured run{'s' if len(out) != 1 else ''} from calibration/raw" if out else \
+        "no measured training run of this model and setup in calibration/raw"
     return {"points": sorted(out, key=lambda p: p["x"]), "env": "; ".join(sorted(envs)) or None, "note": note}
 
 
