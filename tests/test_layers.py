@@ -13,6 +13,8 @@ TOP = {"cli", "commands", "serve"}  # nothing below them imports them (serve: th
 FORBIDDEN = {
     "errors": {"*"},
     "hints": {"*"},
+    "fileio": {"*"},  # bounded reads of user files: imports only errors
+    "safetext": {"*"},  # escaping text from files for the terminal: imports nothing
     "probes": TOP | {"render", "compat", "checks", "models", "estimate", "measure", "watch"},
     "snapshot": TOP | {"render", "compat", "checks", "models", "estimate", "measure", "watch"},
     "compat": TOP | {"render", "probes", "checks", "models", "estimate", "measure", "watch"},
