@@ -121,16 +121,15 @@ def add_plot_options(p) -> None:
 
 def _estimate_and_plot(args, given: dict) -> dict:
     """One loaded model: the report at the user's workload, then the curve around it."""
-    from gpu_preflight.api import curve_for, prepare_estimate, report_for
+    from gpu_preflight.api import curve_for, load_source, prepare_estimate, report_for
     from gpu_preflight.errors import UsageError
-    from gpu_preflight.models import load_model_source
     from gpu_preflight.render.plot import plot_format, write_plot
 
     if not args.plot:
         raise UsageError("--plot-sweep and --plot-calibration apply only with --plot FILE",
                          hint="add --plot memory.html")
     plot_format(args.plot)  # a bad file name fails before any work
-    source = load_model_source(args.model, revision=args.revision, offline=True if args.offline else None)
+    source = load_source(args.model, revision=args.revision, offline=True if args.offline else None)
     plan = prepare_estimate(source, engine=args.engine, gpu_specs=args.gpu, torch=args.torch, given=given)
     report = report_for(plan)
     curve = curve_for(plan, given=given, spec=args.plot_sweep, base=report, calibration=args.plot_calibration)

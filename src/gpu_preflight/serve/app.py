@@ -215,12 +215,12 @@ class App:
                 "options": options, "given": given_options(options)}
 
     def source(self, req: dict[str, Any]):
-        from gpu_preflight.models import load_model_source
+        from gpu_preflight.api import load_source
 
         key = (req["model"], req["revision"], req["offline"])
         src = self.sources.get(key)
         if src is None:
-            src = load_model_source(req["model"], revision=req["revision"], offline=req["offline"])
+            src = load_source(req["model"], revision=req["revision"], offline=req["offline"])
             if src.origin in ("catalog", "hub"):
                 self.sources.put(key, src)
         return src
