@@ -981,7 +981,8 @@ def run_engine(source, o: dict[str, Any], targets: list, common: dict[str, Any])
                           torch_version=common.get("torch"), transformers_version=o["transformers"],
                           model_name=source.name, gguf=source.origin == "gguf",
                           quantize=o["quantize"], double_quant=o["double_quant"],
-                          assume_llama_like=bool(o.get("assume_llama_like")))
+                          assume_llama_like=bool(o.get("assume_llama_like")),
+                          searches=not common.get("point_only"))
     if o["attn"] == "flash_attention_2":
         report["workload"]["attn"] = "flash_attention_2"
         report["assumptions"].append("flash_attention_2 modelled like SDPA's flash kernel (no score matrix)")
