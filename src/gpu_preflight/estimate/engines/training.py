@@ -110,10 +110,11 @@ class _Exact:
 
 
 class Buf:
-    __slots__ = ("cat", "h", "n", "refs", "saved")
+    __slots__ = ("cat", "h", "n", "refs", "saved", "view")
 
     def __init__(self, h: int, n: int, cat: str):
         self.h, self.n, self.refs, self.cat, self.saved = h, n, 1, cat, 0
+        self.view = False   # a gradient that is a view of another tensor (its base shares the storage)
 
 
 class Ten:
@@ -137,7 +138,7 @@ class Param:
 
 
 class Node:
-    __slots__ = ("gbytes", "gin", "head", "ins", "nsaved", "passthru", "region", "saved", "seq", "split", "ws")
+    __slots__ = ("gbytes", "gin", "head", "ins", "nsaved", "passthru", "region", "saved", "seq", "split", "views", "ws")
 
     def __init__(self, seq: int, ins: list, gbytes: list, passthru: list, ws: list, region: int | None):
         self.seq, self.ins, self.gbytes, self.passthru, self.ws, self.region = seq, ins, gbytes, passthru, ws, region
@@ -146,14 +147,16 @@ class Node:
         self.head = False
         self.gin: Buf | None = None
         self.split: list[Buf] | None = None
+        self.views: list[bool] | None = None   # which input gradients come out as views
 
 
 class Sim:
     """The replay: allocator, live bytes per category, phase peaks, the autograd tape."""
 
-    def __init__(self, cuda: bool = True):
+    def __init__(self, cuda: bool = True, cc: tuple[int, int] | None = None):
         self.al = Allocator() if cuda else _Exact()
         self.cuda = cuda
+        self.cc = cc
         self.live = dict.fromkeys(CATS, 0)
         self.tape: list[Node] = []
         self.seq = 0
@@ -241,8 +244,15 @@ class Sim:
 
     def start_phase(self, name: str) -> None:
         self.phase = name
-        if name not in self.phases:
+        p = self.phases.get(name)
+        if p is None:
             self.phases[name] = {"alloc": self.al.allocated, "reserved": self.al.reserved, "at_peak": dict(self.live)}
+        else:
+            # a later step's phase: what is resident when it starts counts toward its peak (torch's
+            # max_memory_reserved after reset_peak_memory_stats starts at the current reserved bytes)
+            if self.al.allocated > p["alloc"]:
+                p["alloc"], p["at_peak"] = self.al.allocated, dict(self.live)
+            p["reserved"] = max(p["reserved"], self.al.reserved)
         self.al.peak_allocated = self.al.allocated
 
     # --- tensors and nodes ---
@@ -288,6 +298,8 @@ def op_linear(s: Sim, x: Ten, w: Ten, out_numel: int, bias: Ten | None = None, c
     nd = s.node(ins)
     y = s.out(out_numel * dt, dt, nd)
     if nd is not None:
+        # the weight's gradient is mm_mat2_backward's `grad.t().mm(mat1).t()` through TBackward0: a view
+        nd.views = [False, True] + ([False] if bias is not None else [])
         if w.rg:
             s.save(nd, x.buf)
         if x.rg:
@@ -731,11 +743,23 @@ class Forward:
         s, sh = self.s, self.sh
         b, t, h, hd = self.b, self.t, sh.heads, sh.head_dim
         n_out = b * t * h * hd * q.dt
-        t128 = -(-t // 128) * 128
-        hd_r = -(-hd // 32) * 32 if hd <= 192 else 256
-        ws = [b * h * t128 * FP32, b * h * t128 * hd_r * FP32] if self.st.device == "cuda" else []
-        if self.st.device == "cuda" and not masked and sh.kv_heads < h:
-            ws += [n_out, n_out]
+        if self.st.device != "cuda":
+            ws = []
+        elif not masked and cudnn_attention(s.cc):
+            # cuDNN SDPA (torch's first choice on Hopper and newer; the measurement child records
+            # SDPBackend.CUDNN_ATTENTION on an H200 with torch 2.11): aten/src/ATen/native/cudnn/MHA.cpp
+            # run_cudnn_SDP_bprop allocates dQ, dK, dV, then ONE workspace of mha_graph->get_workspace_size()
+            # from the caching allocator. cudnn-frontend's SDPABackwardNode (node/scaled_dot_product_flash_attention.h,
+            # get_fe_workspace_size_node) puts there dQ_accum (b, h_q, s_q, d) float32 and softmax_sum
+            # (b, h_q, s_q) float32; with cuDNN >= 9 the dP workspace is off unless deterministic, and GQA's
+            # full-head dK / dV are virtual (reduced in the kernel), so no expanded copies.
+            ws = [b * h * t * hd * FP32 + b * h * t * FP32]
+        else:
+            t128 = -(-t // 128) * 128
+            hd_r = -(-hd // 32) * 32 if hd <= 192 else 256
+            ws = [b * h * t128 * FP32, b * h * t128 * hd_r * FP32]
+            if not masked and sh.kv_heads < h:
+                ws += [n_out, n_out]
         nd = s.node([q, k, v], ws=ws)
         out = s.out(n_out, q.dt, nd)
         lse_rows = -(-t // 32) * 32 if masked and self.st.device == "cuda" else t
@@ -928,8 +952,25 @@ def route(s: Sim, t: Ten, g: Buf) -> None:
 
 
 def accumulate_param(s: Sim, p: Param, g: Buf) -> None:
-    """AccumulateGrad: the first gradient becomes .grad (stolen when nobody else holds it); later ones add in place.
-    A sharded .grad (ZeRO-2/3, FSDP) keeps only this rank's share after the reduce-scatter."""
+    """AccumulateGrad: the first gradient becomes .grad (stolen when nobody else holds it).
+    A sharded .grad (ZeRO-2/3, FSDP) keeps only this rank's share after the reduce-scatter.
+
+    A second gradient within the same backward only happens for tied embeddings (the lm_head's
+    linear first, the embedding last). Both meet in the InputBuffer of the weight's AccumulateGrad
+    node, and the sum is a NEW tensor: torch/csrc/autograd/input_buffer.cpp `accumulate` adds in
+    place only when `can_accumulate_inplace(old_var)` (the last reference to the tensor and to its
+    storage), and the linear's weight gradient is a view (FunctionsManual.cpp mm_mat2_backward
+    returns `grad.t().mm(mat1).t()` for the transposed weight, TBackward0 transposes it back), whose
+    base shares the storage. So three vocab x hidden tensors are live at once: the lm_head's
+    gradient, the embedding's and their sum (measured on an H200 with torch 2.11 as two extra
+    embedding-sized tensors over all gradients; the torch profiler on the CPU with torch 2.13 shows
+    aten::add, not aten::add_, for this accumulation)."""
+    if p.grad is not None and p.grad.view:
+        total = s.alloc(p.grad.n, "grads")
+        s.dec(p.grad)
+        s.dec(g)
+        p.grad = total
+        return
     if p.grad is None:
         if p.grad_keep < g.n:
             keep = s.alloc(p.grad_keep, "grads")
@@ -976,14 +1017,16 @@ def run_node(s: Sim, nd: Node) -> None:
         nd.saved = []
         return
     grads: list[Buf | None] = []
-    for t, gb, pt in zip(nd.ins, nd.gbytes, nd.passthru):
+    for i, (t, gb, pt) in enumerate(zip(nd.ins, nd.gbytes, nd.passthru)):
         if not t.rg:
             grads.append(None)
         elif pt:
             s.inc(gins[0])
             grads.append(gins[0])
         else:
-            grads.append(s.alloc(gb if gb else t.n))
+            g = s.alloc(gb if gb else t.n)
+            g.view = bool(nd.views and nd.views[i])
+            grads.append(g)
     for b in [s.alloc(w) for w in nd.ws]:
         s.dec(b)
     for b in nd.saved:
@@ -1096,6 +1139,12 @@ class StepReplay:
     act_per_layer: int
 
 
+def cudnn_attention(cc: tuple[int, int] | None) -> bool:
+    """Whether SDPA without a mask runs cuDNN's attention: torch 2.11 tries it first on compute
+    capability 9.0 and newer (measured: the child records the backend torch picks); flash before."""
+    return cc is None or cc >= (9, 0)
+
+
 def cublas_workspace(cc: tuple[int, int] | None) -> int:
     """PyTorch's default cuBLAS workspace per handle/stream: 4096 KiB x 8 on Hopper and newer, 4096 KiB x 2 +
     16 KiB x 8 before (aten/src/ATen/cuda/CublasHandlePool.cpp). The backward runs on autograd's device
@@ -1108,7 +1157,7 @@ def cublas_workspace(cc: tuple[int, int] | None) -> int:
 def replay(shape: Shape, st: TrainSetup, cc: tuple[int, int] | None = None, steps: int = 2,
            explicit_layers: int | None = None) -> StepReplay:
     """Replay `steps` training steps; phase peaks are the maxima over the steps."""
-    s = Sim(cuda=st.device == "cuda")
+    s = Sim(cuda=st.device == "cuda", cc=cc)
     L = shape.layers
     ids = _layer_ids(shape, explicit_layers)
     m = Model(shape, st, ids)
