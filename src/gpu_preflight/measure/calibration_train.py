@@ -108,7 +108,7 @@ def compare(records: list[dict[str, Any]], root: str, overhead_bytes: int | None
     return rows
 
 
-BARS = {"median": 0.05, "worst": 0.12}   # issue 13: peak per GPU within 5 % median, 12 % worst
+BARS = {"median": 0.05, "worst": 0.12}   # the target: peak per GPU within 5 % median, 12 % worst
 
 
 def summarize(rows: list[dict[str, Any]], key: str) -> dict[str, Any]:
