@@ -293,3 +293,14 @@ def test_collective_across_ray_nodes_with_gloo(cluster):
     assert result.get("error") is None, result
     assert result["ranks"] == 3 and result["nodes"] and result["correct"] is True
     assert result["busbw_gb_s"] > 0
+
+
+def test_real_h200_capture_reads_cleanly():
+    """The interconnect section as a real H200 VM reported it (one GPU on PCIe Gen5 x16, no NVLink
+    exposed, persistence on, NCCL_NVLS_ENABLE=0 set by the host): every node check ok or skip."""
+    snap = schema.loads((FIX / "h200-torch2.11-interconnect.json").read_text())
+    got = {f.code: f.status for f in run_checks(snap) if f.code.startswith("PF2")}
+    assert got == {"PF201": "ok", "PF202": "ok", "PF203": "skip", "PF204": "skip", "PF205": "skip",
+                   "PF206": "skip", "PF207": "ok"}
+    ic = snap["interconnect"]
+    assert ic["gpus"].value[0]["pcie_link"].value == {"generation": 5, "width": 16}

@@ -36,7 +36,26 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(EXIT_ERROR)
 
 
-def build_parser() -> argparse.ArgumentParser:
+class _Stub:
+    """Stands for a verb's parser when another verb was asked for: it takes the verb's name and
+    one-line help (shown by `preflight --help`) and ignores the rest, so running one verb never
+    pays for building the others' flags (estimate's come from every engine module)."""
+
+    is_stub = True
+
+    def __init__(self, sub=None):
+        self._sub = sub
+
+    def add_parser(self, name, **kwargs):
+        self._sub.add_parser(name, help=kwargs.get("help"))
+        return _Stub()
+
+    def __getattr__(self, name):
+        return lambda *a, **k: _Stub()
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; with `argv`, only the verb it names gets its full flags (the others are listed)."""
     parser = _Parser(
         prog="preflight",
         description="Will this AI model run on this GPU machine, will it fit, and what do I change?",
@@ -44,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"gpu-preflight {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    wanted = next((a for a in argv if not a.startswith("-")), None) if argv is not None else None
     for name in COMMANDS:
         try:
             module = importlib.import_module(f"gpu_preflight.commands.{name}")
@@ -51,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
             if exc.name != f"gpu_preflight.commands.{name}":
                 raise
             continue  # verb not built yet
-        module.register(sub)
+        module.register(sub if argv is None or name == wanted else _Stub(sub))
     return parser
 
 
@@ -88,7 +108,7 @@ def safe_streams(streams=None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     safe_streams()
-    parser = build_parser()
+    parser = build_parser(sys.argv[1:] if argv is None else list(argv))
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
@@ -98,9 +118,11 @@ def main(argv: list[str] | None = None) -> int:
     except PreflightError as exc:
         if args.debug:
             raise
-        sys.stderr.write(f"preflight: error: {exc.message}\n")
+        from gpu_preflight.render.style import sanitize  # messages may hold names read from files
+
+        sys.stderr.write(f"preflight: error: {sanitize(exc.message)}\n")
         if exc.hint:
-            sys.stderr.write(f"  hint: {exc.hint}\n")
+            sys.stderr.write(f"  hint: {sanitize(exc.hint)}\n")
         return exc.exit_code
     except KeyboardInterrupt:
         sys.stderr.write("preflight: interrupted\n")
@@ -115,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - last resort: never a bare traceback
         if args.debug:
             raise
-        sys.stderr.write(f"preflight: internal error: {type(exc).__name__}: {exc}\n")
+        from gpu_preflight.render.style import sanitize
+
+        sys.stderr.write(f"preflight: internal error: {type(exc).__name__}: {sanitize(exc)}\n")
         sys.stderr.write("  hint: run again with --debug for the traceback, and report it\n")
         return EXIT_ERROR

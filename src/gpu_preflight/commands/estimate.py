@@ -21,9 +21,6 @@ def _positive(text: str) -> int:  # kept for other verbs' parsers
 
 
 def register(sub) -> None:
-    from gpu_preflight.estimate.engines import all_engines
-
-    engines = all_engines()
     p = sub.add_parser(
         "estimate", help="peak GPU memory of a model before you download it, and what fits",
         description="Estimate the peak GPU memory (what nvidia-smi shows, and torch.cuda.max_memory_allocated) "
@@ -33,13 +30,20 @@ def register(sub) -> None:
                     "repo id org/name[@revision]. Each engine has its own flags (below); a flag of another "
                     "engine is refused. Exit code: 0 fits, 2 does not fit on the first target, 3 error, "
                     "4 no target GPU to judge (pass --gpu).", allow_abbrev=False)
+    if getattr(p, "is_stub", False):  # another verb runs: skip importing every engine
+        return
+    from gpu_preflight.commands._common import version  # shared flag validator (stdlib only)
+    from gpu_preflight.estimate.engines import all_engines
+
+    engines = all_engines()
     p.add_argument("model", nargs="?", help="model folder, config.json, .gguf, catalog name or org/name[@rev]")
     p.add_argument("--engine", choices=[e.name for e in engines],
                    help="default: " + ", ".join(f"{e.name} for {'/'.join(e.default_for)}" for e in engines
                                                 if e.default_for))
     p.add_argument("--gpu", action="append", default=[], metavar="NAME[:COUNT]",
                    help="target GPU(s), e.g. rtx-4090 or h100:2; repeatable (default: this machine's GPUs)")
-    p.add_argument("--torch", metavar="VER", help="torch release (selects the measured process overhead)")
+    p.add_argument("--torch", metavar="VER", type=version("2.11.0"),
+                   help="torch release (selects the measured process overhead)")
     p.add_argument("--revision", help="hub revision (also accepted as org/name@revision)")
     p.add_argument("--offline", action="store_true", help="never contact the Hugging Face Hub")
     p.add_argument("--list-models", action="store_true", help="list the built-in catalog and exit")

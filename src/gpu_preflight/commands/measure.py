@@ -11,6 +11,7 @@ import sys
 
 
 def register(sub) -> None:
+    from gpu_preflight.commands._common import number, whole
     from gpu_preflight.commands.estimate import _positive
 
     p = sub.add_parser("measure", help="measure a model's real GPU memory on this machine, vs the estimate",
@@ -30,8 +31,8 @@ def register(sub) -> None:
     p.add_argument("--weights", metavar="PATH", help="LLMs: load real weights from this local folder instead")
     p.add_argument("--height", type=_positive, help="pipelines: image height (default: the pipeline's)")
     p.add_argument("--width", type=_positive, help="pipelines: image width (default: the pipeline's)")
-    p.add_argument("--gpu-index", type=int, default=0)
-    p.add_argument("--timeout-s", type=float, default=600, help="kill the child after this long (default 600)")
+    p.add_argument("--gpu-index", type=whole(0, 1023), default=0)
+    p.add_argument("--timeout-s", type=number(0, 7 * 86400, above=True, what="duration"), default=600, help="kill the child after this long (default 600)")
     p.add_argument("--python", metavar="PATH", help="interpreter that has torch (default: this one)")
     p.add_argument("--keep", metavar="FILE", help="also keep the raw JSONL records in FILE")
     p.add_argument("--json", action="store_true")

@@ -61,8 +61,11 @@ def compare(paths: list[str]) -> list[dict[str, Any]]:
 
 
 def default_paths(root: str) -> list[str]:
+    """The all-on-GPU pipeline runs; the memory-mode runs (diffusion-modes-*.jsonl) are compared
+    per mode by bench/modes_accuracy.py."""
     raw = os.path.join(cal_dir(root), "raw")
-    return sorted(os.path.join(raw, f) for f in os.listdir(raw) if f.startswith("diffusion-") and f.endswith(".jsonl"))
+    return sorted(os.path.join(raw, f) for f in os.listdir(raw)
+                  if f.startswith("diffusion-") and not f.startswith("diffusion-modes-") and f.endswith(".jsonl"))
 
 
 def run_peaks(rows: list[dict[str, Any]]) -> dict[tuple[str, str], tuple[int, int]]:
