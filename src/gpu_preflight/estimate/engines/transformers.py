@@ -830,7 +830,7 @@ def _estimate_replay(arch: LlmArch, w: Workload, cc: tuple[int, int] | None = No
         for t in tensors:
             if t.name.startswith("buffer:"):
                 r.a("w:" + t.name, t.bytes)
-        tq.replay_load(r, tensors, method, quant, dt)
+        tq.replay_load(r, tensors, method, quant, dt, family=arch.family)
     elif dequantized and quant_method(arch) == "mxfp4":
         tq.replay_mxfp4_dequant_load(r, [t for t in tensors if not t.name.startswith("buffer:")], dt)
         for t in tensors:
