@@ -190,8 +190,8 @@ def test_the_index_error_on_the_cpu_matches_the_estimate(cfg):
         assert (not position_check(arch, Workload(1, prompt, 8))[0]) is runs
         try:
             with torch.inference_mode():
-                model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=8, min_new_tokens=8,
-                               do_sample=False, pad_token_id=0)
+                model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=8,
+                               min_new_tokens=8, do_sample=False, pad_token_id=0)
             ran = True
         except (IndexError, RuntimeError) as exc:
             assert "index" in str(exc).lower() or "out of" in str(exc).lower()
