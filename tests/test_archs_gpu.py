@@ -139,7 +139,8 @@ def test_context_past_the_table_is_a_failure(tmp_path, capsys):
                  "--output-len", "32", "--json"])
     r = json.loads(capsys.readouterr().out)
     assert code == 2 and r["fits"][0]["fits"]  # it fits in memory, and still does not run
-    assert len(r["failures"]) == 1 and "index out of bounds" in r["failures"][0] and "2079 positions" in r["failures"][0]
+    assert len(r["failures"]) == 1
+    assert "index out of bounds" in r["failures"][0] and "2079 positions" in r["failures"][0]
     assert not any("quality degrades" in a for a in r["assumptions"])
     assert r["max_context_tokens"] <= 1024 and r["max_context_limited_by"] == "model" and r["max_batch"] is None
     assert r["suggestions"][0]["flag"] == "--input-len 992" and r["suggestions"][0]["fits"]
