@@ -61,12 +61,24 @@ def model_spec(entry: dict, m: dict, key: str) -> dict:
     return spec
 
 
-def tiny_config(cfg: dict) -> dict:
+def tiny_config(cfg: dict, keep_vocab: bool = False) -> dict:
     """The same architecture at toy size (dry runs on the CPU)."""
     small = {"hidden_size": 64, "n_embd": 64, "d_model": 64, "intermediate_size": 128, "n_inner": 128, "ffn_dim": 128,
              "ffn_hidden_size": 128, "num_hidden_layers": 2, "n_layer": 2, "n_layers": 2, "num_attention_heads": 4,
              "n_head": 4, "n_heads": 4, "vocab_size": 1000, "word_embed_proj_dim": 64, "rotary_dim": 8}
-    out = {k: (small[k] if k in small else v) for k, v in cfg.items()}
+    small.update({"d_ff": 128, "d_kv": 16, "num_layers": 2, "num_decoder_layers": 2, "num_heads": 4,
+                  "encoder_layers": 2, "decoder_layers": 2, "encoder_attention_heads": 4, "decoder_attention_heads": 4,
+                  "encoder_ffn_dim": 128, "decoder_ffn_dim": 128, "depth": 2, "embed_dim": 64})
+    # token ids above the toy vocabulary (Whisper's start token, image tokens) keep the real vocabulary
+    keep_vocab = keep_vocab or any(isinstance(v, int) and v >= 1000 for k, v in cfg.items()
+                                   if k.endswith(("token_id", "token_index")))
+    if keep_vocab:
+        small.pop("vocab_size")
+    out = {k: (small[k] if k in small else tiny_config(v, keep_vocab) if k in ("text_config", "vision_config")
+               else v) for k, v in cfg.items()}
+    if "mrope_section" in str(out.get("rope_scaling")):
+        out["rope_scaling"] = {"type": "mrope", "mrope_section": [2, 3, 3]}  # 16-dim heads: 8 rotary pairs
+
     for k in ("num_key_value_heads", "num_kv_heads"):
         if k in out:
             out[k] = min(int(out[k]), 4)
@@ -80,6 +92,8 @@ def main() -> int:
     ap.add_argument("--budget-s", type=float, default=540)
     ap.add_argument("--per-model-timeout-s", type=float, default=240)
     ap.add_argument("--only", default="")
+    ap.add_argument("--list", default="models", help="which list of the matrix to run (matrix_arch.json: models or "
+                    "multimodal_models, whose workloads are in multimodal_workloads)")
     ap.add_argument("--device", default="", help="override the spec device (cpu: tests without a GPU)")
     ap.add_argument("--tiny", action="store_true", help="dry run: 2 layers, 4 heads x 16 dims, short workloads")
     args = ap.parse_args()
@@ -88,7 +102,9 @@ def main() -> int:
     only = {s for s in args.only.split(",") if s}
     t_start = time.perf_counter()
     env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    for m in matrix["models"]:
+    if args.list != "models":
+        matrix = {**matrix, "workloads": matrix.get(args.list.replace("models", "workloads"), matrix["workloads"])}
+    for m in matrix[args.list]:
         key = m.get("tag") or m["id"]
         if only and key not in only and m["id"] not in only:
             continue
@@ -105,7 +121,8 @@ def main() -> int:
             spec["device"] = args.device
         if args.tiny:
             spec["model"]["config"] = tiny_config(spec["model"]["config"])
-            spec["workloads"] = [{**w, "batch": min(w["batch"], 2), "input_len": 16, "output_len": 4}
+            spec["workloads"] = [{**w, "batch": min(w["batch"], 2), "input_len": 16, "output_len": 4,
+                                  **({"image_size": "200x150"} if w.get("images") else {})}
                                  for w in spec["workloads"]]
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
             json.dump(spec, fh)

@@ -25,13 +25,16 @@ sys.path.insert(0, os.path.join(ROOT, "src"))
 TABLE = "family table"
 META_DECODER = "meta device (weights exact, activations assumed Llama-like)"
 META_WEIGHTS = "meta device (weights exact, activations not modelled)"
+ENCDEC = "encoder-decoder table (weights exact, generate() replayed)"
+VLM = "vision-language (text table + vision tower on the meta device, images modelled)"
 REFUSED = "refused (not a generative language model)"
 
 
 def coverage() -> list[dict]:
     from transformers.models.auto import configuration_auto, modeling_auto
 
-    from gpu_preflight.estimate.arch import KNOWN_TYPES
+    from gpu_preflight.estimate.arch import KNOWN_TYPES, SEQ2SEQ_TYPES, SPEECH_SEQ2SEQ_TYPES
+    from gpu_preflight.estimate.vision import MODELLED
 
     causal = set(modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES) | set(
         getattr(modeling_auto, "MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES", {}))
@@ -41,6 +44,10 @@ def coverage() -> list[dict]:
     for mt in sorted(configuration_auto.CONFIG_MAPPING_NAMES):
         if mt in KNOWN_TYPES:
             how = TABLE
+        elif mt in SEQ2SEQ_TYPES | SPEECH_SEQ2SEQ_TYPES:
+            how = ENCDEC
+        elif mt in MODELLED:
+            how = VLM
         elif mt in causal:
             how = META_DECODER
         elif mt in seq2seq:
@@ -66,8 +73,14 @@ def markdown(rows: list[dict]) -> str:
            "- **meta device**: with torch + transformers installed, the model class is built on the meta device "
            "(no weights, no remote code; `auto_map` configs are refused) and every parameter and buffer is "
            "counted. Decoders then get Llama-like activations, stated in `assumptions` with a wider error; "
-           "encoder-decoder and speech models stop with the exact weight figure. Without transformers these "
+           "other encoder-decoder and speech models stop with the exact weight figure. Without transformers these "
            "types are refused unless `--assume-llama-like` is given.",
+           "- **encoder-decoder table**: T5 / mT5 / UMT5, BART / mBART, Whisper: weights exact from config.json, "
+           "generate() replayed (encoder pass, cross-attention KV per decoder layer, T5 position buckets, Whisper's "
+           "conv front-end); `--audio-seconds` for Whisper.",
+           "- **vision-language**: with `--images N [--image-size WxH]`: image tokens from the config and the "
+           "processor rules, the vision tower's weights on the meta device, its activations, and the text decoder "
+           "with the image tokens; without `--images` the text model alone.",
            "- **refused**: not a generative language model.", "",
            "| coverage | model types |", "|---|---|"]
     for how, n in sorted(counts.items()):

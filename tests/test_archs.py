@@ -114,10 +114,15 @@ def test_meta_device_count_matches_the_table(name):
     assert abs(buffers - mc.buffer_bytes) <= max(1024, mc.buffer_bytes // 100)
 
 
-# activation peak (bytes live above the weights) of generate(max_new_tokens=4) at batch 4 x 512 prompt
-# tokens, bf16: allocation trace of transformers 5.17's forward on the CPU (torch 2.13); SDPA.
+# activation peak (bytes live above the weights, KV cache included, no allocator rounding) of
+# generate(max_new_tokens=4) at batch 4 x 512 prompt tokens, bf16, as recorded by
+# bench/trace_allocations.py (transformers 5.17's own forward on the CPU, torch 2.13; SDPA, or eager where
+# the family has no SDPA path: GPT-J, Mamba). Reproduce: python bench/trace_allocations.py 'CONFIG' --batch 4
+# --input-len 512 --output-len 4
 TRACED = {"gpt2": ({"model_type": "gpt2", "n_embd": 1024, "n_layer": 2, "n_head": 16, "vocab_size": 50257,
                     "n_positions": 1024}, 104.03),
+          "gpt_bigcode": ({"model_type": "gpt_bigcode", "n_embd": 1024, "n_layer": 2, "n_head": 16,
+                           "vocab_size": 49152, "multi_query": True}, 57.03),
           "gpt_neox": ({"model_type": "gpt_neox", "hidden_size": 1024, "num_hidden_layers": 2,
                         "num_attention_heads": 16, "intermediate_size": 4096, "vocab_size": 50304,
                         "rotary_pct": 0.25, "tie_word_embeddings": False}, 64.16),
@@ -130,7 +135,30 @@ TRACED = {"gpt2": ({"model_type": "gpt2", "n_embd": 1024, "n_layer": 2, "n_head"
                       "num_hidden_layers": 2, "num_attention_heads": 16, "vocab_size": 64000}, 80.53),
           "falcon-7b-like": ({"model_type": "falcon", "hidden_size": 1024, "num_hidden_layers": 2,
                               "num_attention_heads": 16, "vocab_size": 65024, "multi_query": True,
-                              "parallel_attn": True, "bias": False}, 50.53)}
+                              "parallel_attn": True, "bias": False}, 50.53),
+          # the six gaps of the first round (StableLM -6 %, Mamba -5 %, OPT +6 %, OLMo-2 +4.5 %, Falcon new
+          # architecture -24 %, GPT-J -22 %), found with the tracer's per-line live set and fixed
+          "stablelm": ({"model_type": "stablelm", "hidden_size": 1024, "intermediate_size": 2816,
+                        "num_hidden_layers": 2, "num_attention_heads": 16, "num_key_value_heads": 16,
+                        "vocab_size": 50304, "use_qkv_bias": True, "partial_rotary_factor": 0.25}, 73.16),
+          "stablelm-parallel": ({"model_type": "stablelm", "hidden_size": 1024, "intermediate_size": 2816,
+                                 "num_hidden_layers": 2, "num_attention_heads": 16, "num_key_value_heads": 8,
+                                 "vocab_size": 50304, "use_parallel_residual": True, "qk_layernorm": True}, 57.16),
+          "mamba": ({"model_type": "mamba", "hidden_size": 768, "num_hidden_layers": 2, "vocab_size": 50280,
+                     "state_size": 16}, 658.28),
+          "opt": ({"model_type": "opt", "hidden_size": 1024, "num_hidden_layers": 2, "num_attention_heads": 16,
+                   "ffn_dim": 4096, "vocab_size": 50272, "word_embed_proj_dim": 1024}, 64.03),
+          "olmo": ({"model_type": "olmo", "hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 2,
+                    "num_attention_heads": 16, "vocab_size": 50304}, 81.03),
+          "olmo2": ({"model_type": "olmo2", "hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 2,
+                     "num_attention_heads": 16, "vocab_size": 50304}, 77.03),
+          "falcon-new-arch": ({"model_type": "falcon", "hidden_size": 1024, "num_hidden_layers": 2,
+                               "num_attention_heads": 16, "num_kv_heads": 4, "vocab_size": 65024,
+                               "new_decoder_architecture": True, "parallel_attn": True, "bias": False}, 69.53),
+          "gptj": ({"model_type": "gptj", "n_embd": 1024, "n_layer": 2, "n_head": 16, "rotary_dim": 64,
+                    "vocab_size": 50400}, 229.28),
+          "llama": ({"model_type": "llama", "hidden_size": 1024, "intermediate_size": 2816, "num_hidden_layers": 2,
+                     "num_attention_heads": 16, "num_key_value_heads": 4, "vocab_size": 32000}, 53.53)}
 
 
 @pytest.mark.parametrize("name", sorted(TRACED))
@@ -141,8 +169,14 @@ def test_activations_follow_the_traced_forward(name, monkeypatch):
     monkeypatch.setattr(T, "_sdpa_math",
                         lambda r, a, w, rows, new, kv, dt: r.a("attn", rows * a.heads * a.head_dim * dt))
     est = T.estimate_transformers(parse_llm(cfg), T.Workload(batch=4, input_len=512, output_len=4), (9, 0))
-    act = est.peak_allocated_bytes - est.weights_bytes - T.cublas_workspace_bytes((9, 0))
-    assert abs(act / MIB - traced_mib) / traced_mib < 0.03
+    assert abs(est.activation_requested_peak_bytes / MIB - traced_mib) / traced_mib < 0.01
+
+
+def test_falcon_new_architecture_caches_every_head():
+    """FalconAttention broadcasts K / V to all query heads before the cache update (num_kv_heads = num_heads
+    under new_decoder_architecture): Falcon-40B's cache is 16x what its 8 KV heads suggest."""
+    a = parse_llm(TRACED["falcon-new-arch"][0])
+    assert a.kv_heads == 4 and T.kv_bytes_per_token(a, 2)[0] == 2 * 16 * 64 * 2
 
 
 def test_eager_only_families_are_estimated_with_eager_attention():
@@ -260,6 +294,7 @@ def test_coverage_of_installed_model_types():
     rows = coverage()
     by = {r["model_type"]: r["coverage"] for r in rows}
     assert by["llama"] == by["gpt_neox"] == by["mamba"] == "family table"
-    assert by["t5"] == "meta device (weights exact, activations not modelled)"
+    assert by["t5"] == by["whisper"] == by["bart"] == "encoder-decoder table (weights exact, generate() replayed)"
+    assert by["qwen2_vl"].startswith("vision-language")
     assert by["persimmon"].startswith("meta device (weights exact, activations assumed")
     assert len(rows) > 300 and all(r["coverage"] for r in rows)

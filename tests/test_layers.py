@@ -13,6 +13,8 @@ TOP = {"cli", "commands"}  # nothing below them imports them
 FORBIDDEN = {
     "errors": {"*"},
     "hints": {"*"},
+    "fileio": {"*"},  # bounded reads of user files: imports only errors
+    "safetext": {"*"},  # escaping text from files for the terminal: imports nothing
     "probes": TOP | {"render", "compat", "checks", "models", "estimate", "measure", "watch"},
     "snapshot": TOP | {"render", "compat", "checks", "models", "estimate", "measure", "watch"},
     "compat": TOP | {"render", "probes", "checks", "models", "estimate", "measure", "watch"},

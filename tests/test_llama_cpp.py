@@ -56,6 +56,81 @@ def test_recipe_file_sizes_within_two_percent_of_published_ggufs():
         assert abs(r["error"]) < 0.02, (r["model"], r["quant"], r["error"])
 
 
+# ---- the H200 measurements (calibration/llamacpp/gpu_h200.jsonl) held to the issue's bars ----
+# Issue 10, Deliver 4: KV exact, compute buffer within 5 %, process peak within 3 %. The thresholds
+# are the issue's, not what was achieved; training and held-out cases are checked separately.
+
+GPU_HELD_OUT_MODELS = ("mistral-7b", "gemma-3-4b", "qwen2.5-3b")  # chosen before the run
+
+
+@pytest.mark.parametrize("held_out", [False, True], ids=["training", "held-out"])
+def test_gpu_cases_meet_the_issue_bars(held_out):
+    rows = [r for r in cal.evaluate_gpu(ROOT) if r["held_out"] == held_out]
+    assert len(rows) >= (7 if held_out else 20)
+    for r in rows:
+        assert r["held_out"] == r["id"].startswith(GPU_HELD_OUT_MODELS), r["id"]
+        assert abs(r["model_gpu_predicted"] - r["model_gpu_logged"]) <= 0.01, r["id"]
+        assert abs(r["kv_predicted"] - r["kv_logged"]) <= 0.01, r["id"]
+        assert abs(r["kv_gpu_predicted"] - r["kv_gpu_logged"]) <= 0.01, r["id"]
+        assert abs(r["compute_predicted"] - r["compute_logged"]) <= 0.05 * r["compute_logged"], r["id"]
+        assert abs(r["peak_predicted"] - r["nvml_peak_mib"]) <= 0.03 * r["nvml_peak_mib"], r["id"]
+        # not a bar of the issue: the host-side compute buffer (inputs, the Hadamard matrices of a
+        # quantized cache) is replayed exactly too
+        assert abs(r["host_predicted"] - r["host_logged"]) <= 0.01, r["id"]
+
+
+def test_overhead_constants_are_the_training_cases_medians():
+    d = cal.derive_overhead(ROOT)
+    assert not any(i.startswith(GPU_HELD_OUT_MODELS) for i in d["training_ids"])
+    assert d["first_prompt"]["n"] >= 10 and d["cublas"]["n"] >= 5 and d["startup"]["n"] >= 1
+    m = lc.MEASURED_OVERHEAD
+    assert m["context_bytes"] == round(d["context_mib"]) * MIB
+    assert m["first_prompt_bytes"] == round(d["first_prompt_mib"]) * MIB
+    assert m["cublas_bytes"] == round(d["cublas_mib"]) * MIB
+    # the device-wide probes agree with the one start-up-only case: 526.81 + 2 - 8.8 = 520 MiB
+    assert d["probes"]["max"] - d["probes"]["min"] < 0.1
+    assert d["probes"]["median"] + 2 - d["nvml_offset"]["median"] == pytest.approx(d["context_mib"], abs=1)
+
+
+def test_cuda_pool_follows_ggml_cuda():
+    """Hand-computed from ggml-cuda's pool requests (0c1e57098), Llama-3.2-1B shape: 32 heads of 64,
+    8 KV heads, FFN 8192, micro-batch 512."""
+    def pool(quant, fa, ctx=4096, n_kv=None, n_tokens=None):
+        m = _model(layers=16, quant=quant)
+        s = lc.Settings(n_ctx=ctx, n_parallel=1, flash_attn=fa)
+        lay = lc.layout(m, s)
+        return lc.cuda_pool(m, s, lay, lc.placement(m, s, 1, 17), n_kv=n_kv, n_tokens=n_tokens)[0]
+
+    # no flash attention: KQV converts the scores to F16 and writes F16: (n_kv + 64) x 512 x 32 x 2 bytes
+    p = pool("Q4_K_M", "off")
+    assert p.cublas and p.op == "KQV" and p.bytes == (4096 + 64) * 512 * 32 * 2 == 130 * MIB
+    p = pool("Q4_K_M", "off", ctx=32768)   # a full 32k context: the pool grows with the cells
+    assert p.bytes == (32768 + 64) * 512 * 32 * 2 == 1026 * MIB
+    p = pool("Q4_K_M", "off", ctx=32768, n_kv=2048)  # what the GPU run's 2048-token prompt reached
+    assert p.bytes == 66 * MIB
+    # flash attention + quantized weights: MMQ's q8_1 copy of ffn_down's input, 512 x 8192 x 144/128
+    # + 512 x 144, rounded up to the 2 MiB granularity
+    p = pool("Q4_K_M", "on")
+    assert not p.cublas and p.op == "ffn_down" and 512 * 8192 * 144 // 128 + 512 * 144 <= p.bytes == 6 * MIB
+    # F16 weights: cuBLAS, activations and result in F16: 512 x (2048 + 8192) x 2 bytes
+    p = pool("F16", "on")
+    assert p.cublas and p.bytes == 512 * (2048 + 8192) * 2 == 10 * MIB
+    # a single token (generation) needs no large scratch
+    assert pool("Q4_K_M", "off", n_tokens=1).bytes <= 2 * MIB
+
+
+def test_the_estimate_holds_the_pool_and_cublas_once_the_context_fills():
+    m = _model(layers=16)
+    s = lc.Settings(n_ctx=32768, n_parallel=1, flash_attn="off")
+    gpu = lc.usage(m, s, 1, 17, 80 << 30, (9, 0))[0][0]
+    assert gpu.pool_bytes == 1026 * MIB and gpu.cublas_bytes == lc.MEASURED_OVERHEAD["cublas_bytes"]
+    fa = lc.usage(m, lc.replace(s, flash_attn="on"), 1, 17, 80 << 30, (9, 0))[0][0]
+    assert fa.cublas_bytes == 0 and fa.pool_bytes == 6 * MIB
+    base = lc.MEASURED_OVERHEAD["context_bytes"] + lc.MEASURED_OVERHEAD["first_prompt_bytes"]
+    assert fa.overhead_bytes == base + fa.pool_bytes + fa.rounding_bytes
+    assert 0 <= fa.rounding_bytes < 3 * 2 * MIB
+
+
 # ---- the quantization recipe, rule by rule ----
 
 def _llama(layers=32, tied=False, kv=8, experts=0):
@@ -136,11 +211,11 @@ def test_allocator_best_fit_reuses_freed_blocks_and_in_place_ops():
 
 # ---- engine: layout, placement, defaults ----
 
-def _model(layers=16, swa=None):
+def _model(layers=16, swa=None, quant="Q4_K_M"):
     cfg = {"model_type": "llama", "hidden_size": 2048, "num_hidden_layers": layers, "num_attention_heads": 32,
            "num_key_value_heads": 8, "head_dim": 64, "intermediate_size": 8192, "vocab_size": 128256,
            "tie_word_embeddings": True, "max_position_embeddings": 131072}
-    return cal.model_from_config(cfg)
+    return cal.model_from_config(cfg, quant)
 
 
 def test_context_padding_and_streams_by_release():
@@ -347,3 +422,9 @@ def test_hub_gguf_through_the_cli(hub, capsys, monkeypatch):
     rc, out = _run(capsys, "org/tiny/tiny-Q4_K_M.gguf", "--gpu", "rtx-3060", "--json")
     r = json.loads(out)
     assert r["engine"] == "llama.cpp" and "/resolve/" in r["llama_cpp"]["command"]
+
+
+def test_accuracy_doc_section_is_the_generators_output():
+    text = (ROOT / "docs" / "accuracy.md").read_text(encoding="utf-8")
+    section = cal.markdown_section(ROOT).strip("\n")
+    assert section in text, "regenerate: python -m gpu_preflight.measure.calibration_llamacpp"

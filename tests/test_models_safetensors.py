@@ -73,7 +73,7 @@ def test_sub_byte_dtypes_count_bits():
     [
         (b"", "too short"),
         (b"\x01\x02\x03", "too short"),
-        (struct.pack("<Q", 0), "0-byte header"),
+        (struct.pack("<Q", 0), "too short for a JSON object"),
         (struct.pack("<Q", 5 * 1024**3) + b"{}", "over the"),
         (struct.pack("<Q", MAX_HEADER_BYTES + 1) + b"{}", "over the"),
         (struct.pack("<Q", 4096) + b'{"a": 1}', "truncated"),

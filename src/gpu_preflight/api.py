@@ -22,8 +22,8 @@ from typing import Any
 from gpu_preflight.errors import UsageError
 
 __all__ = [
-    "Estimate", "TargetFit", "Report", "Finding", "CheckDoc", "FleetReport",
-    "estimate", "compat", "doctor", "snapshot", "explain", "fleet",
+    "Estimate", "TargetFit", "Report", "Finding", "CheckDoc", "FleetReport", "Snapshot", "Measurement", "WatchResult",
+    "estimate", "compat", "doctor", "snapshot", "explain", "fleet", "measure", "watch",
 ]
 
 
@@ -343,3 +343,183 @@ def fleet(paths: Iterable[str] | None = None, *, ray: str | bool | None = None, 
 
         nodes = load_paths(paths)
     return FleetReport(_frozen(copy.deepcopy(judge(nodes, cross))))
+
+
+# --------------------------------------------------------------------------- measure
+
+@dataclass(frozen=True)
+class Measurement(_Result):
+    """A measurement on the local GPU (`preflight measure --json`)."""
+
+    @property
+    def ok(self) -> bool:
+        return self.data["status"] == "ok" and self.data["exit_code"] == 0
+
+    @property
+    def exit_code(self) -> int:
+        return int(self.data["exit_code"])
+
+
+def measure(model: str, *, dtype: str = "bfloat16", batch: int = 1, input_len: int | None = None,
+            output_len: int | None = None, attn: str | None = None, weights: str | None = None,
+            height: int | None = None, width: int | None = None, gpu_index: int = 0, timeout_s: float = 600,
+            python: str | None = None, keep: str | None = None) -> Measurement:
+    """Run `model` on this machine's GPU in a child process (random weights from the config, or
+    `weights`) and return the measured phases next to the estimate. Needs an NVIDIA GPU and
+    torch + transformers in `python` (default: this interpreter)."""
+    return Measurement(_frozen(run_measure(model, dtype=dtype, batch=batch, input_len=input_len, output_len=output_len,
+                                           attn=attn, weights=weights, height=height, width=width,
+                                           gpu_index=gpu_index, timeout_s=timeout_s, python=python, keep=keep)))
+
+
+def run_measure(model: str, *, dtype: str = "bfloat16", batch: int = 1, input_len: int | None = None,
+                output_len: int | None = None, attn: str | None = None, weights: str | None = None,
+                height: int | None = None, width: int | None = None, gpu_index: int = 0, timeout_s: float = 600,
+                python: str | None = None, keep: str | None = None) -> dict[str, Any]:
+    """The one code path behind `measure()` and `preflight measure`: the report dict, with
+    `kind` ("llm" | "diffusion") and `exit_code` (0 measured, 2 the child failed or ran out of memory)."""
+    import importlib.util
+    import json
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    from gpu_preflight.errors import DependencyMissing, DeviceUnavailable
+    from gpu_preflight.estimate.plan import parse_dtype
+    from gpu_preflight.hints import install_hint
+    from gpu_preflight.models import load_model_source
+    from gpu_preflight.probes.context import ProbeContext
+    from gpu_preflight.probes.nvml import probe_nvml
+
+    # The GPU first: without one, installing torch would not help.
+    nv = probe_nvml(ProbeContext())
+    if not nv["available"].get(False) or not nv["gpus"].get():
+        raise DeviceUnavailable(f"no NVIDIA GPU to measure on: {nv.get('error').get() if nv.get('error') else 'none found'}",
+                                hint="run `preflight doctor`; to estimate without a GPU use `preflight estimate`")
+    if not python and (importlib.util.find_spec("torch") is None or importlib.util.find_spec("transformers") is None):
+        raise DependencyMissing("measuring needs torch and transformers in this Python environment",
+                                hint=install_hint("measure") + "; or pass --python with an interpreter that has them")
+    source = load_model_source(model)
+    dtype = parse_dtype(dtype)
+    pipeline = source.kind == "diffusion" or bool(source.components)
+    _refuse_other_kind(model, pipeline, {"--input-len": input_len, "--output-len": output_len, "--attn": attn,
+                                         "--weights": weights}, {"--height": height, "--width": width})
+    input_len, output_len, attn = input_len or 512, output_len or 128, attn or "sdpa"
+    if attn == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
+        attn = "sdpa"
+    if pipeline:
+        from gpu_preflight.estimate.engines.diffusers import pipeline_entry
+
+        entry = pipeline_entry(source)
+        d = entry["defaults"]
+        size = {"height": height or int(d.get("height", 1024)), "width": width or int(d.get("width", 1024))}
+        spec = {"model": {"id": source.name, "catalog_id": source.name, "kind": "diffusion", **entry}, "dtype": dtype,
+                "attn": attn, "device_index": gpu_index, "workloads": [{"name": "run", "batch": batch, **size}]}
+    else:
+        spec = {"model": {"id": source.name, "kind": "llm", "config": source.config}, "dtype": dtype, "attn": attn,
+                "device_index": gpu_index, "weights_path": weights,
+                "workloads": [{"name": "run", "batch": batch, "input_len": input_len, "output_len": output_len}]}
+    with tempfile.TemporaryDirectory(prefix="preflight-measure-") as tmp:
+        spec_path, out_path = os.path.join(tmp, "spec.json"), keep or os.path.join(tmp, "out.jsonl")
+        with open(spec_path, "w", encoding="utf-8") as fh:
+            json.dump(spec, fh)
+        package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")])))
+        try:
+            proc = subprocess.run([python or sys.executable, "-m", "gpu_preflight.measure.child", spec_path, out_path],
+                                  env=env, timeout=timeout_s, capture_output=True, text=True)  # noqa: S603
+            status = None if proc.returncode == 0 else f"child exited {proc.returncode}: " + \
+                (proc.stderr.strip().splitlines() or [""])[-1][:300]
+        except subprocess.TimeoutExpired:
+            status = f"child killed after {timeout_s:g} s"
+        records = []
+        if os.path.exists(out_path):
+            with open(out_path, encoding="utf-8") as fh:
+                records = [json.loads(line) for line in fh if line.strip().startswith("{")]
+    if pipeline:
+        return _pipeline_measurement(source.name, entry, spec, records, status, dtype)
+    from gpu_preflight.estimate.engines.transformers import Workload
+    from gpu_preflight.estimate.plan import estimate_llm, targets_from_machine
+
+    targets = targets_from_machine({"nvml": nv})
+    est = estimate_llm(source.config, tensors=source.tensors, workload=Workload(
+        batch=batch, input_len=input_len, output_len=output_len, dtype=dtype,
+        attn="sdpa" if attn == "flash_attention_2" else attn), targets=targets[:1], model_name=source.name)
+    failed = status is not None or any(r.get("oom") for r in records)
+    return {"schema": "gpu-preflight.measure", "schema_version": 1, "kind": "llm", "model": source.name,
+            "status": status or "ok", "exit_code": 2 if failed else 0, "records": records,
+            "estimate": {k: est[k] for k in ("peak_process_bytes", "peak_allocated_bytes", "breakdown", "phases")}}
+
+
+def _refuse_other_kind(model: str, pipeline: bool, llm_only: dict[str, Any], pipeline_only: dict[str, Any]) -> None:
+    """A flag of the other model kind is refused, never silently ignored."""
+    given = [flag for flag, value in (llm_only if pipeline else pipeline_only).items() if value is not None]
+    if given:
+        label, other = ("an image/video pipeline", "LLMs") if pipeline else ("an LLM", "image/video pipelines")
+        one = len(given) == 1
+        raise UsageError(f"{', '.join(given)} {'does' if one else 'do'} not apply to {label} ({model})",
+                         hint=f"{' and '.join(given)} {'is a flag' if one else 'are flags'} for {other}; "
+                              f"drop {'it' if one else 'them'}")
+
+
+def _pipeline_measurement(name: str, entry: dict[str, Any], spec: dict[str, Any], records: list[dict[str, Any]],
+                          status: str | None, dtype: str) -> dict[str, Any]:
+    from gpu_preflight.estimate.engines.diffusers import ImageWorkload, estimate_pipeline
+
+    w = spec["workloads"][0]
+    est = estimate_pipeline(entry, ImageWorkload(height=w["height"], width=w["width"], batch=w["batch"], dtype=dtype))
+    phases = {p.name: p for p in est.phases}
+    rows = []
+    for r in records:
+        if r.get("type") == "phase" and r.get("phase") in phases:
+            p = phases[r["phase"]]
+            rows.append({"phase": r["phase"],
+                         "measured_transient_bytes": r["peak_allocated_bytes"] - r["before"]["allocated_bytes"],
+                         "estimated_transient_bytes": p.transient_bytes, "measured_process_bytes": r["peak_process_bytes"],
+                         "oom": r.get("oom", False), "error": r.get("error")})
+    failed = status is not None or any(r["oom"] for r in rows)
+    return {"schema": "gpu-preflight.measure", "schema_version": 1, "kind": "diffusion", "model": name,
+            "status": status or "ok", "exit_code": 2 if failed else 0, "workload": w, "phases": rows,
+            "records": records}
+
+
+# --------------------------------------------------------------------------- watch
+
+@dataclass(frozen=True)
+class WatchResult(_Result):
+    """A watched command's record (docs/watch.md) and its exit code."""
+
+    @property
+    def exit_code(self) -> int:
+        """The command's exit code (128+N when killed by signal N), as `preflight watch` returns it."""
+        exit_info = self.data.get("exit") or {}
+        if exit_info.get("code") is not None:
+            return int(exit_info["code"])
+        return 128 + int(exit_info["signal"]) if exit_info.get("signal") else 1
+
+    @property
+    def peaks(self) -> tuple[Mapping[str, Any], ...]:
+        """Per GPU: gpu, name, total_bytes, peak_bytes, at_s, phase, headroom_bytes, ... (docs/watch.md)."""
+        analysis = self.data.get("analysis") or {}
+        return tuple(analysis.get("peaks") or ())
+
+
+def watch(command: Sequence[str], *, out: str | None = None, json_path: str | None = None,
+          html: str | None = None, png: str | None = None, interval_ms: float = 100.0, model: str | None = None,
+          gpu_indices: Sequence[int] | None = None, quiet: bool = True) -> WatchResult:
+    """Run `command` (an argument list, never a shell string), sample its GPU memory through NVML
+    and return its record; report files are written where asked (`out` folder, or single files).
+    Inside the command, `gpu_preflight.phase("name")` marks phases."""
+    from gpu_preflight.watch.outputs import resolve
+    from gpu_preflight.watch.runner import WatchEnv, WatchOptions, run_watch
+
+    if isinstance(command, str) or not command:
+        raise UsageError("watch() takes the command as a non-empty list of arguments",
+                         hint='e.g. watch(["python", "train.py"])')
+    paths = resolve(out, json_path, html, png)
+    opts = WatchOptions(command=[str(c) for c in command], outputs=paths, interval_ms=float(interval_ms),
+                        model=model, gpu_indices=list(gpu_indices) if gpu_indices is not None else None, quiet=quiet)
+    result = run_watch(opts, WatchEnv(handle_signals=False))
+    return WatchResult(_frozen(result.record))
+

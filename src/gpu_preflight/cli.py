@@ -118,9 +118,11 @@ def main(argv: list[str] | None = None) -> int:
     except PreflightError as exc:
         if args.debug:
             raise
-        sys.stderr.write(f"preflight: error: {exc.message}\n")
+        from gpu_preflight.render.style import sanitize  # messages may hold names read from files
+
+        sys.stderr.write(f"preflight: error: {sanitize(exc.message)}\n")
         if exc.hint:
-            sys.stderr.write(f"  hint: {exc.hint}\n")
+            sys.stderr.write(f"  hint: {sanitize(exc.hint)}\n")
         return exc.exit_code
     except KeyboardInterrupt:
         sys.stderr.write("preflight: interrupted\n")
@@ -135,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - last resort: never a bare traceback
         if args.debug:
             raise
-        sys.stderr.write(f"preflight: internal error: {type(exc).__name__}: {exc}\n")
+        from gpu_preflight.render.style import sanitize
+
+        sys.stderr.write(f"preflight: internal error: {type(exc).__name__}: {sanitize(exc)}\n")
         sys.stderr.write("  hint: run again with --debug for the traceback, and report it\n")
         return EXIT_ERROR

@@ -75,7 +75,8 @@ def all_checks() -> list[Check]:
 
 
 def run_checks(snap: dict, only: list[str] | None = None) -> list[Finding]:
-    """Run every check; a check that raises becomes one `error` finding, never a crash."""
+    """Run every check; a check that raises, or returns something that is not a Finding with a
+    known status, becomes one `error` finding, never a crash."""
     return _run([c for c in all_checks() if c.scope == "node" and (not only or c.code in only)], snap)
 
 
@@ -89,10 +90,15 @@ def _run(checks: list[Check], subject: Any) -> list[Finding]:
     for chk in checks:
         try:
             result = chk.func(subject)
+            items = result if isinstance(result, list) else [result]
+            bad = next((f for f in items if not isinstance(f, Finding) or f.status not in SEVERITY), None)
+            if bad is not None:
+                raise TypeError(f"returned {type(bad).__name__}"
+                                + (f" with status {bad.status!r}" if isinstance(bad, Finding) else ""))
         except Exception as exc:  # noqa: BLE001
-            result = Finding(chk.code, "error", chk.title, f"check crashed: {type(exc).__name__}: {exc}",
-                             fix="report this with `preflight snapshot > box.json` attached")
-        for f in result if isinstance(result, list) else [result]:
+            items = [Finding(chk.code, "error", chk.title, f"check crashed: {type(exc).__name__}: {str(exc)[:300]}",
+                             fix="report this with `preflight snapshot > box.json` attached")]
+        for f in items:
             f.area = chk.area
             f.code = chk.code
             findings.append(f)
@@ -100,9 +106,16 @@ def _run(checks: list[Check], subject: Any) -> list[Finding]:
 
 
 def worst(findings: list[Finding]) -> str:
-    order = ["ok", "skip", "warn", "fail", "error"]
-    return max((f.status for f in findings), key=order.index, default="ok")
+    """The worst status; the order is that of SEVERITY, so `worst` and `exit_code` always agree."""
+    return max((f.status for f in findings), key=lambda s: (SEVERITY.get(s, 3), STATUSES.index(s)
+                                                            if s in STATUSES else len(STATUSES)), default="ok")
 
 
 def exit_code(findings: list[Finding]) -> int:
-    return max((SEVERITY[f.status] for f in findings), default=0)
+    """0 ok/skip, 1 warn, 2 fail, 3 error (an unknown status counts as an error)."""
+    return max((SEVERITY.get(f.status, 3) for f in findings), default=0)
+
+
+def is_ok(findings: list[Finding]) -> bool:
+    """The report's `ok`: no failure and no error, so `ok` is true exactly when exit_code < 2."""
+    return exit_code(findings) < 2

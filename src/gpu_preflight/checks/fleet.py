@@ -85,6 +85,21 @@ def _describe(key: str, split: list[tuple[str, list[str]]]) -> str:
     return f"{LABELS[key]} differs: {major[0]} on {len(major[1])} node(s), {odd}"
 
 
+def _mismatches(view, title: str, keys: tuple[str, ...], status: str, what: str, fix: str):
+    """One finding per stack key whose value differs across the nodes that answered."""
+    if len(view.stacks) < 2:
+        return _F("skip", title, "fewer than two nodes answered")
+    out = []
+    for key in keys:
+        split = _split(view, key)
+        if len(split) > 1:
+            odd = [n for _, ns in split[1:] for n in ns]
+            out.append(_F(status, title, _describe(key, split),
+                          fix.format(odd=_nodes(odd), label=LABELS[key], majority=split[0][0]),
+                          key=key, values={v: ns for v, ns in split}))
+    return out or _F("ok", title, f"the same {what} on all {len(view.stacks)} nodes")
+
+
 @check("PF210", "version-skew", "fleet", "Versions across nodes", scope="fleet")
 def version_skew(view):
     """
@@ -110,18 +125,8 @@ def version_skew(view):
     https://docs.nvidia.com/deeplearning/nccl/user-guide/docs/troubleshooting.html
     https://docs.ray.io/en/latest/ray-core/handling-dependencies.html
     """
-    title = "Versions across nodes"
-    if len(view.stacks) < 2:
-        return _F("skip", title, "fewer than two nodes answered")
-    out = []
-    for key in SKEW_KEYS:
-        split = _split(view, key)
-        if len(split) > 1:
-            odd = [n for _, ns in split[1:] for n in ns]
-            out.append(_F("fail", title, _describe(key, split),
-                          f"bring {_nodes(odd)} to {LABELS[key]} {split[0][0]} (same image or lock file on every node)",
-                          key=key, values={v: ns for v, ns in split}))
-    return out or _F("ok", title, f"the same versions on all {len(view.stacks)} nodes")
+    return _mismatches(view, "Versions across nodes", SKEW_KEYS, "fail", "versions",
+                       "bring {odd} to {label} {majority} (same image or lock file on every node)")
 
 
 @check("PF211", "hardware-mismatch", "fleet", "GPUs across nodes", scope="fleet")
@@ -148,18 +153,8 @@ def hardware_mismatch(view):
     https://docs.pytorch.org/docs/stable/elastic/run.html
     https://docs.vllm.ai/en/latest/serving/parallelism_scaling.html
     """
-    title = "GPUs across nodes"
-    if len(view.stacks) < 2:
-        return _F("skip", title, "fewer than two nodes answered")
-    out = []
-    for key in HARDWARE_KEYS:
-        split = _split(view, key)
-        if len(split) > 1:
-            odd = [n for _, ns in split[1:] for n in ns]
-            out.append(_F("warn", title, _describe(key, split),
-                          f"exclude {_nodes(odd)} from jobs sized for the majority, or size for the smallest node",
-                          key=key, values={v: ns for v, ns in split}))
-    return out or _F("ok", title, f"the same GPUs on all {len(view.stacks)} nodes")
+    return _mismatches(view, "GPUs across nodes", HARDWARE_KEYS, "warn", "GPUs",
+                       "exclude {odd} from jobs sized for the majority, or size for the smallest node")
 
 
 @check("PF212", "unreachable-nodes", "fleet", "Nodes that did not answer", scope="fleet")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from gpu_preflight.commands._common import add_output_flags, emit_report
+from gpu_preflight.commands._common import add_output_flags, emit_report, number
 
 STACK_CHECKS = ["PF101", "PF103", "PF104", "PF105", "PF106", "PF115", "PF118", "PF119",
                 "PF120", "PF122", "PF123", "PF125", "PF126"]
@@ -22,7 +22,8 @@ def register(sub) -> None:
     p.add_argument("--torch", metavar="VERSION", help="PyTorch version, e.g. 2.7.1+cu128; without a local tag, the "
                                                       "default PyPI wheel of that release")
     p.add_argument("--python", metavar="X.Y", help="Python version, to check the release supports it")
-    p.add_argument("--ram-gb", type=float, metavar="GB", help="host RAM in GiB")
+    p.add_argument("--ram-gb", type=number(0, 1 << 20, above=True, what="size in GiB"), metavar="GB",
+                   help="host RAM in GiB")
     p.add_argument("--platform", choices=PLATFORMS, help="where it runs (default linux-x86_64); windows/wsl use the "
                                                           "Windows driver's numbers")
     p.add_argument("--jetpack", metavar="X.Y", help="Jetson: the JetPack release (implies --platform jetson)")

@@ -32,6 +32,7 @@ def register(sub) -> None:
                     "4 no target GPU to judge (pass --gpu).", allow_abbrev=False)
     if getattr(p, "is_stub", False):  # another verb runs: skip importing every engine
         return
+    from gpu_preflight.commands._common import version  # shared flag validator (stdlib only)
     from gpu_preflight.estimate.engines import all_engines
 
     engines = all_engines()
@@ -41,7 +42,8 @@ def register(sub) -> None:
                                                 if e.default_for))
     p.add_argument("--gpu", action="append", default=[], metavar="NAME[:COUNT]",
                    help="target GPU(s), e.g. rtx-4090 or h100:2; repeatable (default: this machine's GPUs)")
-    p.add_argument("--torch", metavar="VER", help="torch release (selects the measured process overhead)")
+    p.add_argument("--torch", metavar="VER", type=version("2.11.0"),
+                   help="torch release (selects the measured process overhead)")
     p.add_argument("--revision", help="hub revision (also accepted as org/name@revision)")
     p.add_argument("--offline", action="store_true", help="never contact the Hugging Face Hub")
     p.add_argument("--list-models", action="store_true", help="list the built-in catalog and exit")

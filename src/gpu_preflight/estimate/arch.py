@@ -28,6 +28,24 @@ OWN_LAYOUT = {"gpt2", "gpt_bigcode", "gpt_neox", "gptj", "falcon", "bloom", "opt
 KNOWN_TYPES = LLAMA_LIKE | OWN_LAYOUT
 
 
+# encoder-decoder model types modelled by estimate/encdec.py (speech: the encoder reads log-mel frames)
+SEQ2SEQ_TYPES = {"t5", "mt5", "umt5", "bart", "mbart"}
+SPEECH_SEQ2SEQ_TYPES = {"whisper"}
+
+
+def model_kind(config: dict) -> str:
+    """llm (decoder-only), seq2seq (text encoder-decoder), speech_seq2seq (Whisper) or vlm (a config
+    that nests a vision tower: vision_config)."""
+    mt = str(config.get("model_type") or "")
+    if mt in SPEECH_SEQ2SEQ_TYPES:
+        return "speech_seq2seq"
+    if mt in SEQ2SEQ_TYPES or (config.get("is_encoder_decoder") and "vision_config" not in config):
+        return "seq2seq"
+    if isinstance(config.get("vision_config"), dict):
+        return "vlm"
+    return "llm"
+
+
 class UnknownArchitecture(ModelSourceError):
     """A model_type whose layout the estimator has no table for."""
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float8_e4m3fn": 1, "fp8": 1, "int8": 1, "float64": 8}
@@ -66,6 +84,8 @@ class LlmArch:
     final_norm: bool = True
     qk_norm_full: bool = False      # OLMo-2: q/k norms over all heads, not per head
     embed_dim: int | None = None    # OPT word_embed_proj_dim (project_in / project_out)
+    cache_heads: int | None = None  # heads per token in the KV cache when not kv_heads (Falcon new arch: all)
+    post_norm: bool = False         # OLMo-2: norm the attention / MLP output before the residual add
     mixers: list[str] = field(default_factory=list)  # per layer "attn" | "mamba" (empty: all attn)
     mamba: dict[str, int] = field(default_factory=dict)
     assumed: bool = False           # --assume-llama-like on an unknown model_type
@@ -203,11 +223,12 @@ def parse_llm(config: dict, assume_llama_like: bool = True) -> LlmArch:
                              f"MLP, separate q/k/v, RoPE, from hidden_size, num_hidden_layers, num_attention_heads, "
                              f"num_key_value_heads, intermediate_size, vocab_size; the real layout may differ by "
                              f"+-40 % in weights")
-    arch.qkv_bias = bool(cfg.get("attention_bias", mt in ("qwen2", "qwen2_moe")))
-    arch.o_bias = bool(cfg.get("attention_bias", False)) and mt not in ("qwen2", "qwen2_moe")
+    qwen2_bias = ("qwen2", "qwen2_moe", "qwen2_vl_text", "qwen2_5_vl_text")  # q/k/v with bias, o without
+    arch.qkv_bias = bool(cfg.get("attention_bias", mt in qwen2_bias))
+    arch.o_bias = bool(cfg.get("attention_bias", False)) and mt not in qwen2_bias
     arch.mlp_bias = bool(cfg.get("mlp_bias", False))
     arch.qk_norm = mt in ("qwen3", "qwen3_moe", "gemma3", "gemma3_text", "olmo2")
-    arch.qk_norm_full = mt == "olmo2"
+    arch.qk_norm_full = arch.post_norm = mt == "olmo2"
     arch.norms_per_layer = 4 if mt in ("gemma2", "gemma3", "gemma3_text") else 2
     if mt == "olmo":
         arch.norm = "ln_noparam"

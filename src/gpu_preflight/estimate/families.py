@@ -147,6 +147,10 @@ def apply(mt: str, cfg: dict, a) -> None:  # a: LlmArch
             a.parallel = 2 if n_ln == 2 else 1
         a.qkv_bias = a.o_bias = a.mlp_bias = bool(cfg.get("bias", False))
         a.pos = "alibi" if cfg.get("alibi") else "rope"
+        if cfg.get("new_decoder_architecture"):
+            # FalconAttention: num_kv_heads = num_heads under new_decoder_architecture (K and V are
+            # broadcast to every query head before the cache update): the cache holds all heads
+            a.cache_heads = a.heads
         a.tied = bool(cfg.get("tie_word_embeddings", True))
     elif mt == "bloom":
         # BloomBlock: LayerNorms, fused query_key_value and dense with bias, 4h MLP with bias, ALiBi,

@@ -39,6 +39,15 @@ class MetaCount:
     transformers_version: str = ""
 
 
+def auto_order(config: dict) -> tuple[str, ...]:
+    """Auto classes to try, the model's own kind first (BART is also a CausalLM: its decoder alone)."""
+    from gpu_preflight.estimate.arch import model_kind
+
+    first = {"seq2seq": "AutoModelForSeq2SeqLM", "speech_seq2seq": "AutoModelForSpeechSeq2Seq",
+             "vlm": "AutoModelForImageTextToText"}.get(model_kind(config))
+    return ((first,) if first else ()) + tuple(n for n in AUTO_ORDER if n != first)
+
+
 def available() -> bool:
     return importlib.util.find_spec("torch") is not None and importlib.util.find_spec("transformers") is not None
 
@@ -73,7 +82,8 @@ def build_on_meta(config: dict, dtype: str = "bfloat16"):
         raise ModelSourceError(f"transformers {transformers.__version__} cannot read this config: "
                                f"{str(exc).splitlines()[0][:200]}", hint="upgrade transformers") from None
     names = [a for a in (config.get("architectures") or []) if isinstance(a, str)]
-    classes = [getattr(transformers, n, None) for n in names[:1]] + [getattr(transformers, n) for n in AUTO_ORDER]
+    classes = [getattr(transformers, n, None) for n in names[:1]] + [getattr(transformers, n) for n in
+                                                                      auto_order(config)]
     dt = getattr(torch, dtype)
     last: Exception | None = None
     for cls in classes:
@@ -90,6 +100,17 @@ def build_on_meta(config: dict, dtype: str = "bfloat16"):
             last = exc
     raise ModelSourceError(f"transformers cannot build model_type {mt!r}: {str(last).splitlines()[0][:200]}",
                            hint="upgrade transformers, or check config.json")
+
+
+def full_config(config: dict) -> dict:
+    """config.json with transformers' class defaults filled in (nested vision / text configs included)."""
+    from transformers import AutoConfig
+
+    d = {k: v for k, v in config.items() if k not in DROP_KEYS}
+    mt = d.pop("model_type")
+    out = AutoConfig.for_model(mt, **d).to_dict()
+    out["model_type"] = mt
+    return out
 
 
 def count_weights(config: dict, dtype: str = "bfloat16") -> MetaCount:

@@ -115,40 +115,150 @@ def summary(errors: list[float]) -> dict[str, float]:
     return {"n": len(a), "median": statistics.median(a) if a else 0.0, "worst": max(a) if a else 0.0}
 
 
-def evaluate_gpu(root: str | Path, name: str = "gpu_h200.jsonl") -> list[dict[str, Any]]:
-    """bench/llamacpp_device.py results: each logged buffer against the estimate, and NVML's process
-    peak against the estimate's total. The process overhead is reported, not subtracted."""
+# The issue's bars for the GPU measurements (issue 10, Deliver 4): KV exact, compute buffer within 5 %,
+# process peak within 3 %. The model buffer is held to the same exactness as the KV cache.
+BAR_COMPUTE = 0.05
+BAR_PEAK = 0.03
+EXACT_MIB = 0.01   # llama.cpp logs sizes in MiB with two decimals
+
+
+def _gpu_case(r: dict[str, Any]):
+    """(model, settings, ngl) of one bench/llamacpp_device.py case."""
+    model = model_from_config(r["config"], r["quant"])
+    st = {"n_ctx": r["ctx"], "n_batch": r["batch"], "n_ubatch": r["ubatch"], "n_seq": r["seqs"],
+          "unified": r["unified"], "flash_attn": bool(r["fa"]) if r["fa"] >= 0 else True,
+          "type_k": r["ctk"].lower(), "type_v": r["ctv"].lower()}
+    settings = settings_for(st, 2026)
+    if r["fa"] < 0:
+        settings.flash_attn = "auto"
+    ngl = model.hp.n_layer + 1 if r["ngl"] < 0 else r["ngl"]
+    return model, settings, ngl
+
+
+def workload_pool(model, settings, lay, pl, n_prompt: int):
+    """The CUDA pool of GPU 0 after the probe's workload: a prompt of n_prompt tokens decoded in
+    n_batch chunks, each split into n_ubatch micro-batches, the cache filling as it goes (n_kv = the
+    used cells padded to 256, llama_kv_cache::get_n_kv), then two single tokens (no large scratch)."""
     from gpu_preflight.estimate.engines import llama_cpp as lc
 
+    best = lc.PoolUse(0, False, "")
+    start = 0
+    while start < n_prompt:
+        end_batch = min(n_prompt, start + settings.n_batch)
+        while start < end_batch:
+            end = min(end_batch, start + lay.n_ubatch)
+            n_kv = min(lay.cells, max(256, -(-end // 256) * 256))
+            use = lc.cuda_pool(model, settings, lay, pl, n_kv=n_kv, n_tokens=end - start).get(0)
+            if use is not None:
+                best = lc.PoolUse(max(best.bytes, use.bytes), best.cublas or use.cublas,
+                                  use.op if use.bytes > best.bytes else best.op)
+            start = end
+    return best
+
+
+def evaluate_gpu(root: str | Path, name: str = "gpu_h200.jsonl") -> list[dict[str, Any]]:
+    """bench/llamacpp_device.py results: each logged buffer against the estimate, and NVML's process
+    peak against the estimate at the workload the probe ran (the pool at the cells its prompt filled;
+    start-up only when it decoded nothing). Sizes in MiB."""
+    from gpu_preflight.estimate.engines import llama_cpp as lc
+
+    m = lc.MEASURED_OVERHEAD
     out = []
     for r in read_jsonl(root, name):
         if r.get("rc") != 0 or "config" not in r:
             continue
-        model = model_from_config(r["config"], r["quant"])
-        st = {"n_ctx": r["ctx"], "n_batch": r["batch"], "n_ubatch": r["ubatch"], "n_seq": r["seqs"],
-              "unified": r["unified"], "flash_attn": bool(r["fa"]) if r["fa"] >= 0 else True,
-              "type_k": r["ctk"].lower(), "type_v": r["ctv"].lower()}
-        settings = settings_for(st, 2026)
-        if r["fa"] < 0:
-            settings.flash_attn = "auto"
-        L = model.hp.n_layer
-        ngl = L + 1 if r["ngl"] < 0 else r["ngl"]
-        p = predict(model, settings, 1, ngl)
+        model, settings, ngl = _gpu_case(r)
         lay = lc.layout(model, settings)
         pl = lc.placement(model, settings, 1, ngl)
-        mb = lc.model_buffers(model, pl)
+        mb, kv, cb = (lc.model_buffers(model, pl), lc.kv_buffers(model, settings, lay, pl),
+                      lc.compute(model, settings, lay, pl))
         b = r.get("buffers", {})
-        logged = {"model_gpu": b.get("model:CUDA0", 0.0), "kv": sum(v for k, v in b.items() if k.startswith("KV:")),
-                  "compute_gpu": b.get("compute:CUDA0", 0.0), "compute_host": b.get("compute:CUDA_Host", 0.0)}
-        est_total = (mb.get(0, 0) + lc.kv_buffers(model, settings, lay, pl).get(0, 0)) / MIB + p["compute_gpu_mib"][0]
+        rounded = sum(lc._round_up(x.get(0, 0)) for x in (mb, kv, cb))
+        decoded = r.get("decode", 0) > 0
+        pool = workload_pool(model, settings, lay, pl, r["decode"]) if decoded else lc.PoolUse(0, False, "")
+        overhead = m["context_bytes"] + ((m["first_prompt_bytes"] + pool.bytes +
+                                          (m["cublas_bytes"] if pool.cublas else 0)) if decoded else 0)
+        predicted = (rounded + overhead) / MIB
         peak = max(r.get("nvml_peak_process_bytes") or [0]) / MIB
-        out.append({"id": r["id"], "held_out": r.get("held_out", False), "model_gpu_logged": logged["model_gpu"],
-                    "model_gpu_predicted": round(mb.get(0, 0) / MIB, 2), "kv_logged": logged["kv"],
-                    "kv_predicted": round(p["kv_mib"], 2), "compute_logged": logged["compute_gpu"],
-                    "compute_predicted": round(p["compute_gpu_mib"][0], 2), "host_logged": logged["compute_host"],
-                    "host_predicted": round(p["compute_host_mib"], 2), "buffers_predicted_mib": round(est_total, 2),
-                    "nvml_peak_mib": round(peak, 2), "overhead_mib": round(peak - est_total, 2) if peak else None})
+        row = {"id": r["id"], "held_out": bool(r.get("held_out", False)), "decoded": decoded,
+               "model_gpu_logged": b.get("model:CUDA0", 0.0), "model_gpu_predicted": round(mb.get(0, 0) / MIB, 2),
+               "kv_logged": round(sum(v for k, v in b.items() if k.startswith("KV:")), 2),
+               "kv_predicted": round(sum(kv.values()) / MIB, 2),
+               "kv_gpu_logged": b.get("KV:CUDA0", 0.0), "kv_gpu_predicted": round(kv.get(0, 0) / MIB, 2),
+               "compute_logged": b.get("compute:CUDA0", 0.0), "compute_predicted": round(cb.get(0, 0) / MIB, 2),
+               "host_logged": b.get("compute:CUDA_Host", 0.0), "host_predicted": round(cb.get(1, 0) / MIB, 2),
+               "pool_predicted": round(pool.bytes / MIB, 2), "pool_op": pool.op, "cublas": pool.cublas,
+               "peak_predicted": round(predicted, 2), "nvml_peak_mib": round(peak, 2),
+               "residual_mib": round(peak - (rounded + pool.bytes) / MIB, 2)}
+        row["model_exact"] = abs(row["model_gpu_predicted"] - row["model_gpu_logged"]) <= EXACT_MIB
+        row["kv_exact"] = (abs(row["kv_predicted"] - row["kv_logged"]) <= EXACT_MIB and
+                           abs(row["kv_gpu_predicted"] - row["kv_gpu_logged"]) <= EXACT_MIB)
+        row["compute_error"] = ((row["compute_predicted"] - row["compute_logged"]) / row["compute_logged"]
+                                if row["compute_logged"] else 0.0)
+        row["peak_error"] = (predicted - peak) / peak if peak else None
+        out.append(row)
     return out
+
+
+def derive_overhead(root: str | Path, name: str = "gpu_h200.jsonl") -> dict[str, Any]:
+    """The process-overhead constants from the training cases (held-out ones never enter):
+    residual = NVML peak - buffers rounded to 2 MiB - the computed pool.
+    context: the residual of the cases that decoded nothing; first prompt: the median residual of
+    the cases that decoded a prompt without a cuBLAS op, minus the context; cuBLAS: the median
+    residual of the cases with a cuBLAS op, minus both."""
+    rows = [r for r in evaluate_gpu(root, name) if not r["held_out"]]
+    start = [r["residual_mib"] for r in rows if not r["decoded"]]
+    plain = [r["residual_mib"] for r in rows if r["decoded"] and not r["cublas"]]
+    cublas = [r["residual_mib"] for r in rows if r["decoded"] and r["cublas"]]
+
+    def stats(v: list[float]) -> dict[str, Any]:
+        return {"n": len(v), "median": statistics.median(v) if v else None, "min": min(v, default=None),
+                "max": max(v, default=None)}
+
+    out = {"startup": stats(start), "first_prompt": stats(plain), "cublas": stats(cublas),
+           "probes": stats([p for p in (probe_overheads(r) for r in read_jsonl(root, name)
+                                        if not r.get("held_out") and r.get("rc") == 0) if p is not None]),
+           "nvml_offset": stats([p for p in (nvml_offset(r) for r in read_jsonl(root, name)
+                                             if not r.get("held_out") and r.get("rc") == 0) if p is not None])}
+    out["context_mib"] = out["startup"]["median"]
+    out["first_prompt_mib"] = (out["first_prompt"]["median"] - out["context_mib"]) if plain and start else None
+    out["cublas_mib"] = (out["cublas"]["median"] - out["first_prompt"]["median"]) if plain and cublas else None
+    out["training_ids"] = [r["id"] for r in rows]
+    return out
+
+
+def probe_overheads(r: dict[str, Any]) -> float | None:
+    """Device-wide memory in use after the model loaded (cudaMemGetInfo, the probe's 'loaded' line)
+    minus the model buffer rounded to 2 MiB, in MiB: the CUDA context as the device sees it."""
+    import math
+    import re
+
+    for line in r.get("probe", []):
+        m = re.match(r"PROBE dev=CUDA0 free=(\d+) total=(\d+) stage=loaded", line)
+        if m:
+            used = (int(m.group(2)) - int(m.group(1))) / MIB
+            return round(used - 2 * math.ceil(r.get("buffers", {}).get("model:CUDA0", 0.0) / 2 - 1e-9), 2)
+    return None
+
+
+def nvml_offset(r: dict[str, Any]) -> float | None:
+    """cudaMemGetInfo's device-wide use after the prompt minus NVML's process peak, in MiB."""
+    import re
+
+    for line in r.get("probe", []):
+        m = re.match(r"PROBE dev=CUDA0 free=(\d+) total=(\d+) stage=decoded", line)
+        if m and r.get("nvml_peak_process_bytes"):
+            return round((int(m.group(2)) - int(m.group(1)) - max(r["nvml_peak_process_bytes"])) / MIB, 2)
+    return None
+
+
+def gpu_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Counts and errors of one set of GPU cases against the issue's bars."""
+    peaks = [r["peak_error"] for r in rows if r["peak_error"] is not None]
+    comp = [r["compute_error"] for r in rows if r["compute_logged"]]
+    return {"n": len(rows), "model_exact": sum(r["model_exact"] for r in rows), "kv_exact": sum(r["kv_exact"] for r in rows),
+            "compute": summary(comp), "compute_within": sum(abs(e) <= BAR_COMPUTE for e in comp),
+            "peak": summary(peaks), "peak_within": sum(abs(e) <= BAR_PEAK for e in peaks), "peak_n": len(peaks)}
 
 
 def markdown_section(root: str | Path) -> str:
@@ -168,16 +278,11 @@ def markdown_section(root: str | Path) -> str:
             f"| CPU build of llama.cpp 0c1e57098 (7 real model shapes + 3 tiny ones; replay check) | {len(cpu)} | {exact_k}/{len(cpu)} "
             f"| {exact_c}/{len(cpu)} to 0.02 MiB | |",
             f"| published start-up logs (GitHub issues, CUDA) | {len(pub)} | {pk}/{len(pub)} | {pe['median']:.2%} "
-            f"| {pe['worst']:.2%} |", ""]
-    gpu = evaluate_gpu(root)
-    if gpu:
-        ce = summary([(r["compute_predicted"] - r["compute_logged"]) / r["compute_logged"] for r in gpu
-                      if r["compute_logged"]])
-        out += [f"GPU measurements (bench/llamacpp_device.py): {len(gpu)} cases, compute buffer median "
-                f"{ce['median']:.2%}, worst {ce['worst']:.2%}.", ""]
-    else:
-        out += ["GPU measurements: not yet run (bench/llamacpp_device.py; the process overhead outside the logged "
-                "buffers is therefore not yet measured and the estimate says so).", ""]
+            f"| {pe['worst']:.2%} |", "",
+            f"The target on published logs (KV exact, compute buffer within 10 % median / 25 % worst) is judged on "
+            f"held-out logs that are not in this repository; on the {len(pub)} here: KV {pk}/{len(pub)} exact, "
+            f"compute buffer {pe['median']:.2%} / {pe['worst']:.2%}.", ""]
+    out += gpu_markdown(root)
     out += [f"Quantization recipe (`--quant`): predicted GGUF file size against {len(sizes)} published files, "
             f"median {se['median']:.2%}, worst {se['worst']:.2%}.", "",
             "Published logs (all compared during development; nothing is fitted to them, so none is held out):", "",
@@ -195,6 +300,78 @@ def markdown_section(root: str | Path) -> str:
             "and an identifiable model. Pipeline parallelism (multi-GPU full offload) and "
             "MLA / recurrent / hybrid models are not modelled.", ""]
     return "\n".join(out)
+
+
+def _old_peak_error(root: str | Path, r: dict[str, Any]) -> float:
+    """What the estimate said before the GPU run: logged-size buffers + the 0.51 GiB placeholder."""
+    return ((r["model_gpu_predicted"] + r["kv_gpu_predicted"] + r["compute_predicted"]) * MIB + 545_259_520
+            - r["nvml_peak_mib"] * MIB) / (r["nvml_peak_mib"] * MIB)
+
+
+def gpu_markdown(root: str | Path, name: str = "gpu_h200.jsonl") -> list[str]:
+    from gpu_preflight.estimate.engines.llama_cpp import MEASURED_OVERHEAD
+
+    rows = evaluate_gpu(root, name)
+    if not rows:
+        return ["GPU measurements: none in calibration/llamacpp/ (bench/llamacpp_device.py).", ""]
+    env = {}
+    env_path = Path(root) / "calibration" / "llamacpp" / name.replace(".jsonl", "_env.json")
+    if env_path.exists():
+        env = json.loads(env_path.read_text())
+    d = derive_overhead(root, name)
+    out = ["## GPU measurements", "",
+           f"bench/llamacpp_device.py on one {env.get('gpu', 'GPU')} (driver {env.get('driver', '?')}, "
+           f"{env.get('nvcc', 'nvcc ?').replace('Build ', '')}, {env.get('llama_cpp_source', 'llama.cpp')} built with "
+           "CUDA for sm_90, 2026-12-02): GGUFs with real model shapes and zero weights (types from "
+           "models/gguf_quant.py's recipe), each case a fresh process that loads the model, creates the context, "
+           "decodes a prompt (2048 tokens unless the batch or context is smaller) and two single tokens. Logged: "
+           "llama.cpp's buffer lines; NVML's per-process GPU memory sampled every 10 ms (its peak). The process "
+           "peak is compared at the workload run: the CUDA pool at the cells the prompt filled "
+           "(the estimate for users assumes a full context). Held out before the run (never used to set "
+           "anything): the mistral-7b, gemma-3-4b and qwen2.5-3b cases.", "",
+           f"Targets: KV exact, compute buffer within {BAR_COMPUTE:.0%}, process peak within {BAR_PEAK:.0%}.", "",
+           "| set | cases | model buffer exact | KV exact | compute buffer within 5 % (median / worst) "
+           "| process peak within 3 % (median / worst) |", "|---|---|---|---|---|---|"]
+    for label, sel in (("training", [r for r in rows if not r["held_out"]]),
+                       ("held out", [r for r in rows if r["held_out"]])):
+        g = gpu_summary(sel)
+        out.append(f"| {label} | {g['n']} | {g['model_exact']}/{g['n']} | {g['kv_exact']}/{g['n']} | "
+                   f"{g['compute_within']}/{g['compute']['n']} ({g['compute']['median']:.2%} / {g['compute']['worst']:.2%}) | "
+                   f"{g['peak_within']}/{g['peak_n']} ({g['peak']['median']:.2%} / {g['peak']['worst']:.2%}) |")
+    old = summary([_old_peak_error(root, r) for r in rows])
+    out += ["", f"Before this run the estimate had no CUDA pool and a 0.51 GiB placeholder for the rest: its process "
+            f"peak was off by {old['median']:.1%} (median) and {old['worst']:.1%} (worst) on these cases.", "",
+            "Process overhead (measure/calibration_llamacpp.py derive_overhead; training cases only; "
+            "residual = NVML peak - buffers rounded to 2 MiB pages - computed CUDA pool):", "",
+            "| part | value | from | median | spread |", "|---|---|---|---|---|",
+            f"| CUDA context (start-up) | {MEASURED_OVERHEAD['context_bytes'] / MIB:.0f} MiB | {d['startup']['n']} case "
+            f"without a prompt; the cudaMemGetInfo probes of all {d['probes']['n']} training cases: "
+            f"{d['probes']['median']:.2f} MiB device-wide after loading ({d['probes']['min']:.2f} .. "
+            f"{d['probes']['max']:.2f}) + 2 MiB at context creation, NVML counting {d['nvml_offset']['median']:.1f} MiB less "
+            f"({d['nvml_offset']['min']:.1f} .. {d['nvml_offset']['max']:.1f}) | {d['startup']['median']:.0f} | - |",
+            f"| first prompt, no cuBLAS (kernels loaded on first use, fix-up scratch) | "
+            f"{MEASURED_OVERHEAD['first_prompt_bytes'] / MIB:.0f} MiB | {d['first_prompt']['n']} cases | "
+            f"{d['first_prompt']['median']:.0f} - {d['context_mib']:.0f} | {d['first_prompt']['min']:.0f} .. "
+            f"{d['first_prompt']['max']:.0f} |",
+            f"| cuBLAS handle, workspace, kernels | {MEASURED_OVERHEAD['cublas_bytes'] / MIB:.0f} MiB | "
+            f"{d['cublas']['n']} cases with a cuBLAS op | {d['cublas']['median']:.0f} - {d['first_prompt']['median']:.0f} | "
+            f"{d['cublas']['min']:.0f} .. {d['cublas']['max']:.0f} |", "",
+            "| case | set | model buffer logged / est. | KV logged / est. | compute logged / est. | error | "
+            "CUDA pool (computed) | NVML peak | estimate | error |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        pool = f"{r['pool_predicted']:.0f} ({r['pool_op']}{', cuBLAS' if r['cublas'] else ''})" if r["decoded"] else \
+            "no prompt run"
+        out.append(f"| {r['id']} | {'held out' if r['held_out'] else 'training'} | {r['model_gpu_logged']:.2f} / "
+                   f"{r['model_gpu_predicted']:.2f} | {r['kv_logged']:.2f} / {r['kv_predicted']:.2f} | "
+                   f"{r['compute_logged']:.2f} / {r['compute_predicted']:.2f} | {r['compute_error']:+.2%} | {pool} | "
+                   f"{r['nvml_peak_mib']:.0f} | {r['peak_predicted']:.0f} | {r['peak_error']:+.2%} |")
+    out += ["", "Case ids: model-type-ctx-ubatch-batch-fa-ctk-ctv-ngl-seqs-unified (ngl -1 = all layers). Sizes in MiB. "
+            "The model buffers are checked for placement, padding and alignment; the GGUFs' tensor types came from the "
+            "tool's own quantization recipe, which is checked separately against published file sizes below. Not "
+            "measured: a context filled to the end (the pool's growth with the filled cells is checked at 256, 1024 "
+            "and 2048 cells), GPUs other than the H200 (the context and kernel constants are used as is elsewhere), "
+            "multi-GPU splits.", ""]
+    return out
 
 
 if __name__ == "__main__":

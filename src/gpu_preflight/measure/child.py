@@ -72,7 +72,7 @@ def environment(torch) -> dict:
 
 
 def text_config(config: dict) -> dict:
-    """Multimodal checkpoints (Gemma 3 4B+...) measure their language model."""
+    """Multimodal checkpoints (Gemma 3 4B+...) measured without images: their language model only."""
     if "text_config" in config and isinstance(config["text_config"], dict):
         tc = dict(config["text_config"])
         tc.setdefault("model_type", config.get("model_type", "") + "_text")
@@ -80,11 +80,32 @@ def text_config(config: dict) -> dict:
     return config
 
 
-def build_llm(torch, spec: dict):
-    import transformers
-    from transformers import AutoConfig, AutoModelForCausalLM
+# which transformers Auto class builds each kind of model (estimate/arch.model_kind names the kind)
+AUTO_CLASS = {"llm": "AutoModelForCausalLM", "seq2seq": "AutoModelForSeq2SeqLM",
+              "speech_seq2seq": "AutoModelForSpeechSeq2Seq", "vlm": "AutoModelForImageTextToText"}
 
-    cfg_dict = text_config(dict(spec["model"]["config"]))
+
+def model_kind(spec: dict) -> str:
+    """llm (decoder; a multimodal config without images measures its text model), seq2seq,
+    speech_seq2seq or vlm (a multimodal config measured with images)."""
+    from gpu_preflight.estimate.arch import model_kind as kind_of
+
+    kind = kind_of(spec["model"]["config"])
+    if kind == "vlm" and not any(w.get("images") for w in spec.get("workloads") or [spec.get("workload") or {}]):
+        return "llm"
+    return kind
+
+
+def build_model(torch, spec: dict):
+    """The model of spec["model"]["config"] with random weights on the spec's device (transformers'
+    own classes; no remote code). Falls back to eager attention when the architecture has no SDPA."""
+    import transformers
+    from transformers import AutoConfig
+
+    kind = model_kind(spec)
+    cfg_dict = dict(spec["model"]["config"])
+    if kind == "llm":
+        cfg_dict = text_config(cfg_dict)
     cfg_dict.pop("quantization_config", None)
     model_type = cfg_dict.pop("model_type")
     for k in ("architectures", "auto_map", "transformers_version", "_name_or_path"):
@@ -95,8 +116,9 @@ def build_llm(torch, spec: dict):
     major = int(transformers.__version__.split(".")[0])
     kwargs["dtype" if major >= 5 else "torch_dtype"] = dtype
     device = "cpu" if spec.get("device") == "cpu" else "cuda"
+    auto_cls = getattr(transformers, AUTO_CLASS[kind])
     try:
-        return _build(torch, AutoModelForCausalLM, cfg, spec, kwargs, device)
+        return _build(torch, auto_cls, cfg, spec, kwargs, device)
     except ValueError as exc:
         # BLOOM, GPT-J, Mamba...: "does not support an attention implementation through
         # scaled_dot_product_attention": use the implementation the model has, and say so
@@ -105,7 +127,10 @@ def build_llm(torch, spec: dict):
         print(f"note: {model_type} has no {kwargs['attn_implementation']} attention in transformers "
               f"{transformers.__version__}; measuring with eager", file=sys.stderr)
         kwargs["attn_implementation"] = "eager"
-        return _build(torch, AutoModelForCausalLM, cfg, spec, kwargs, device)
+        return _build(torch, auto_cls, cfg, spec, kwargs, device)
+
+
+build_llm = build_model  # the name earlier callers used
 
 
 def _build(torch, auto_cls, cfg, spec: dict, kwargs: dict, device: str):
@@ -114,6 +139,40 @@ def _build(torch, auto_cls, cfg, spec: dict, kwargs: dict, device: str):
     with torch.device(device):
         model = auto_cls.from_config(cfg, **kwargs)
     return model.eval()
+
+
+def _vocab(model) -> int:
+    c = model.config
+    return (c.get_text_config() if hasattr(c, "get_text_config") else c).vocab_size
+
+
+def generation_inputs(torch, model, spec: dict, w: dict) -> dict:
+    """Keyword arguments of model.generate() for workload `w`: random token ids (and for the
+    other kinds the encoder input or the images, see measure/multimodal_inputs.py)."""
+    kind = model_kind({**spec, "workloads": [w]})
+    dev = model.device
+    gen = torch.Generator(device=dev.type).manual_seed(0)
+    if kind in ("seq2seq", "speech_seq2seq", "vlm"):
+        from gpu_preflight.measure.multimodal_inputs import inputs_for
+
+        return inputs_for(torch, model, kind, w, gen)
+    vocab = _vocab(model)
+    ids = torch.randint(10, max(vocab - 10, 11), (w["batch"], w["input_len"]), device=dev, generator=gen)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
+def generate(model, inputs: dict, new_tokens: int) -> None:
+    """model.generate, greedy, exactly `new_tokens` tokens. Whisper's own generate() needs a processor's
+    generation config (languages, timestamps); on one 30 s window it runs GenerationMixin.generate, so
+    that is called directly ("_plain_generate")."""
+    kwargs = {k: v for k, v in inputs.items() if not k.startswith("_")}
+    fn = model.generate
+    if inputs.get("_plain_generate"):
+        from transformers.generation.utils import GenerationMixin
+
+        def fn(**kw):
+            return GenerationMixin.generate(model, **kw)
+    fn(**kwargs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
 
 
 class _NoCuda:
@@ -168,37 +227,36 @@ def run_phase(torch, sampler, rec, base: dict, name: str, fn) -> dict:
 
 
 def run_llm(torch, spec, rec, sampler, t0) -> None:
+    """Decoders, encoder-decoders and vision-language models: load, then per workload a one-token
+    generate (prefill) and the full generate."""
     model_id = spec["model"].get("id")
     t = time.perf_counter()
-    model = build_llm(torch, spec)
+    model = build_model(torch, spec)
     load = {"type": "phase", "phase": "load", "model": model_id, "time_s": round(time.perf_counter() - t, 3),
             **snapshot(torch, sampler, t0), "peak_allocated_bytes": _cu(torch).max_memory_allocated(),
             "peak_reserved_bytes": _cu(torch).max_memory_reserved(), "peak_process_bytes": sampler.peak_bytes(),
             "parameters": sum(p.numel() for p in model.parameters()),
             "param_bytes": sum(p.numel() * p.element_size() for p in model.parameters()),
             "buffer_bytes": sum(b.numel() * b.element_size() for b in model.buffers()),
-            "attn_used": getattr(model.config, "_attn_implementation", None)}
+            "attn_used": getattr(model.config, "_attn_implementation", None), "model_class": type(model).__name__}
     rec.write(load)
-    vocab = model.config.get_text_config().vocab_size if hasattr(model.config, "get_text_config") \
-        else model.config.vocab_size
     for w in spec["workloads"]:
         base = {"model": model_id, "workload": w, "dtype": spec.get("dtype", "bfloat16"),
                 "attn": spec.get("attn", "sdpa"), "attn_used": load["attn_used"]}
-        dev = "cpu" if spec.get("device") == "cpu" else "cuda"
-        gen = torch.Generator(device=dev).manual_seed(0)
-        ids = torch.randint(10, max(vocab - 10, 11), (w["batch"], w["input_len"]), device=dev, generator=gen)
-        mask = torch.ones_like(ids)
+        inputs = generation_inputs(torch, model, spec, w)
+        shapes = {k: list(v.shape) for k, v in inputs.items() if hasattr(v, "shape")}
+        if isinstance(inputs.get("_image_tokens"), int):
+            shapes["image_tokens"] = inputs["_image_tokens"]
 
-        def generate(n):
+        def run(n):
             with torch.inference_mode():
-                model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=n, min_new_tokens=n,
-                               do_sample=False, pad_token_id=0)
+                generate(model, inputs, n)
 
         _cu(torch).empty_cache()
-        run_phase(torch, sampler, rec, base, "prefill", lambda: generate(1))
+        run_phase(torch, sampler, rec, {**base, "input_shapes": shapes}, "prefill", lambda: run(1))
         _cu(torch).empty_cache()
-        r = run_phase(torch, sampler, rec, base, "generate", lambda: generate(w["output_len"]))
-        del ids, mask
+        r = run_phase(torch, sampler, rec, base, "generate", lambda: run(w["output_len"]))
+        del inputs
         if r.get("oom"):
             _cu(torch).empty_cache()
 

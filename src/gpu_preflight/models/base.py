@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gpu_preflight.errors import ModelSourceError
+from gpu_preflight.fileio import read_bounded
 from gpu_preflight.models.safetensors_header import TensorInfo
 
 ORIGINS = ("folder", "config", "gguf", "catalog", "hub", "hub-cache")
@@ -57,27 +58,33 @@ class ModelSource:
 MAX_JSON_BYTES = 64 * 1024 * 1024  # config.json, model_index.json, shard indexes
 
 
-def read_json_object(path: str | os.PathLike[str], label: str | None = None) -> dict[str, Any]:
-    """A JSON object from a small file; ModelSourceError (naming the file) for anything else."""
+def read_json_object(
+    path: str | os.PathLike[str], label: str | None = None, *, root: str | os.PathLike[str] | None = None
+) -> dict[str, Any]:
+    """A JSON object from a small regular file (inside the folder `root` when given, symlinks
+    resolved); ModelSourceError (naming the file) for anything else."""
     label = label or os.fspath(path)
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_JSON_BYTES + 1)
-    except OSError as exc:
-        raise ModelSourceError(
-            f"cannot read {label}: {exc.strerror or exc}", hint=f"check that {label} exists and is readable"
-        ) from None
-    if len(raw) > MAX_JSON_BYTES:
-        raise ModelSourceError(f"{label} is over {MAX_JSON_BYTES:,} bytes", hint=f"check that {label} is a config file")
+    raw = read_bounded(path, MAX_JSON_BYTES, label, root=root, what="config file")
     return parse_json_object(raw, label)
 
 
 def parse_json_object(raw: bytes, label: str) -> dict[str, Any]:
+    """Decode a JSON object; errors say where the JSON breaks but never quote the file."""
     try:
         data = json.loads(raw.decode("utf-8-sig"))
-    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+    except UnicodeDecodeError as exc:
         raise ModelSourceError(
-            f"{label} is not valid JSON ({str(exc)[:120]})",
+            f"{label} is not valid JSON (not UTF-8 text at byte {exc.start})",
+            hint=f"re-download {label} or fix it; it must be a JSON object",
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise ModelSourceError(
+            f"{label} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})",
+            hint=f"re-download {label} or fix it; it must be a JSON object",
+        ) from None
+    except (ValueError, RecursionError) as exc:  # nesting deeper than the parser allows, a huge number
+        raise ModelSourceError(
+            f"{label} is not usable JSON ({'nested too deeply' if isinstance(exc, RecursionError) else 'bad value'})",
             hint=f"re-download {label} or fix it; it must be a JSON object",
         ) from None
     if not isinstance(data, dict):

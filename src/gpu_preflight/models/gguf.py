@@ -12,6 +12,7 @@ Only the header is read: the tensor data is never touched, only checked against 
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import re
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from gpu_preflight.errors import ModelSourceError
+from gpu_preflight.fileio import open_regular
 from gpu_preflight.models.safetensors_header import TensorInfo
 
 GGUF_MAGIC = b"GGUF"
@@ -87,6 +89,12 @@ _SCALARS: dict[int, tuple[str, str, int]] = {
 _STRING, _ARRAY = 8, 9
 
 MAX_KEY_BYTES = 65_536
+# Bounds that keep a hostile header from costing minutes (real files are far below them:
+# ~60 metadata keys, a few thousand tensors, vocabularies up to ~260k tokens).
+MAX_KV_COUNT = 65_536
+MAX_TENSOR_COUNT = 200_000
+MAX_STRING_ARRAY_ITEMS = 10_000_000
+MAX_NESTED_ARRAY_ITEMS = 65_536
 KEEP_STRING_BYTES = 1 << 20  # longer strings (an embedded tokenizer.json) are skipped, not kept
 KEEP_ARRAY_ITEMS = 4096  # longer arrays (token lists, merges) keep only their length
 _MAX_NESTING = 3
@@ -177,19 +185,24 @@ class GGUFHeader:
         return gguf_to_hf_config(self.metadata, self.tensors)
 
 
-def read_gguf_header(path: str | os.PathLike[str], *, label: str | None = None) -> GGUFHeader:
+def read_gguf_header(
+    path: str | os.PathLike[str], *, label: str | None = None, root: str | os.PathLike[str] | None = None
+) -> GGUFHeader:
     """Parse the header of the GGUF file at `path`, reading nothing past the tensor infos.
 
     Raises ModelSourceError (hint names the file) for a bad magic, an unsupported version,
     lengths or counts larger than the file, unknown value or ggml types, or tensors that
-    extend past the end of the file (a truncated download).
+    extend past the end of the file (a truncated download); also for a path that is not a
+    regular file or (with `root`) resolves outside the folder `root`, and for counts over the
+    MAX_* bounds above.
     """
     path = os.fspath(path)
     label = label or path
     try:
-        with open(path, "rb", buffering=1 << 20) as f:
-            size = os.fstat(f.fileno()).st_size
-            return _parse(_Reader(f, size, label), path)
+        with open_regular(path, label, root=root) as raw:
+            size = os.fstat(raw.fileno()).st_size
+            with io.BufferedReader(raw, buffer_size=1 << 20) as f:  # type: ignore[arg-type]
+                return _parse(_Reader(f, size, label), path)
     except OSError as exc:
         raise ModelSourceError(
             f"cannot read {label}: {exc.strerror or exc}",
@@ -346,6 +359,9 @@ def _parse(r: _Reader, path: str) -> GGUFHeader:
     kv_count = r.u64("the metadata count")
     if kv_count * 13 > r.remaining or tensor_count * 32 > r.remaining:
         raise r.error(f"claims {kv_count:,} metadata entries and {tensor_count:,} tensors, more than the file holds")
+    if kv_count > MAX_KV_COUNT or tensor_count > MAX_TENSOR_COUNT:
+        raise r.error(f"claims {kv_count:,} metadata entries and {tensor_count:,} tensors; gpu-preflight reads at most"
+                      f" {MAX_KV_COUNT:,} and {MAX_TENSOR_COUNT:,} (no real model has more)")
     metadata: dict[str, Any] = {}
     for _ in range(kv_count):
         key = r.text("a metadata key", MAX_KEY_BYTES)
@@ -401,6 +417,8 @@ def _read_array(r: _Reader, key: str, depth: int) -> Any:
     if item_type == _STRING:
         if count * 8 > r.remaining:
             raise r.error(f"metadata {key!r} claims {count:,} strings, more than the file holds")
+        if count > MAX_STRING_ARRAY_ITEMS:
+            raise r.error(f"metadata {key!r} claims {count:,} strings; the limit is {MAX_STRING_ARRAY_ITEMS:,}")
         if count <= KEEP_ARRAY_ITEMS:
             return [_read_value(r, _STRING, key, depth + 1) for _ in range(count)]
         r.skip_strings(count, key)  # a token list: walk it for its length, keep nothing
@@ -408,6 +426,8 @@ def _read_array(r: _Reader, key: str, depth: int) -> Any:
     if item_type == _ARRAY:
         if count * 12 > r.remaining:
             raise r.error(f"metadata {key!r} claims {count:,} arrays, more than the file holds")
+        if count > MAX_NESTED_ARRAY_ITEMS:
+            raise r.error(f"metadata {key!r} claims {count:,} arrays; the limit is {MAX_NESTED_ARRAY_ITEMS:,}")
         values = [_read_value(r, _ARRAY, key, depth + 1) for _ in range(count)]
         return values if count <= KEEP_ARRAY_ITEMS else GGUFSkipped("array[array]", count)
     raise r.error(f"metadata {key!r} is an array of unknown type {item_type}")

@@ -38,15 +38,18 @@ def load_path(path: Path, *, origin: str = "folder", name: str | None = None) ->
     )
 
 
-def load_folder(folder: Path, *, origin: str = "folder", name: str | None = None) -> ModelSource:
+def load_folder(folder: Path, *, origin: str = "folder", name: str | None = None,
+                root: Path | None = None) -> ModelSource:
+    """A model folder; every file read must resolve inside `root` (default: the folder itself)."""
     names = _file_names(folder)
     name = name or folder.resolve().name
+    root = folder if root is None else root
     if "model_index.json" in names:
-        return _load_pipeline(folder, names, origin=origin, name=name)
+        return _load_pipeline(folder, names, origin=origin, name=name, root=root)
     if "config.json" not in names:
         raise ModelSourceError(f"{folder} has no config.json or model_index.json", hint=_no_config_hint(folder, names))
-    config = read_json_object(folder / "config.json")
-    tensors, metadata, warnings = read_folder_weights(folder, names)
+    config = read_json_object(folder / "config.json", root=root)
+    tensors, metadata, warnings = read_folder_weights(folder, names, root=root)
     return ModelSource(
         name=name,
         origin=origin,
@@ -58,8 +61,11 @@ def load_folder(folder: Path, *, origin: str = "folder", name: str | None = None
     )
 
 
-def read_folder_weights(folder: Path, names: set[str]) -> tuple[list[TensorInfo] | None, dict, list[str]]:
+def read_folder_weights(
+    folder: Path, names: set[str], *, root: Path | None = None
+) -> tuple[list[TensorInfo] | None, dict, list[str]]:
     """Tensors from the folder's safetensors headers; None (with a warning saying why) if unreadable."""
+    root = folder if root is None else root
     plan = plan_weights(names)
     if plan is None:
         return None, {}, [_no_weights_warning(names)]
@@ -67,19 +73,19 @@ def read_folder_weights(folder: Path, names: set[str]) -> tuple[list[TensorInfo]
     files = plan.files
     if plan.index_file is not None:
         weight_map, index_metadata = parse_index(
-            read_json_object(folder / plan.index_file), str(folder / plan.index_file)
+            read_json_object(folder / plan.index_file, root=root), str(folder / plan.index_file)
         )
         files = shard_files(weight_map)
     missing = [f for f in files if not (folder / f).is_file()]
     if missing:
         return None, index_metadata or {}, plan.warnings + [missing_shards_warning(missing, len(files))]
-    headers = [(f, read_safetensors_header(folder / f)) for f in files]
+    headers = [(f, read_safetensors_header(folder / f, root=root)) for f in files]
     tensors, metadata, warnings = merge_headers(headers, weight_map, index_metadata)
     return tensors, metadata, plan.warnings + warnings
 
 
 def load_config_file(path: Path) -> ModelSource:
-    config = read_json_object(path)
+    config = read_json_object(path)  # the file the user named: any regular file
     if path.name == "model_index.json":
         return _load_pipeline(path.parent, _file_names(path.parent), origin="folder", name=path.parent.resolve().name)
     return ModelSource(
@@ -102,7 +108,7 @@ def load_safetensors_file(path: Path) -> ModelSource:
     config_path = path.parent / "config.json"
     warnings: list[str] = []
     if config_path.is_file():
-        config = read_json_object(config_path)
+        config = read_json_object(config_path, root=path.parent)
         warnings += config_warnings(config)
     else:
         config = {}
@@ -152,14 +158,15 @@ def _gguf_splits(path: Path, first: gguf.GGUFHeader, count: int) -> tuple[list[T
         return None, [missing_shards_warning(missing, count)]
     tensors: list[TensorInfo] = []
     for part in parts:
-        header = first if os.path.samefile(part, path) else gguf.read_gguf_header(part)
+        header = first if os.path.samefile(part, path) else gguf.read_gguf_header(part, root=path.parent)
         tensors += header.tensor_infos(os.path.basename(part))
     return tensors, []
 
 
-def _load_pipeline(folder: Path, names: set[str], *, origin: str, name: str) -> ModelSource:
+def _load_pipeline(folder: Path, names: set[str], *, origin: str, name: str, root: Path | None = None) -> ModelSource:
     """A diffusers folder: model_index.json plus one subfolder per component."""
-    index = read_json_object(folder / "model_index.json")
+    root = folder if root is None else root
+    index = read_json_object(folder / "model_index.json", root=root)
     components: dict[str, ModelSource] = {}
     warnings: list[str] = []
     for key, library, class_name in pipeline_components(index):
@@ -169,7 +176,7 @@ def _load_pipeline(folder: Path, names: set[str], *, origin: str, name: str) -> 
             continue
         if "config.json" not in _file_names(sub):
             continue  # tokenizer, scheduler, feature extractor: no weights to count
-        component = load_folder(sub, origin=origin, name=key)
+        component = load_folder(sub, origin=origin, name=key, root=root)
         component.metadata["class"] = [library, class_name]
         if library not in STANDARD_LIBRARIES:
             component.warnings.insert(0, custom_component_warning(library, class_name))

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gpu_preflight.errors import ModelSourceError
+from gpu_preflight.fileio import open_regular
 
 # The reference parser refuses headers over 100,000,000 bytes (MAX_HEADER_SIZE in tensor.rs).
 MAX_HEADER_BYTES = 100_000_000
@@ -91,18 +92,21 @@ def read_safetensors_header(
     *,
     label: str | None = None,
     max_header_bytes: int = MAX_HEADER_BYTES,
+    root: str | os.PathLike[str] | None = None,
 ) -> SafetensorsHeader:
     """Read and validate the header of the .safetensors file at `path`.
 
     Raises ModelSourceError (hint names the file) for a file that is too short, a Git LFS
     pointer instead of weights, a header length over `max_header_bytes` or past the end of
     the file (never allocated), invalid JSON, unknown dtypes, or offsets that disagree with
-    shape x dtype or with the file size (a truncated download).
+    shape x dtype or with the file size (a truncated download); also for a path that is not a
+    regular file, or (with `root`) that resolves outside the folder `root`. No byte of the file
+    is quoted in an error before it is known to be a safetensors header.
     """
     path = os.fspath(path)
     label = label or path
     try:
-        with open(path, "rb") as f:
+        with open_regular(path, label, root=root) as f:
             file_bytes = os.fstat(f.fileno()).st_size
             prefix = f.read(8)
             if prefix == _LFS_POINTER_PREFIX[:8]:
@@ -169,19 +173,19 @@ def parse_safetensors_header(
 
 
 def _check_header_length(label: str, header_len: int, file_bytes: int, limit: int) -> None:
+    # The prefix is the file's first 8 bytes: never quote it (a link could point anywhere).
     if header_len < 2:  # the smallest JSON object, "{}"
-        raise _error(label, f"the length prefix declares a {header_len}-byte header")
+        raise _error(label, "the length prefix declares a header too short for a JSON object")
     if header_len > limit:
         raise _error(
             label,
-            f"the length prefix declares a {header_len:,}-byte header, over the {limit:,}-byte limit"
-            " (not a safetensors file, or corrupt)",
+            f"the length prefix declares a header over the {limit:,}-byte limit (not a safetensors file, or corrupt)",
         )
     if header_len > file_bytes - 8:
         raise _error(
             label,
-            f"the length prefix declares a {header_len:,}-byte header but only"
-            f" {max(file_bytes - 8, 0):,} bytes follow it (truncated download?)",
+            f"the length prefix declares a header longer than the {max(file_bytes - 8, 0):,} bytes"
+            " that follow it (truncated download?)",
         )
 
 

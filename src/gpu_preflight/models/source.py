@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from gpu_preflight.errors import DependencyMissing, ModelSourceError, UsageError
-from gpu_preflight.models import hub, local
+from gpu_preflight.models import hub, limits, local
 from gpu_preflight.models.base import ORIGINS, ModelSource, config_warnings
 from gpu_preflight.models.catalog import Catalog, CatalogEntry, default_catalog
 
@@ -41,8 +41,22 @@ def load_model_source(
     `offline` None follows HF_HUB_OFFLINE. `env` (default os.environ) supplies HF_ENDPOINT,
     HF_TOKEN, HF_HUB_OFFLINE and the HF cache location; `catalog` defaults to the built-in one.
     Raises UsageError for a spec that is none of the above, ModelSourceError for a model that
-    cannot be read, DependencyMissing when the Hub is needed and huggingface_hub is missing.
+    cannot be read or whose config breaks a rule of models/limits.py (a wrong type, NaN, a zero
+    or absurd size), DependencyMissing when the Hub is needed and huggingface_hub is missing.
     """
+    source = _load(spec, revision=revision, offline=offline, env=env, catalog=catalog)
+    limits.validate_source(source)
+    return source
+
+
+def _load(
+    spec: str,
+    *,
+    revision: str | None,
+    offline: bool | None,
+    env: Mapping[str, str] | None,
+    catalog: Catalog | None,
+) -> ModelSource:
     spec = spec.strip() if isinstance(spec, str) else ""
     if not spec:
         raise UsageError(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -79,3 +80,26 @@ class ProbeContext:
             if d and os.access(self.path(cand), os.X_OK):
                 return cand
         return None
+
+
+def call_with_timeout(fn: Callable[[], Any], timeout_s: float, name: str,
+                      describe: Callable[[BaseException], str]) -> tuple[Any, str | None]:
+    """Run fn() in a daemon thread (a wedged GPU or driver cannot hang the caller):
+    (result, None), or (None, reason) when it raised (`describe(exc)`) or did not return in time."""
+    box: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            box["result"] = fn()
+        except Exception as exc:  # noqa: BLE001 - becomes the reason
+            box["error"] = describe(exc)
+
+    thread = threading.Thread(target=work, name=name, daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        return None, f"NVML timed out after {timeout_s:g} s (GPU or driver not responding)"
+    if "error" in box:
+        return None, box["error"]
+    return box["result"], None
+

@@ -12,10 +12,9 @@ Fabric Manager user guide (https://docs.nvidia.com/datacenter/tesla/fabric-manag
 from __future__ import annotations
 
 import socket
-import threading
 from typing import Any
 
-from gpu_preflight.probes.context import ProbeContext
+from gpu_preflight.probes.context import ProbeContext, call_with_timeout
 from gpu_preflight.snapshot.field import Fact, describe_exception, known, unknown
 
 SOURCE = "nvml"
@@ -170,19 +169,9 @@ def probe_interconnect(ctx: ProbeContext) -> dict[str, Any]:
             reason = "nvidia-ml-py is not installed"
             return {**out, "gpus": unknown(reason, SOURCE), "p2p_read": unknown(reason, SOURCE),
                     "topology": unknown(reason, SOURCE)}
-    result: dict[str, Any] = {}
-
-    def work() -> None:
-        try:
-            result["data"] = _nvml_part(nv)
-        except Exception as exc:  # noqa: BLE001
-            result["error"] = describe_exception(exc)
-
-    thread = threading.Thread(target=work, name="preflight-interconnect", daemon=True)
-    thread.start()
-    thread.join(ctx.timeout_s)
-    if thread.is_alive() or "error" in result:
-        reason = result.get("error") or f"NVML timed out after {ctx.timeout_s:g} s"
+    data, reason = call_with_timeout(lambda: _nvml_part(nv), ctx.timeout_s, "preflight-interconnect",
+                                     describe_exception)
+    if reason:
         return {**out, "gpus": unknown(reason, SOURCE), "p2p_read": unknown(reason, SOURCE),
                 "topology": unknown(reason, SOURCE)}
-    return {**out, **result["data"]}
+    return {**out, **data}

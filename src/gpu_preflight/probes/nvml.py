@@ -7,11 +7,10 @@ unavailable field, never a crashed report.
 
 from __future__ import annotations
 
-import threading
 from typing import Any, Callable
 
 from gpu_preflight.snapshot.field import Fact, describe_exception, known, unknown
-from gpu_preflight.probes.context import ProbeContext
+from gpu_preflight.probes.context import ProbeContext, call_with_timeout
 
 SOURCE = "nvml"
 
@@ -129,19 +128,5 @@ def probe_nvml(ctx: ProbeContext) -> dict[str, Fact]:
             from gpu_preflight.hints import install_command
 
             return _all_unknown(f"nvidia-ml-py is not installed ({install_command('nvidia-ml-py')})")
-    result: dict[str, Any] = {}
-
-    def work() -> None:
-        try:
-            result["data"] = _collect(nv)
-        except Exception as exc:  # noqa: BLE001
-            result["error"] = _nvml_reason(exc)
-
-    thread = threading.Thread(target=work, name="preflight-nvml", daemon=True)
-    thread.start()
-    thread.join(ctx.timeout_s)
-    if thread.is_alive():
-        return _all_unknown(f"NVML timed out after {ctx.timeout_s:g} s (GPU or driver not responding)")
-    if "error" in result:
-        return _all_unknown(result["error"])
-    return result["data"]
+    data, reason = call_with_timeout(lambda: _collect(nv), ctx.timeout_s, "preflight-nvml", _nvml_reason)
+    return _all_unknown(reason) if reason else data

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gpu_preflight.render.style import Style
+from gpu_preflight.render.style import Style, sanitize_tree
 
 GIB = 1 << 30
 
@@ -14,6 +14,7 @@ def gib(n: int | None) -> str:
 
 
 def render_estimate(r: dict[str, Any], style: Style) -> str:
+    r = sanitize_tree(r)  # model names, file names and warnings come from files
     w = r["workload"]
     first = r["fits"][0] if r["fits"] else None
     count = first["count"] if first else 1
@@ -316,6 +317,7 @@ def render_llama_cpp(r: dict[str, Any], style: Style) -> str:
 
 def render_report(r: dict[str, Any], style: Style) -> str:
     """The text form of any estimate report, by its kind."""
+    r = sanitize_tree(r)  # model names, file and component names, warnings: they come from files
     if r.get("kind") == "diffusion":
         return render_pipeline(r, style)
     if r.get("engine") == "training":

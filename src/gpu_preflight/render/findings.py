@@ -6,8 +6,8 @@ import json
 from typing import Any
 
 from gpu_preflight import __version__
-from gpu_preflight.checks import AREAS, Finding, exit_code, worst
-from gpu_preflight.render.style import Style
+from gpu_preflight.checks import AREAS, Finding, exit_code, is_ok, worst
+from gpu_preflight.render.style import Style, sanitize_tree
 
 REPORT_SCHEMA = "gpu-preflight.report"
 REPORT_SCHEMA_VERSION = 1
@@ -24,7 +24,7 @@ def report_json(kind: str, findings: list[Finding], recommended: dict[str, Any] 
         "schema_version": REPORT_SCHEMA_VERSION,
         "tool_version": __version__,
         "command": kind,
-        "ok": not any(f.status == "fail" for f in findings),
+        "ok": is_ok(findings),  # false on a fail or an error: never "ok" with exit code 2 or 3
         "worst": worst(findings),
         "exit_code": exit_code(findings),
         "machine": machine,
@@ -38,6 +38,7 @@ def render_json(report: dict[str, Any]) -> str:
 
 
 def render_text(report: dict[str, Any], style: Style, verbose: bool = False) -> str:
+    report = sanitize_tree(report)  # GPU names, versions and paths come from a snapshot file
     lines: list[str] = []
     m = report["machine"]
     head = f"gpu-preflight {report['command']}"

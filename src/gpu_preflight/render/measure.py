@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from gpu_preflight.safetext import sanitize_tree
+
 
 def render_measure(report: dict[str, Any]) -> str:
     """An LLM measurement: per phase, measured process and allocated memory next to the estimate."""
+    report = sanitize_tree(report)  # the model's name and the child's messages come from files
     g = 1 << 30
     lines = [f"{report['model']}: measured on this GPU vs estimated"]
     env = next((r for r in report["records"] if r.get("type") == "env"), None)
@@ -39,6 +42,7 @@ def render_measure(report: dict[str, Any]) -> str:
 
 def render_pipeline_measure(report: dict[str, Any], w: dict[str, Any]) -> str:
     """A pipeline measurement: per phase, measured transient next to the estimated one."""
+    report = sanitize_tree(report)  # component names come from model_index.json
     g = 1 << 30
     lines = [f"{report['model']} {w['height']}x{w['width']} x{w['batch']}: measured on this GPU vs estimated "
              f"(transient per phase)"]

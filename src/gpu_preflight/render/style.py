@@ -7,6 +7,8 @@ import shutil
 import sys
 import textwrap
 
+from gpu_preflight.safetext import sanitize, sanitize_tree  # noqa: F401 - re-exported for the renderers
+
 GLYPHS = {"ok": "✓", "warn": "!", "fail": "✗", "error": "✗", "skip": "-"}
 ASCII_GLYPHS = {"ok": "+", "warn": "!", "fail": "x", "error": "x", "skip": "-"}
 COLORS = {"ok": "32", "warn": "33", "fail": "31", "error": "31", "skip": "2", "bold": "1", "dim": "2"}

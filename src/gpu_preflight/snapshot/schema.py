@@ -13,6 +13,8 @@ from typing import Any
 from gpu_preflight.errors import SnapshotError
 from gpu_preflight.snapshot.field import Fact
 
+MAX_SNAPSHOT_BYTES = 16 * 1024 * 1024  # a real snapshot is about 10 KB
+
 SCHEMA = "gpu-preflight.snapshot"
 SCHEMA_VERSION = 1
 
@@ -51,6 +53,9 @@ def dumps(snap: Snapshot) -> str:
 
 
 def loads(text: str, where: str = "snapshot") -> Snapshot:
+    """Parse and validate a snapshot (snapshot/validate.py); SnapshotError for anything else."""
+    from gpu_preflight.snapshot import validate
+
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -58,6 +63,12 @@ def loads(text: str, where: str = "snapshot") -> Snapshot:
             f"{where} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})",
             hint="the file may be truncated; write it again with `preflight snapshot > box.json`",
         ) from None
+    except RecursionError:
+        raise SnapshotError(f"{where} nests deeper than JSON can be read here; a snapshot is a few levels deep",
+                            hint="create one with `preflight snapshot > box.json`") from None
+    except ValueError:  # an integer of more than 4,300 digits
+        raise SnapshotError(f"{where} holds a number too long to read",
+                            hint="create one with `preflight snapshot > box.json`") from None
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
         raise SnapshotError(f"{where} is not a gpu-preflight snapshot (no \"schema\": \"{SCHEMA}\")",
                             hint="create one with `preflight snapshot > box.json`")
@@ -72,20 +83,25 @@ def loads(text: str, where: str = "snapshot") -> Snapshot:
             f"{where} uses snapshot schema {version}, newer than this gpu-preflight understands ({SCHEMA_VERSION})",
             hint=upgrade_hint(),
         )
+    validate.check_depth(data, where)
     try:
-        return from_json(data)
+        snap = from_json(data)
     except (TypeError, ValueError) as exc:
         raise SnapshotError(f"{where} is malformed: {exc}",
                             hint="create the file again with `preflight snapshot > box.json`") from None
+    return validate.validate(snap, where)
 
 
 def load(path: str) -> Snapshot:
+    """Read a snapshot file: a regular file of at most MAX_SNAPSHOT_BYTES, UTF-8 JSON."""
+    from gpu_preflight.fileio import read_bounded
+
+    raw = read_bounded(path, MAX_SNAPSHOT_BYTES, f"snapshot {path}", error=SnapshotError, what="snapshot")
     try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except OSError as exc:
-        raise SnapshotError(f"cannot read snapshot {path}: {exc.strerror or exc}",
-                            hint="check the path; create one with `preflight snapshot > box.json`") from None
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SnapshotError(f"{path} is not UTF-8 text (a bad byte at offset {exc.start})",
+                            hint="create one with `preflight snapshot > box.json`") from None
     return loads(text, where=path)
 
 

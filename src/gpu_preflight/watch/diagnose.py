@@ -1,6 +1,6 @@
 """Recognise GPU failures in the command's output and tie them to doctor checks.
 
-Pure functions. `TRIGGER` is the one cheap regex the output pump runs on every chunk; a line
+Pure functions. `TRIGGER_LOWER` is the one cheap regex the output pump runs on every (lowercased) chunk; a line
 that matches is kept as a raw match `{"stream", "t_s", "line"}`. `diagnose()` turns those
 matches plus the analysed timeline into findings, each with the doctor check codes it relates
 to (PF101 no driver, PF102 driver/library mismatch, PF103 driver older than torch's CUDA,
@@ -53,14 +53,33 @@ PATTERNS: tuple[Pattern, ...] = (
        r"NCCL WARN", r"Watchdog caught collective operation timeout"),
 )
 
-TRIGGER = re.compile(
-    rb"out of memory|OutOfMemory|MemoryAllocation|ALLOC_FAILED|RESOURCE_EXHAUSTED|OOM when"
-    rb"|kernel image|NoKernelImage|not compatible with the current PyTorch"
-    rb"|driver version is insufficient|InsufficientDriver|driver on your system is too old|library version mismatch"
-    rb"|not compiled with CUDA|NVIDIA driver|libcuda\.so|driver initialization|CUDA-capable device|NoDevice"
-    rb"|NCCL|nccl[A-Z]|collective operation timeout",
-    re.IGNORECASE,
+# The words the output pump looks for, lower case: it lowercases each chunk (bytes.lower, GB/s)
+# and runs TRIGGER_LOWER, a case-sensitive trie of literals, which is 15-30x faster than the same
+# words with re.IGNORECASE (bench/watch_throughput.py). Every PATTERNS regex must contain one of these words.
+TRIGGER_WORDS: tuple[bytes, ...] = (
+    b"out of memory", b"outofmemory", b"memoryallocation", b"alloc_failed", b"resource_exhausted", b"oom when",
+    b"kernel image", b"nokernelimage", b"not compatible with the current pytorch",
+    b"driver version is insufficient", b"insufficientdriver", b"driver on your system is too old",
+    b"library version mismatch", b"not compiled with cuda", b"nvidia driver", b"libcuda.so",
+    b"driver initialization", b"cuda-capable device", b"nodevice", b"nccl", b"collective operation timeout",
 )
+
+
+def trie_pattern(words: tuple[bytes, ...] | list[bytes]) -> bytes:
+    """One regex for a set of literal words, as a trie (`c(?:uda-capable|ollective)...`): at each
+    position the regex engine follows one branch instead of trying every word (1.5x faster)."""
+    if b"" in words:
+        rest = [w for w in words if w]
+        return b"(?:" + trie_pattern(rest) + b")?" if rest else b""
+    groups: dict[bytes, list[bytes]] = {}
+    for w in words:
+        groups.setdefault(w[:1], []).append(w[1:])
+    alts = [re.escape(c) + trie_pattern(tails) for c, tails in sorted(groups.items())]
+    return alts[0] if len(alts) == 1 else b"(?:" + b"|".join(alts) + b")"
+
+
+TRIGGER_LOWER = re.compile(trie_pattern(TRIGGER_WORDS))
+TRIGGER = re.compile(b"|".join(re.escape(w) for w in TRIGGER_WORDS), re.IGNORECASE)  # the same, any case
 
 _UNITS = {"b": 1, "bytes": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4, "pb": 1000**5,
           "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4, "pib": 1024**5}

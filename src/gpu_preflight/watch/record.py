@@ -101,12 +101,12 @@ def _reduce(record: dict[str, Any], max_points: int) -> None:
 
 
 def write_json(record: dict[str, Any], path: Path) -> None:
-    """Atomically: a reader never sees half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(record, f, indent=1)
-        f.write("\n")
-    os.replace(tmp, path)
+    """Atomically: a reader never sees half a file; a symlink or special file there is refused
+    (OSError) and never replaced; a failed write leaves no temp file (watch/outputs.atomic_write)."""
+    from gpu_preflight.watch.outputs import atomic_write
+
+    data = (json.dumps(record, indent=1) + "\n").encode("utf-8")
+    atomic_write(path, lambda f: f.write(data))
 
 
 def load_stream(path: Path) -> dict[str, Any]:

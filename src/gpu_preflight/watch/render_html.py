@@ -68,10 +68,10 @@ def write_html(record: dict[str, Any], path: Path) -> str:
         body, kind = _plotly(data), "plotly"
     except ImportError:
         body, kind = _svg(data), "svg"
-    page = _page(record, body, kind)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(path)
+    data = _page(record, body, kind).encode("utf-8")
+    from gpu_preflight.watch.outputs import atomic_write
+
+    atomic_write(path, lambda f: f.write(data))
     return kind
 
 

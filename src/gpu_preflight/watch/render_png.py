@@ -52,7 +52,11 @@ def write_png(record: dict[str, Any], path: Path) -> str | None:
         a.grid(alpha=0.3)
     axes[-1].set_xlabel("seconds since start")
     fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, format="png")
-    tmp.replace(path)
+    import io
+
+    from gpu_preflight.watch.outputs import atomic_write
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    atomic_write(path, lambda f: f.write(buf.getvalue()))
     return None

@@ -44,6 +44,11 @@ def headline(record: dict[str, Any]) -> str:
 
 
 def summary(record: dict[str, Any]) -> str:
+    from gpu_preflight.safetext import sanitize_tree
+
+    # the command line, its output lines, phase names and GPU names: none may drive the terminal
+    record = sanitize_tree({k: v for k, v in record.items() if k not in ("series", "aux")}) | {
+        k: record[k] for k in ("series", "aux") if k in record}
     a = record.get("analysis") or {}
     out = ["", "preflight watch: " + headline(record)]
     gs = record.get("gpu_sampling") or {}

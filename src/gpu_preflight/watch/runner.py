@@ -28,7 +28,7 @@ from typing import IO, Any, Callable
 from gpu_preflight.errors import UsageError
 from gpu_preflight.watch import diagnose, record as rec_mod
 from gpu_preflight.watch.gpu import GpuSource, open_gpu_source
-from gpu_preflight.watch.outputs import OutputPaths, check_writable
+from gpu_preflight.watch.outputs import OutputPaths, check_writable, create_channel, open_stream
 from gpu_preflight.watch.phase import CHANNEL_ENV
 from gpu_preflight.watch.proctree import ProcTree, default_tree
 from gpu_preflight.watch.sampler import Recorder, Sampler
@@ -201,17 +201,23 @@ class _Run:
         self._channel_f: IO[bytes] | None = None
 
     def say(self, text: str) -> None:
+        from gpu_preflight.safetext import sanitize
+
         try:
-            self.env.talk.write(f"preflight watch: {text}\n")
+            self.env.talk.write(f"preflight watch: {sanitize(text)}\n")
             self.env.talk.flush()
         except (OSError, ValueError):
             pass
 
     # -- the run ----------------------------------------------------------------------------
     def run(self) -> WatchResult:
-        stream = open(self.paths.jsonl, "wb", buffering=0)  # noqa: SIM115 - closed in finally
+        stream = open_stream(self.paths.jsonl)  # locked for the run; closed in finally
         try:
-            self.paths.channel.write_bytes(b"")
+            try:
+                self.paths.channel = create_channel(self.paths.channel)  # a fresh file, never a neighbour
+            except OSError as exc:
+                raise UsageError(f"cannot create the phase channel next to {self.paths.jsonl}: "
+                                 f"{exc.strerror or exc}") from None
             self._channel_f = open(self.paths.channel, "rb")  # noqa: SIM115
             return self._run(stream)
         finally:
@@ -288,7 +294,7 @@ class _Run:
             code = failure["code"]
         else:
             pump = OutputPump(pipes, {"stdout": self.env.stdout_fd, "stderr": self.env.stderr_fd},
-                              diagnose.TRIGGER, on_line=self._on_match, clock=self.env.clock)
+                              diagnose.TRIGGER_LOWER, on_line=self._on_match, clock=self.env.clock)
             pump.start()
             me = os.getpid()
             sampler = Sampler(self.gpu, self.tree, root_pid=me if subreaper else proc.pid,
@@ -342,6 +348,7 @@ class _Run:
             {f"{k}_bytes": v for k, v in (pump.bytes.items() if pump else [])} |
             {f"{k}_lines": v for k, v in (pump.lines.items() if pump else [])} |
             {"sink_errors": pump.sink_errors if pump else {}, "drained": drained,
+             "unscanned_bytes": pump.unscanned_bytes if pump else 0,
              "matches_dropped": max(0, self._matches - MAX_MATCHES)})
         record["tree"] = {"pids": sorted(sampler.members) if sampler else [], "left_running": left_running}
         record["watcher"].update({"cpu_s": round(cpu_s, 4), "wall_s": round(wall_s, 4),
@@ -352,6 +359,10 @@ class _Run:
         if left_running:
             self.notes.append(f"{len(left_running)} process(es) started by the command still run after it exited "
                               f"(PIDs {', '.join(map(str, left_running[:10]))}): detached; not waited for")
+        if pump and pump.unscanned_bytes:
+            self.notes.append(f"the command wrote faster than its output could be scanned: "
+                              f"{pump.unscanned_bytes / 2**20:.0f} MiB of it were passed through without "
+                              "looking for GPU errors (never slowed down)")
         if not drained:
             self.notes.append("a detached process still holds the command's output open; "
                               "output after the command exited may be cut")
@@ -430,6 +441,20 @@ class _Run:
                                 "event": ev.get("event"), "pid": ev.get("pid")})
 
     # -- after -------------------------------------------------------------------------------
+    def _write_json(self, record: dict[str, Any], again: bool = False) -> bool:
+        if not self.paths.json:
+            return False
+        try:
+            rec_mod.write_json(record, self.paths.json)
+            return True
+        except (OSError, TypeError, ValueError) as exc:
+            if again:
+                return True  # the first write stands; only its file list is stale
+            record["files"]["errors"]["json"] = _why(exc)
+            self.say(f"could not write {self.paths.json}: {record['files']['errors']['json']} "
+                     f"(the stream {self.paths.jsonl} has the samples)")
+            return False
+
     def _report(self, record: dict[str, Any]) -> None:
         from gpu_preflight.watch import render_text
 
@@ -441,13 +466,18 @@ class _Run:
             record.setdefault("diagnosis", [])
         files = record["files"]
         files["errors"] = {}
+        if not self.env.renderers:
+            files["html"] = files["png"] = None
+        # JSON first: it is the record; the HTML and PNG are views of it and may fail (a full disk)
+        json_ok = self._write_json(record)
+        before = (files.get("html"), files.get("png"))
         if self.env.renderers and self.paths.html:
             try:
                 from gpu_preflight.watch import render_html
 
                 files["html_plot"] = render_html.write_html(record, self.paths.html)
             except Exception as exc:  # noqa: BLE001
-                files["errors"]["html"] = f"{type(exc).__name__}: {exc}"
+                files["errors"]["html"] = _why(exc)
                 files["html"] = None
         if self.env.renderers and self.paths.png:
             try:
@@ -455,20 +485,17 @@ class _Run:
 
                 skipped = render_png.write_png(record, self.paths.png)
             except Exception as exc:  # noqa: BLE001
-                skipped = f"{type(exc).__name__}: {exc}"
+                skipped = None
+                files["errors"]["png"] = _why(exc)
+                files["png"] = None
             if skipped:
                 files["png"] = None
                 files["png_skipped"] = skipped
-        json_ok = False
-        if self.paths.json:
-            try:
-                rec_mod.write_json(record, self.paths.json)
-                json_ok = True
-            except (OSError, TypeError, ValueError) as exc:
-                files["errors"]["json"] = f"{getattr(exc, 'strerror', None) or exc}"
-                self.say(f"could not write {self.paths.json}: {files['errors']['json']} "
-                         f"(the stream {self.paths.jsonl} has the samples)")
-        try:  # the phase events are in the record and the stream now
+        if json_ok and ((files.get("html"), files.get("png")) != before or files["errors"]):
+            self._write_json(record, again=True)  # so the record lists only what was written
+        if not json_ok:
+            files["json"] = None
+        try:  # the phase events are in the record and the stream now; the channel is our own file
             if json_ok or self.paths.channel.stat().st_size == 0:
                 self.paths.channel.unlink()
         except OSError:
@@ -483,6 +510,10 @@ class _Run:
                 self.env.talk.flush()
             except (OSError, ValueError):
                 pass
+
+
+def _why(exc: BaseException) -> str:
+    return str(getattr(exc, "strerror", None) or exc) if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
 
 
 def _kill_all(child_pid: int, sampler: Sampler | None) -> None:

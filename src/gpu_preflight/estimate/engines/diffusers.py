@@ -12,10 +12,14 @@ What each mode keeps on the GPU, from diffusers 0.42.1 (src/diffusers/...) and a
   encoding, then the denoiser and VAE without them.
 - model (pipelines/pipeline_utils.py enable_model_cpu_offload -> accelerate cpu_offload_with_hook
   chained in model_cpu_offload_seq): the component whose forward runs; the previous one is moved
-  to the CPU (and the cache emptied) before the next is loaded. Host RAM holds the others.
+  to the CPU (and the cache emptied) before the next is loaded (accelerate 1.15.0 hooks.py
+  CpuOffload.pre_forward), so at each switch host RAM holds every weight.
 - sequential (enable_sequential_cpu_offload -> accelerate cpu_offload): weights live in a CPU
   state dict; each module with parameters of its own is loaded for its forward and dropped after:
-  the GPU holds the largest such module. Host RAM holds every weight.
+  the GPU holds the largest such module, plus every buffer (offload_buffers is false for models
+  without parameters of their own). set_module_tensor_to_device empties the CUDA cache each time it
+  places a weight (accelerate utils/modeling.py), so nothing stays reserved beyond what is allocated.
+  Host RAM holds every weight.
 - group (hooks/group_offloading.py, num_blocks_per_group=1): block_level onloads each element of
   the component's ModuleLists as a group and holds the "unmatched" rest (embedders, norms, a UNet's
   mid block) for the whole forward; a transformers text encoder has no top-level ModuleList, so it
@@ -32,6 +36,11 @@ What each mode keeps on the GPU, from diffusers 0.42.1 (src/diffusers/...) and a
   (models/model_loading_utils.py) reserved numel // 4 elements of the dtype.
 - SDXL-style pipelines upcast a float16 VAE with force_upcast to float32 for the decode
   (pipelines/stable_diffusion_xl/pipeline_stable_diffusion_xl.py); FLUX, SD3 and Lumina2 do not.
+- eager attention: torch's math SDPA for DiTs (float32 scores + softmax + a bool mask: 9 bytes per
+  score), diffusers' AttnProcessor for UNets (2 x dtype bytes per score); score tensors of different
+  sizes in one forward leave cached segments (replayed through estimate/allocator.py).
+- host RAM: the weights each mode holds + the process itself (HOST_PROCESS_BYTES, fitted on SDXL's
+  H200 runs); loading through host RAM holds every weight once.
 - VAE tiling (models/autoencoders/autoencoder_kl.py): tiles of the VAE's sample_size pixels (1024
   for the SDXL/FLUX/SD3 VAEs: nothing is tiled up to 1024x1024), overlapping by a quarter; every
   decoded tile is kept until the blend. Slicing decodes a batch one image at a time.
@@ -84,8 +93,29 @@ class ImageWorkload:
 RESERVE_FACTOR = {"denoise": (1.23, "flux.1-dev denoise 1024x1024 b1: reserved 32.50 vs allocated 31.93 GiB, transient 0.462"),
                   "vae_decode": (0.761, "flux.1-dev vae_decode 1024x1024 b1: reserved 35.66 vs allocated 33.85 GiB, transient 2.377"),
                   "video:denoise": (0.241, "sonic denoise 512x512 x 25 frames: reserved 10.74 vs allocated 9.49 GiB, transient 5.19"),
-                  "video:vae_decode": (1.089, "sonic vae_decode chunk 8: reserved 12.69 vs allocated 8.33 GiB, transient 4.00")}
+                  "video:vae_decode": (1.089, "sonic vae_decode chunk 8: reserved 12.69 vs allocated 8.33 GiB, transient 4.00"),
+                  # not fitted: under sequential offload accelerate places each module's weights with
+                  # set_module_tensor_to_device(clear_cache=True), which calls torch.cuda.empty_cache()
+                  # (accelerate 1.15.0 utils/modeling.py): no freed block stays cached between modules
+                  "sequential": (0.0, "accelerate empty_cache() per placed weight: reserved = allocated")}
 CUBLAS_WORKSPACE = 32 * 1024 * 1024  # allocated at the first matmul and kept (measured, H100 + torch 2.11)
+
+# Host RAM of the Python process itself (resident set, what a 16 GB laptop must hold besides the
+# weights). Two fitted constants, each from one pipeline of the H200 runs (calibration/raw/
+# diffusion-modes-h200.jsonl: torch 2.11.0+cu130, diffusers 0.42.1, transformers 5.17.0, accelerate
+# 1.15.0); the other four pipelines are held out (docs/accuracy.md, "Pipeline memory modes"):
+# - "load": while the weights are read into host RAM (torch, diffusers, transformers imported, CUDA
+#   context up, no kernel run yet): sdxl-base-1.0's peak RSS while building its four components minus
+#   their 6.46 GiB of weights (held out: NewBie, FLUX.1-dev, SD3.5, Sonic, all within 0.01 GiB).
+# - "generate": once kernels ran (cuBLAS / cuDNN loaded, the CUDA runtime's host state, the C
+#   allocator's free lists): the median over sdxl-base-1.0's model-offload (512, 1024), sequential and
+#   block-level group offload runs of peak RSS minus the weights the mode holds.
+# Not modelled: freed CPU copies of weights moved to the GPU that glibc keeps (chunks below its mmap
+# threshold, malloc.c); they raise the RSS of all-on-GPU runs after loading, never above the load peak.
+HOST_PROCESS_BYTES = {
+    "load": (1028917290, "sdxl-base-1.0 build: peak RSS 7.42 GiB - 6.46 GiB of weights (H200)"),
+    "generate": (2296461354, "sdxl-base-1.0 model / sequential / group runs: median peak RSS - weights held (H200)"),
+}
 
 
 @dataclass
@@ -96,6 +126,8 @@ class Phase:
     detail: str = ""
     reserve_key: str | None = None  # RESERVE_FACTOR entry, default: the phase kind
     host_bytes: int = 0             # weights held in host RAM during the phase (process baseline not included)
+    cached_bytes: int = 0           # allocator segments left cached by earlier, smaller attention scores (eager)
+    fragmenting_bytes: int | None = None  # the part of the transient the reserve factor applies to (default: all)
 
     @property
     def peak_allocated_bytes(self) -> int:
@@ -104,7 +136,8 @@ class Phase:
     @property
     def peak_reserved_bytes(self) -> int:
         factor = RESERVE_FACTOR.get(self.reserve_key or self.name.split(":")[0], (0.0, ""))[0]
-        return self.peak_allocated_bytes + int(self.transient_bytes * factor)
+        frag = self.transient_bytes if self.fragmenting_bytes is None else self.fragmenting_bytes
+        return self.peak_allocated_bytes + int(frag * factor) + self.cached_bytes
 
 
 @dataclass
@@ -129,6 +162,20 @@ class PipelineEstimate:
     @property
     def host_bytes(self) -> int:
         return max(p.host_bytes for p in self.phases)
+
+    @property
+    def host_process_load_bytes(self) -> int:
+        """Peak RSS while loading through host RAM (from_pretrained, then .to / the offload hooks)."""
+        return HOST_PROCESS_BYTES["load"][0] + self.host_load_bytes
+
+    @property
+    def host_process_generate_bytes(self) -> int:
+        """Peak RSS while generating: the weights the mode holds in host RAM + the process after CUDA work."""
+        return HOST_PROCESS_BYTES["generate"][0] + self.host_bytes
+
+    @property
+    def host_process_peak_bytes(self) -> int:
+        return max(self.host_process_load_bytes, self.host_process_generate_bytes)
 
 
 def _c(cfg: dict, *keys, default=None):
@@ -198,6 +245,7 @@ class Part:
     bytes: int                   # resident bytes as stored (quantized / fp8 / dtype)
     structure: dict | None
     diffusers_built: bool        # a diffusers ModelMixin (ModuleList blocks) vs a transformers model
+    buffers: int = 0             # persistent buffers' bytes (move with the component; never quantized)
 
     def per_param(self) -> float:
         return self.bytes / self.params if self.params else float(self.dt)
@@ -216,10 +264,20 @@ class Part:
             blocks += s["largest_block_parameters"]
         return int((s["group_unmatched_parameters"] + blocks) * self.per_param())
 
-    def pinned(self) -> int:
+    def pinned(self, leaf_level: bool = False) -> int:
+        """Pinned host copies under group offload with streams, each rounded up to a power of two by
+        the CUDA caching host allocator. Leaf level: every Conv/Linear/Embedding group has the stream.
+        Block level: the block groups only; the top level's unmatched group is built with stream=None
+        (diffusers 0.42.1 hooks/group_offloading.py, _apply_group_offloading_block_level), so a
+        transformers encoder (no top-level ModuleList) pins nothing."""
         s = self.structure or {}
-        n = s.get("pinned_elements")
-        return int(n * self.per_param()) if n else self.bytes
+        n = s.get("pinned_elements") or self.params
+        if leaf_level:
+            return int(n * self.per_param())
+        if not self.diffusers_built or not s.get("num_blocks"):
+            return 0
+        blocks = 1.0 - float(s.get("group_unmatched_parameters") or 0) / max(1, self.params)
+        return int(n * self.per_param() * blocks)
 
 
 def _parts(entry: dict, w: ImageWorkload, assumptions: list[str]) -> dict[str, Part]:
@@ -265,12 +323,31 @@ def _parts(entry: dict, w: ImageWorkload, assumptions: list[str]) -> dict[str, P
                 assumptions.append(f"{name}: which layers layerwise casting skips is unknown (no structure): "
                                    "70 % of the weights assumed cast to fp8")
             b = cast + (params - cast) * dt
-        parts[name] = Part(name, cls, params, dt, b, s, built)
+        buf, persistent = pos_embed_buffer(cls, comp.get("config") or {}, dt)
+        if persistent and (comp.get("weights") or {}).get("includes_buffers"):
+            buf = 0  # counted from the safetensors header with the parameters
+        parts[name] = Part(name, cls, params, dt, b, s, built, buf)
     if missing:
         assumptions.append(f"no weight size known for {', '.join(missing)}: not counted")
     if approx_q:
         assumptions.append(f"{', '.join(approx_q)}: no layer structure known; every weight counted as quantized")
     return parts
+
+
+def pos_embed_buffer(cls: str, cfg: dict, dt: int) -> tuple[int, bool]:
+    """(bytes, persistent) of the 2D sin-cos position table diffusers' PatchEmbed registers as a buffer
+    (models/embeddings.py, diffusers 0.42.1): grid x grid x embed_dim, grid = pos_embed_max_size
+    (persistent: saved in the checkpoint; SD3 uses 384) or sample_size // patch_size (not persistent).
+    It is cast with the model (bfloat16 / float16). SD3.5-medium: 384 x 384 x 1536 x 2 = 0.42 GiB."""
+    if not cls.startswith(("SD3Transformer", "PixArtTransformer", "DiTTransformer")):
+        return 0, False
+    heads, hd = _c(cfg, "num_attention_heads"), _c(cfg, "attention_head_dim")
+    if not heads or not hd:
+        return 0, False
+    max_size = _c(cfg, "pos_embed_max_size")
+    sample = _c(cfg, "sample_size", default=128)
+    grid = int(max_size) if max_size else int(sample) // int(_c(cfg, "patch_size", default=2))
+    return grid * grid * int(heads) * int(hd) * dt, bool(max_size)
 
 
 def encoder_transient(cls: str, cfg: dict, rows_batch: int, seq: int, dt: int) -> tuple[int, str]:
@@ -321,6 +398,7 @@ UNET_BYTES_PER_LATENT_PIXEL = (10453, "sdxl-base-1.0 1024x1024 b1: +0.319 GiB ov
 
 def denoiser_transient(cls: str, cfg: dict, w: ImageWorkload, lat_h: int, lat_w: int, txt: int, cfg_batch: int,
                        dt: int) -> tuple[int, str]:
+    """The denoiser's forward with SDPA (no score matrix materialized); eager attention: eager_attention()."""
     b = w.batch * cfg_batch
     if "SpatioTemporal" in cls:
         per, _src = VIDEO_UNET_BYTES
@@ -328,35 +406,152 @@ def denoiser_transient(cls: str, cfg: dict, w: ImageWorkload, lat_h: int, lat_w:
         return int(b * frames * lat_h * lat_w * per * dt / 2), f"{b} x {frames} frames x {lat_h}x{lat_w} latents"
     if "UNet" in cls:
         per, _src = UNET_BYTES_PER_LATENT_PIXEL
-        t, detail = int(b * lat_h * lat_w * per * dt / 2), f"{b} x {lat_h}x{lat_w} latents"
-        if w.attn == "eager":
-            # set_default_attn_processor() -> AttnProcessor (diffusers models/attention_processor.py
-            # get_attention_scores): baddbmm input, scores and softmax probabilities, each S x S per head,
-            # at the highest-resolution level with attention
-            types = list(_c(cfg, "down_block_types", default=[]))
-            lvl = next((i for i, name in enumerate(types) if "CrossAttn" in name), 0)
-            n = (lat_h >> lvl) * (lat_w >> lvl)
-            heads_cfg = _c(cfg, "num_attention_heads", "attention_head_dim", default=8)
-            heads = int(heads_cfg[lvl] if isinstance(heads_cfg, list) else heads_cfg)
-            t += b * heads * n * n * 3 * dt
-            detail += f" + eager attention scores ({heads} heads x {n}^2 tokens)"
-        return t, detail
+        return int(b * lat_h * lat_w * per * dt / 2), f"{b} x {lat_h}x{lat_w} latents"
     n = dit_tokens(cls, cfg, lat_h, lat_w) + txt
     heads = int(_c(cfg, "num_attention_heads", "n_heads", default=24))
     hd = int(_c(cfg, "attention_head_dim", "head_dim", default=128))
     d = int(_c(cfg, "dim", "hidden_size", default=heads * hd))
-    scores = 0
-    if w.attn == "eager":
-        # without SDPA the attention probabilities are materialized: bf16 scores, then softmax in float32
-        # (input converted, output) and the cast back: about 10 bytes per score, for all heads
-        scores = b * heads * n * n * 10
     family = next((f for f in DIT_WIDTH if cls.startswith(f)), None)
     note = ""
     if family is None:  # an unknown transformer denoiser: the widest measured block, said so
         family, note = max(DIT_WIDTH, key=lambda f: DIT_WIDTH[f][0]), f" (unknown class {cls}: widest measured block)"
     width, _src = DIT_WIDTH[family]
-    return int(b * n * d * width * dt) + scores, f"{b} x {n} tokens (image + text) x d={d}{note}" + \
-        (" + eager attention scores" if scores else "")
+    return int(b * n * d * width * dt), f"{b} x {n} tokens (image + text) x d={d}{note}"
+
+
+# ---- eager attention: the score matrices, from the source of the attention implementation ----
+#
+# DiTs (FLUX, SD3, Lumina2...) with diffusers' native attention run torch's scaled_dot_product_attention;
+# without a fused kernel (sdpa_kernel(SDPBackend.MATH), what set_attention_backend("_native_math")
+# selects) torch runs _scaled_dot_product_attention_math (aten/src/ATen/native/transformers/attention.cpp):
+# half/bf16 q, k, v are converted to float32 (allowFP16BF16ReductionMathSDP is off by default), the
+# float32 scores are materialized, then _safe_softmax keeps the scores, the float32 softmax and a bool
+# isneginf mask alive at once (where_out reuses the softmax's storage): 4 + 4 + 1 bytes per score.
+# The 9 bytes agree with the H200 runs (calibration/raw/diffusion-modes-h200.jsonl): FLUX, SD3.5 and
+# NewBie at 1024x1024 all give 9.0 bytes per score over their SDPA transient; nothing was fitted.
+# UNets: set_default_attn_processor() installs AttnProcessor (diffusers 0.42.1
+# models/attention_processor.py get_attention_scores): torch.empty baddbmm input + baddbmm scores, then
+# scores + softmax probabilities, in the compute dtype: 2 x dtype bytes per score (float32 scores and
+# softmax when upcast_attention is set).
+# Order of the calls (allocation events per call, in bytes per score) for the allocator model below.
+MATH_SDPA_EVENTS = (("+", "scores", 4), ("+", "softmax", 4), ("+", "isneginf", 1), ("-", "isneginf", 0),
+                    ("-", "scores", 0), ("+", "probs_out", 2), ("-", "probs_out", 0), ("-", "softmax", 0))
+
+
+def attn_processor_events(dt: int, upcast: bool) -> tuple:
+    sb = 4 if upcast else dt
+    ev = [("+", "baddbmm_input", sb), ("+", "scores", sb), ("-", "baddbmm_input", 0), ("+", "probs", sb),
+          ("-", "scores", 0)]
+    if sb != dt:  # attention_probs.to(dtype)
+        ev += [("+", "probs_dt", dt), ("-", "probs", 0), ("-", "probs_dt", 0)]
+    else:
+        ev += [("-", "probs", 0)]
+    return tuple(ev)
+
+
+def _events_peak(events: tuple) -> int:
+    live = peak = 0
+    sizes: dict[str, int] = {}
+    for op, name, per in events:
+        if op == "+":
+            sizes[name] = per
+            live += per
+            peak = max(peak, live)
+        else:
+            live -= sizes.pop(name)
+    return peak
+
+
+def cached_score_bytes(calls: list[tuple[int, int]], events: tuple) -> int:
+    """Bytes the CUDA caching allocator holds beyond the allocated peak after a sequence of attention
+    calls [(scores, _)] whose score tensors differ in size, replayed through the project's model of
+    the allocator (estimate/allocator.py: best fit, split, free neighbours merged, segments kept until
+    empty_cache()). Score tensors of one size reuse each other's segments; a larger size after smaller
+    ones cannot reuse theirs, which stay cached."""
+    from gpu_preflight.estimate.allocator import Allocator
+
+    a = Allocator()
+    for scores, _extra in calls:
+        live: dict[str, int] = {}
+        for op, name, per in events:
+            if op == "+":
+                live[name] = a.malloc(scores * per)
+            else:
+                a.free(live.pop(name))
+    return max(0, a.peak_reserved - a.peak_allocated)
+
+
+def _unet_levels(cfg: dict, lat_h: int, lat_w: int) -> list[dict]:
+    """The self-attention levels of a (spatio-temporal) UNet's down path, highest resolution first."""
+    types = list(_c(cfg, "down_block_types", default=[]))
+    chans = list(_c(cfg, "block_out_channels", default=[320, 640, 1280]))
+    heads_cfg = _c(cfg, "num_attention_heads") or _c(cfg, "attention_head_dim", default=8)  # SDXL names heads
+    tlpb = _c(cfg, "transformer_layers_per_block", default=1)
+    levels = []
+    for lvl, kind in enumerate(types):
+        if "CrossAttn" not in kind or lvl >= len(chans):
+            continue
+        heads = int(heads_cfg[lvl] if isinstance(heads_cfg, list) else heads_cfg)
+        layers = int(tlpb[lvl] if isinstance(tlpb, list) else tlpb)
+        levels.append({"level": lvl, "tokens": (lat_h >> lvl) * (lat_w >> lvl), "heads": heads,
+                       "channels": int(chans[lvl]), "layers": layers})
+    return levels
+
+
+def eager_attention(cls: str, cfg: dict, w: ImageWorkload, lat_h: int, lat_w: int, txt: int, cfg_batch: int,
+                    dt: int, sdpa_t: int, components: dict) -> tuple[int, int, str]:
+    """(transient, cached bytes, detail) of the denoiser's forward with materialized attention scores."""
+    b = w.batch * cfg_batch
+    if "UNet" in cls:
+        video = "SpatioTemporal" in cls
+        batch = b * ((w.frames or 14) if video else 1)  # spatial attention sees every frame as an image
+        upcast = bool(_c(cfg, "upcast_attention", default=False))
+        events = attn_processor_events(dt, upcast)
+        per = _events_peak(events)
+        levels = _unet_levels(cfg, lat_h, lat_w)
+        lpb = int(_c(cfg, "layers_per_block", default=2))
+        calls, widest = [], 0
+        for i, lv in enumerate(levels):
+            scores = batch * lv["heads"] * lv["tokens"] ** 2
+            # alive beside the scores: AttnProcessor's hidden, norm, q, k, v and their head-batched copies
+            # (8), the Transformer2DModel's residual, GroupNorm and proj_in outputs (3), this level's resnet
+            # output and input (2), and the skip connections of the levels above (layers_per_block + 1 each)
+            above = sum((lpb + 1) * u["channels"] * u["tokens"] for u in levels[:i]) if levels else 0
+            live = batch * ((8 + 3 + 2) * lv["channels"] * lv["tokens"] + above) * dt
+            widest = max(widest, scores * per + live)
+            calls += [(scores, live)] * (lpb * lv["layers"])
+        for lv in reversed(levels):
+            calls += [(batch * lv["heads"] * lv["tokens"] ** 2, 0)] * ((lpb + 1) * lv["layers"])
+        cached = cached_score_bytes(calls, events)
+        top = levels[0] if levels else {"heads": 0, "tokens": 0}
+        return max(sdpa_t, widest), cached, (f"eager attention (AttnProcessor, {per} bytes per score): "
+                                             f"{batch} x {top['heads']} heads x {top['tokens']}^2 scores")
+    heads = int(_c(cfg, "num_attention_heads", "n_heads", default=24))
+    img = dit_tokens(cls, cfg, lat_h, lat_w)
+    if cls.startswith("SD3") and "text_encoder_3" in components:
+        txt = 77 + txt  # CLIP tokens padded to 77, then T5's: the joint sequence of SD3
+    elif cls.startswith("SD3"):
+        txt = 77
+    joint = [(b * heads * (img + txt) ** 2, 0)]
+    if cls.startswith("Flux"):
+        calls = joint * (int(_c(cfg, "num_layers", default=19)) + int(_c(cfg, "num_single_layers", default=38)))
+    elif cls.startswith("SD3"):
+        dual = len(_c(cfg, "dual_attention_layers", default=[]) or [])
+        calls = []
+        for i in range(int(_c(cfg, "num_layers", default=24))):
+            calls += joint + ([(b * heads * img ** 2, 0)] if i < dual else [])  # attn2: image tokens only
+    elif cls.startswith(("Lumina2", "NextDiT")):
+        # Lumina2Transformer2DModel.forward: context_refiner (caption), noise_refiner (image), then the
+        # joint layers (models/transformers/transformer_lumina2.py)
+        refine = int(_c(cfg, "num_refiner_layers", "n_refiner_layers", default=2))
+        calls = [(b * heads * txt ** 2, 0)] * refine + [(b * heads * img ** 2, 0)] * refine + \
+            joint * int(_c(cfg, "num_layers", "n_layers", default=26))
+    else:
+        calls = joint * int(_c(cfg, "num_layers", "n_layers", default=24))
+    per = _events_peak(MATH_SDPA_EVENTS)
+    widest = max(c[0] for c in calls)
+    return sdpa_t + widest * per, cached_score_bytes(calls, MATH_SDPA_EVENTS), \
+        f"eager attention (torch math SDPA, {per} bytes per score in float32): {b} x {heads} heads x {img + txt}^2"
 
 
 def unet_transient(cfg: dict, b: int, lat_h: int, lat_w: int, txt: int, dt: int) -> tuple[int, str]:
@@ -433,7 +628,7 @@ def estimate_pipeline(entry: dict, w: ImageWorkload) -> PipelineEstimate:
     dt = DTYPE_BYTES.get(w.dtype, 2)
     assumptions: list[str] = []
     parts = _parts(entry, w, assumptions)
-    weights = {n: p.bytes for n, p in parts.items()}
+    weights = {n: p.bytes + p.buffers for n, p in parts.items()}
     if w.quantize:
         label = QUANT_FORMATS[w.quantize][2]
         assumptions.append(f"{label} of the denoiser's and text encoders' nn.Linear weights (other tensors keep "
@@ -476,32 +671,47 @@ def estimate_pipeline(entry: dict, w: ImageWorkload) -> PipelineEstimate:
 
     def gpu_bytes(name: str, active: str, vae_fp32: bool = False) -> int:
         p = parts[name]
-        own = p.bytes * (2 if vae_fp32 and name == "vae" else 1)
+        up = 2 if vae_fp32 and name == "vae" else 1
+        own = p.bytes * up + p.buffers
         if w.offload == "none":
             if w.drop_text_encoders:
                 # prompts are encoded with only the encoders loaded; they are freed before the denoiser
                 # and VAE are loaded (encode -> del encoders -> load transformer + vae)
                 return own if (name in enc_names) == (active in enc_names) else 0
             return own
+        if w.offload == "sequential":
+            # enable_sequential_cpu_offload passes offload_buffers=len(model._parameters) > 0 (diffusers
+            # 0.42.1 pipelines/pipeline_utils.py): no model has parameters of its own at the top, so
+            # accelerate's AlignDevicesHook moves every buffer to the GPU for good (hooks.py init_hook)
+            return p.buffers + (p.largest_leaf() * up if name == active else 0)
         if name != active:
             return 0
         if w.offload == "model":
             return own
-        if w.offload == "sequential":
-            return p.largest_leaf() * (2 if vae_fp32 and name == "vae" else 1)
         # group offload
         if w.group_type == "leaf_level":
-            return p.largest_leaf() * (2 if w.use_stream else 1)
-        return p.block_level(w.use_stream, w.record_stream) * (2 if vae_fp32 and name == "vae" else 1)
+            return p.largest_leaf() * (2 if w.use_stream else 1) + p.buffers
+        return p.block_level(w.use_stream, w.record_stream) * up + p.buffers
+
+    all_weights = sum(p.bytes + p.buffers for p in parts.values())
 
     def host_bytes(active: str) -> int:
+        """Weights in host RAM during the phase (the process itself comes on top: HOST_PROCESS_BYTES)."""
         if w.offload == "none":
-            return sum(parts[n].bytes for n in enc_names) if w.drop_text_encoders and active not in enc_names else 0
+            return sum(parts[n].bytes + parts[n].buffers for n in enc_names) \
+                if w.drop_text_encoders and active not in enc_names else 0
         if w.offload == "model":
-            return sum(p.bytes for n, p in parts.items() if n != active)
+            # accelerate CpuOffload.pre_forward moves the previous model to the CPU before this one
+            # leaves it (hooks.py): at that moment every weight is in host RAM
+            return all_weights
+        if w.offload == "sequential":
+            return all_weights - sum(p.buffers for p in parts.values())  # CPU state dict, buffers on the GPU
         if w.offload == "group" and w.use_stream:
-            return sum(p.pinned() for p in parts.values())
-        return sum(p.bytes for p in parts.values())  # sequential / group: CPU state stays
+            # the pinned copies are made from the pageable weights, which the module's parameters then
+            # stop referencing; freed pageable chunks below glibc's mmap threshold stay resident (glibc
+            # malloc.c returns heap memory from the top only): counted as kept, an upper bound
+            return all_weights + sum(p.pinned(w.group_type == "leaf_level") for p in parts.values())
+        return all_weights  # group offload without streams: the CPU copies stay
 
     def resident(active: str, vae_fp32: bool = False) -> int:
         return CUBLAS_WORKSPACE + sum(gpu_bytes(n, active, vae_fp32) for n in parts)
@@ -517,13 +727,19 @@ def estimate_pipeline(entry: dict, w: ImageWorkload) -> PipelineEstimate:
     if den:
         cls = comps[den]["class"]
         ddt = parts[den].dt
-        t, detail = denoiser_transient(cls, comps[den].get("config") or {}, w, lat_h, lat_w,
-                                       txt if "UNet" not in cls else 77, cfg_batch, ddt)
+        dcfg = comps[den].get("config") or {}
+        t, detail = denoiser_transient(cls, dcfg, w, lat_h, lat_w, txt if "UNet" not in cls else 77, cfg_batch, ddt)
+        frag, cached = None, 0
+        if w.attn == "eager":
+            sdpa_t = t
+            t, cached, detail = eager_attention(cls, dcfg, w, lat_h, lat_w, txt, cfg_batch, ddt, sdpa_t, parts)
+            frag = min(sdpa_t, t)  # the score blocks repeat in size: only the other activations fragment
         if w.layerwise_fp8:  # the layer being run is upcast: its 16-bit copy lives for its forward
             s = parts[den].structure or {}
             t += int(s.get("largest_leaf_parameters", 0)) * ddt
         phases.append(Phase("denoise", resident(den), t, detail,
-                            "video:denoise" if "SpatioTemporal" in cls else None, host_bytes=host_bytes(den)))
+                            "video:denoise" if "SpatioTemporal" in cls else None, host_bytes=host_bytes(den),
+                            cached_bytes=cached, fragmenting_bytes=frag))
     video = bool(den and "SpatioTemporal" in comps[den]["class"])
     if video:
         w = dataclasses.replace(w, frames=w.frames or int(defaults.get("frames") or 14),
@@ -543,6 +759,11 @@ def estimate_pipeline(entry: dict, w: ImageWorkload) -> PipelineEstimate:
         phases.append(Phase("vae_decode", resident("vae", vae_fp32=upcast), t, detail, host_bytes=host_bytes("vae")))
     if not phases:
         raise UsageError("this pipeline has no component with a known size", hint="pass a diffusers folder with configs")
+    if w.offload == "sequential":
+        for p in phases:
+            p.reserve_key, p.cached_bytes = "sequential", 0
+        assumptions.append("sequential offload: accelerate empties the CUDA cache each time it places a weight, so "
+                           "the reserved peak is the allocated peak; buffers stay on the GPU")
     if w.attn == "eager":
         assumptions.append("eager attention: the S x S attention probabilities of the denoiser are materialized "
                            "(physics from the tensor sizes; the measured constants are for SDPA)")
@@ -561,11 +782,8 @@ def estimate_pipeline(entry: dict, w: ImageWorkload) -> PipelineEstimate:
 
 def _load_and_transfers(est: PipelineEstimate, parts: dict[str, Part], w: ImageWorkload, den: str | None,
                         enc_names: list[str]) -> None:
-    total = sum(p.bytes for p in parts.values())
-    est.host_load_bytes = total
-    if w.offload == "group" and w.use_stream and parts:
-        # every group's pinned copy is made while its pageable weights still exist
-        est.host_load_bytes = total + max(p.pinned() for p in parts.values())
+    total = sum(p.bytes + p.buffers for p in parts.values())
+    est.host_load_bytes = total  # every weight in host RAM before it is placed (pinned copies: generating side)
     if w.quantize and w.offload == "none":
         # from_pretrained(quantization_config=..., device_map=...) first reserves numel // 4 elements of
         # the dtype per quantized component (_caching_allocator_warmup), then moves each weight to the
@@ -574,11 +792,11 @@ def _load_and_transfers(est: PipelineEstimate, parts: dict[str, Part], w: ImageW
         for n, p in parts.items():
             if n in DENOISERS or n in TEXT_ENCODERS:
                 lin = int((p.structure or {}).get("largest_leaf_parameters", 0)) * p.dt
-                reserved += max(p.bytes + lin, p.params // TORCHAO_WARMUP_FACTOR * p.dt)
+                reserved += max(p.bytes + lin, p.params // TORCHAO_WARMUP_FACTOR * p.dt) + p.buffers
             else:
-                reserved += p.bytes
+                reserved += p.bytes + p.buffers
         est.load_peak_bytes = reserved
-    moved = {n: p.bytes for n, p in parts.items()}
+    moved = {n: p.bytes + p.buffers for n, p in parts.items()}
     if w.offload == "none":
         est.transfer_bytes_per_step = 0
         est.transfer_bytes_per_image = sum(moved[n] for n in enc_names) if w.drop_text_encoders else 0
@@ -646,6 +864,21 @@ CHANGE_SETS = (
 )
 
 
+def mode_evidence(settings: dict) -> str:
+    """How a change set's modes were checked (docs/accuracy.md, "Pipeline memory modes")."""
+    unmeasured = []
+    q = settings.get("quantize")
+    if q in ("8bit", "4bit"):
+        unmeasured.append("bitsandbytes (published FLUX figures: 10-15 % under)")
+    elif q:
+        unmeasured.append("torchao weight-only (published FLUX figures: within 2 %)")
+    if settings.get("offload") == "group" and settings.get("group_type") == "leaf_level":
+        unmeasured.append("leaf-level group offload")
+    if unmeasured:
+        return "modelled, not measured: " + ", ".join(unmeasured)
+    return "a measured mode (H200 runs: docs/accuracy.md, Pipeline memory modes)"
+
+
 def process_peak(est: PipelineEstimate, overhead: int) -> int:
     return est.peak_reserved_bytes + overhead
 
@@ -677,12 +910,22 @@ def pipeline_report(entry: dict, w: ImageWorkload, targets: list, overhead: int,
         # process itself comes on top), the GPU reserve while loading, and PCIe traffic per step / image
         "host_weights_bytes": est.host_bytes,
         "host_weights_load_bytes": est.host_load_bytes,
+        # the process's resident set: weights + the Python/torch/CUDA process (HOST_PROCESS_BYTES, fitted
+        # on H200 runs), while loading through host RAM and while generating; the peak is the larger
+        "host_process_load_bytes": est.host_process_load_bytes,
+        "host_process_generate_bytes": est.host_process_generate_bytes,
+        "host_process_peak_bytes": est.host_process_peak_bytes,
         "load_peak_reserved_bytes": est.load_peak_bytes,
         "transfer_bytes_per_step": est.transfer_bytes_per_step,
         "transfer_bytes_per_image": est.transfer_bytes_per_image,
         "peak_phase": max(est.phases, key=lambda p: p.peak_reserved_bytes).name,
         "fits": fits, "max_resolution": None, "suggestions": [],
         "assumptions": est.assumptions + [f"process overhead {overhead / (1 << 30):.2f} GiB: {overhead_note}",
+                                          "host RAM: the process itself is {:.2f} GiB while loading and {:.2f} GiB "
+                                          "once kernels ran (fitted on sdxl-base-1.0, H200, torch 2.11); weights "
+                                          "loaded through host RAM pass through it whole".format(
+                                              HOST_PROCESS_BYTES["load"][0] / (1 << 30),
+                                              HOST_PROCESS_BYTES["generate"][0] / (1 << 30)),
                                           "checked against H100 measurements: docs/accuracy.md (pipelines)"],
     }
     if est.rounded:
@@ -702,7 +945,9 @@ def pipeline_report(entry: dict, w: ImageWorkload, targets: list, overhead: int,
                     report["suggestions"].append({"change": label, "settings": dict(changes), "flag": flags,
                                                   "cost": cost, "peak_process_bytes": p2, "fits": True,
                                                   "headroom_bytes": t.memory_bytes - p2,
-                                                  "host_weights_bytes": e2.host_bytes})
+                                                  "host_weights_bytes": e2.host_bytes,
+                                                  "host_process_peak_bytes": e2.host_process_peak_bytes,
+                                                  "evidence": mode_evidence(dict(changes))})
                     break
     return report
 
@@ -765,7 +1010,7 @@ def pipeline_entry(source) -> dict:
         if c.metadata.get("weights"):
             return c.metadata["weights"]
         if c.tensors:  # safetensors headers of a diffusers folder or Hub repo
-            return {"parameters": sum(t.numel for t in c.tensors)}
+            return {"parameters": sum(t.numel for t in c.tensors), "includes_buffers": True}
         return None
 
     def cls(c):

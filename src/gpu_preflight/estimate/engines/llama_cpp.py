@@ -16,8 +16,10 @@ per device at start-up, each logged by name (docs/llama-cpp.md has the line-by-l
 - compute buffers ("CUDA0 compute buffer size", "CUDA_Host compute buffer size"): replayed from
   the reservation graph (llama_cpp_graph.py).
 
-The process also holds the CUDA context, cuBLAS handles and ggml's CUDA memory pool, which are not
-logged: that overhead is a measured constant (MEASURED_OVERHEAD) with its provenance.
+The process also holds what llama.cpp does not log: the CUDA context, the kernels and the cuBLAS
+handle the first prompt loads (measured constants, MEASURED_OVERHEAD, with their provenance), each
+buffer's rounding to 2 MiB pages, and ggml-cuda's memory pool (computed from the ops that use it,
+cuda_pool).
 
 Ollama runs the same engine with its own defaults (context, parallel slots, flash attention, KV
 type), which changed across releases: OLLAMA_DEFAULTS cites them.
@@ -32,7 +34,7 @@ from typing import Any
 
 from gpu_preflight.errors import ModelSourceError, UsageError
 from gpu_preflight.estimate.engines.llama_cpp_graph import (
-    CParams, HParams, Placement, Weight, compute_buffers, row_bytes, type_sizes)
+    MIN_OFFLOAD_BATCH, CParams, HParams, Placement, Weight, compute_buffers, row_bytes, type_sizes)
 
 GIB = 1 << 30
 MIB = 1 << 20
@@ -86,12 +88,30 @@ OLLAMA_DEFAULTS: list[dict[str, Any]] = [
 ]
 OLLAMA_NEWEST = "0.15.5"
 
-# Process memory outside the logged buffers (CUDA context, cuBLAS handle + workspace, ggml's CUDA
-# pool after one prompt): measured per GPU architecture.
-MEASURED_OVERHEAD: dict[int, dict[str, Any]] = {}
-UNMEASURED_OVERHEAD_BYTES = 545_259_520
-UNMEASURED_OVERHEAD_NOTE = ("CUDA context + cuBLAS + ggml pool: not yet measured for llama.cpp; 0.51 GiB used "
-                            "(the CUDA 13 context measured on H100 for torch, estimate/overheads.py)")
+# Process memory outside the logged buffers, per GPU: the CUDA context, the kernels and library
+# handles the first prompt brings in, and the CUDA pool (cuda_pool below, computed). Measured with NVML
+# (per-process used memory, sampled every 10 ms) on bench/llamacpp_device.py's GPU run; the
+# derivation is measure/calibration_llamacpp.py derive_overhead, from the cases NOT held out only
+# (held out before the run: the mistral-7b, gemma-3-4b and qwen2.5-3b cases); docs/llama-cpp.md has the
+# table. Each logged buffer is also rounded up to cudaMalloc's 2 MiB pages (computed, not in these).
+MEASURED_OVERHEAD: dict[str, Any] = {
+    "measured_on": "NVIDIA H200 (sm_90), driver 580.159.04, CUDA 13.0, llama.cpp 0c1e57098 built for sm_90 "
+                   "(calibration/llamacpp/gpu_h200.jsonl, 2026-12-02)",
+    # CUDA context + ggml-cuda's device set-up, at start-up: the one training case that ran no prompt
+    # (llama-3.2-1b-nodecode: NVML 1668 MiB - 1148 MiB of rounded buffers). The device-wide probes of
+    # all 32 cases agree: 526.81 MiB above the rounded model buffer after loading in every case,
+    # + 2.00 MiB at context creation, NVML counting 8.8 MiB less than cudaMemGetInfo.
+    "context_bytes": 520 * MIB,
+    # + what the first prompt adds without cuBLAS (kernels loaded on first use, MMQ / flash-attention
+    # fix-up scratch): median of the 17 training cases that decoded a prompt without a cuBLAS op,
+    # NVML peak - rounded buffers - computed pool = 594 MiB (spread 586 .. 612 MiB) - 520.
+    "first_prompt_bytes": 74 * MIB,
+    # + cuBLAS (handle, workspace, its kernels), held once any op runs in cuBLAS (no flash attention,
+    # or F16/BF16/F32 weights): median of the 7 training cases with a cuBLAS op = 686 MiB
+    # (spread 682 .. 686 MiB) - 594.
+    "cublas_bytes": 92 * MIB,
+}
+MEASURED_ARCH = 9  # sm_90: other GPUs use these numbers, said so in the assumptions
 
 _QUANT_KV = ("q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "iq4_nl")
 KV_TYPES = ("f16", "bf16", "f32") + _QUANT_KV
@@ -495,6 +515,115 @@ def compute(model: LlamaModel, s: Settings, lay: Layout, pl: Placement) -> dict[
     return compute_buffers(model.hp, cp, pl, model.weights)
 
 
+# ---- the CUDA pool: scratch memory ggml-cuda takes while it runs a prompt ----
+#
+# ggml-cuda runs each op with temporary buffers from a per-device pool (ggml_cuda_pool_vmm,
+# ggml/src/ggml-cuda/ggml-cuda.cu lines 528-677 in 0c1e57098): a stack of virtual memory that grows in
+# steps of the allocation granularity (2 MiB on NVIDIA GPUs) and is never given back. Every op frees
+# what it took before the next op runs, so the pool ends at the largest single op's scratch, rounded
+# up to the granularity. The ops whose scratch scales with the model or the context:
+#
+# - matrix products with quantized weights use MMQ (always, on Turing and newer: ggml_cuda_should_use_mmq,
+#   ggml-cuda/mmq.cu:318-373), which first quantizes the activations to q8_1: T x pad512(K) values at
+#   144 bytes per 128, plus J_max x 144 bytes (ggml_cuda_mul_mat_q, mmq.cu:185-191; 257-259 for experts:
+#   T x n_expert_used rows);
+# - products with F16 / BF16 / F32 weights and more than 16 tokens go to cuBLAS (ggml_cuda_mul_mat,
+#   ggml-cuda.cu:1818-1871): F16 converts the activations to F16 and writes an F16 result that is
+#   converted back (T x (K + N) x 2 bytes); BF16 converts the activations only (T x K x 2, F32 output on
+#   NVIDIA); F32 needs no copy (ggml_cuda_mul_mat_cublas_impl, ggml-cuda.cu:1403-1613);
+# - without flash attention, KQ = K x Q runs in cuBLAS at F32 precision (ggml_prec_set_acc,
+#   src/llama-graph.cpp:2693), converting the F16 K view to F32 (head_k x n_kv x n_head_kv x 4 bytes), and
+#   KQV = V x softmax(KQ) runs in F16, converting the scores to F16 and writing an F16 result:
+#   (n_kv + head_v) x T x n_head x 2 bytes. At a full context that is half the size of the F32 scores
+#   the compute buffer already holds;
+# - flash attention and MMQ's stream-k fix-up buffers (at most SMs x 64 KiB) are small and are part of
+#   the measured constant below.
+#
+# T is the micro-batch (llama-server reads prompts n_ubatch tokens at a time; the logits are computed
+# for the last token only, so the output matrix is not a large product); n_kv is the cells the cache
+# holds when that micro-batch runs: the whole context once a prompt fills it.
+
+CUDA_POOL_GRANULARITY = 2 * MIB   # cuMemGetAllocationGranularity(RECOMMENDED) on NVIDIA GPUs
+CUDA_MALLOC_GRANULARITY = 2 * MIB  # cudaMalloc maps whole 2 MiB pages: each logged buffer is rounded up
+MMF_MAX_TOKENS = 16                # ggml_cuda_should_use_mmf: src1_ncols > 16 -> cuBLAS (ggml-cuda/mmf.cu:176)
+_MATMUL_SUFFIXES = ("attn_q.weight", "attn_k.weight", "attn_v.weight", "attn_qkv.weight", "attn_output.weight",
+                    "ffn_up.weight", "ffn_gate.weight", "ffn_down.weight", "ffn_gate_inp.weight",
+                    "ffn_up_shexp.weight", "ffn_gate_shexp.weight", "ffn_down_shexp.weight")
+_EXPERT_SUFFIXES = ("ffn_up_exps.weight", "ffn_gate_exps.weight", "ffn_down_exps.weight")
+_QUANT_FREE = ("F32", "F16", "BF16")
+# the types MMQ handles (ggml_cuda_should_use_mmq, ggml-cuda/mmq.cu:325-351); other quantized types
+# (IQ1_M, TQ1_0, TQ2_0) are dequantized to F16 for cuBLAS
+MMQ_TYPES = frozenset({"Q1_0", "Q2_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K",
+                       "IQ1_S", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S", "IQ4_XS", "IQ4_NL", "MXFP4", "NVFP4"})
+
+
+@dataclass
+class PoolUse:
+    bytes: int          # the pool's size after the largest op, rounded to the granularity
+    cublas: bool        # some op on this device runs in cuBLAS (its handle and workspace are then held)
+    op: str             # which op sets the size
+
+
+def _matmul_scratch(w: Weight, n_tokens: int, n_used: int = 1) -> tuple[int, bool]:
+    """(pool bytes, runs in cuBLAS) of one product with weight w over n_tokens activations."""
+    k, n = w.ne[0], w.ne[1]
+    if w.type in MMQ_TYPES:
+        rows = n_tokens * n_used
+        return rows * _pad(k, MATRIX_ROW_PADDING) * 144 // 128 + min(n_tokens, 512) // 8 * 8 * 144, False
+    if n_tokens <= MMF_MAX_TOKENS:
+        return 0, False
+    if w.type not in _QUANT_FREE:   # dequantized to F16, then as F16 (ggml_cuda_mul_mat_cublas)
+        return n * k * 2 + n_tokens * (k + n) * 2, True
+    if w.type == "F16":
+        return n_tokens * (k + n) * 2, True
+    if w.type == "BF16":
+        return n_tokens * k * 2, True
+    return 0, True
+
+
+def cuda_pool(model: LlamaModel, s: Settings, lay: Layout, pl: Placement, n_kv: int | None = None,
+              n_tokens: int | None = None) -> dict[int, PoolUse]:
+    """The CUDA pool of each GPU after a micro-batch of n_tokens (default n_ubatch) with n_kv cells in
+    use (default: the whole cache). Layers on the CPU run their large products on GPU 0 (op offload,
+    batch >= 32) and their attention on the CPU."""
+    hp = model.hp
+    T = n_tokens if n_tokens is not None else lay.n_ubatch
+    out: dict[int, PoolUse] = {}
+
+    def add(dev: int, nbytes: int, cublas: bool, what: str) -> None:
+        cur = out.get(dev) or PoolUse(0, False, "")
+        if nbytes > cur.bytes:
+            cur = PoolUse(nbytes, cur.cublas, what)
+        cur.cublas = cur.cublas or cublas
+        out[dev] = cur
+
+    for il in range(hp.n_layer):
+        dev = pl.dev_layer[il]
+        on_gpu = dev < pl.n_gpu
+        mm_dev = dev if on_gpu else (0 if pl.n_gpu and T >= MIN_OFFLOAD_BATCH else None)
+        p = f"blk.{il}."
+        if mm_dev is not None:
+            for suffix in _MATMUL_SUFFIXES:
+                w = model.weights.get(p + suffix)
+                if w is not None:
+                    add(mm_dev, *_matmul_scratch(w, T), suffix.split(".")[0])
+            for suffix in _EXPERT_SUFFIXES:
+                w = model.weights.get(p + suffix)
+                if w is not None:
+                    add(mm_dev, *_matmul_scratch(w, T, max(1, hp.n_expert_used)), suffix.split(".")[0])
+        if not on_gpu or lay.flash_attn or T <= MMF_MAX_TOKENS or not hp.n_head_kv[il]:
+            continue
+        cells = lay.cells_swa if hp.is_swa(il) else lay.cells
+        kv = min(cells, n_kv) if n_kv is not None else cells
+        k_f32 = hp.head_k * kv * hp.n_head_kv[il] * lay.n_stream * 4
+        kqv = (kv * T + hp.head_v * T) * hp.n_head * 2
+        add(dev, k_f32, True, "KQ")
+        add(dev, kqv, True, "KQV")
+    for dev, use in out.items():
+        use.bytes = _pad(use.bytes, CUDA_POOL_GRANULARITY) if use.bytes else 0
+    return out
+
+
 # ---- one configuration, every device ----
 
 @dataclass
@@ -504,8 +633,11 @@ class DeviceUse:
     model_bytes: int
     kv_bytes: int
     compute_bytes: int
-    overhead_bytes: int
+    overhead_bytes: int                # everything below, summed
     memory_bytes: int | None = None
+    pool_bytes: int = 0                # the CUDA pool after a full micro-batch at a full context
+    cublas_bytes: int = 0
+    rounding_bytes: int = 0            # the logged buffers rounded up to 2 MiB pages
 
     @property
     def total_bytes(self) -> int:
@@ -515,6 +647,9 @@ class DeviceUse:
         out = {"device": self.name, "model_buffer_bytes": self.model_bytes, "kv_cache_bytes": self.kv_bytes,
                "compute_buffer_bytes": self.compute_bytes, "overhead_bytes": self.overhead_bytes,
                "total_bytes": self.total_bytes}
+        if self.backend >= 0 and self.name.startswith("CUDA") and "Host" not in self.name:
+            out["cuda_pool_bytes"] = self.pool_bytes
+            out["cublas_bytes"] = self.cublas_bytes
         if self.memory_bytes is not None:
             out["memory_bytes"] = self.memory_bytes
             out["fits"] = self.total_bytes <= self.memory_bytes
@@ -523,10 +658,28 @@ class DeviceUse:
 
 
 def overhead_for(cc: tuple[int, int] | None) -> tuple[int, str]:
-    m = MEASURED_OVERHEAD.get(cc[0] if cc else 9)
-    if m:
-        return m["bytes"], m["short"]
-    return UNMEASURED_OVERHEAD_BYTES, UNMEASURED_OVERHEAD_NOTE
+    """(bytes every GPU holds besides the buffers and the pool, after the first prompt without cuBLAS; note)."""
+    m = MEASURED_OVERHEAD
+    base = m["context_bytes"] + m["first_prompt_bytes"]
+    note = (f"CUDA context {m['context_bytes'] / MIB:.0f} MiB + first-prompt kernels {m['first_prompt_bytes'] / MIB:.0f} "
+            f"MiB (+ cuBLAS {m['cublas_bytes'] / MIB:.0f} MiB when an op runs in cuBLAS, + the CUDA pool, computed), "
+            f"measured on {m['measured_on']}")
+    if cc and cc[0] != MEASURED_ARCH:
+        note += f"; not measured on sm_{cc[0]}{cc[1]}, used as is"
+    return base, note
+
+
+def _round_up(n: int) -> int:
+    return _pad(n, CUDA_MALLOC_GRANULARITY) if n else 0
+
+
+def device_overhead(mb: int, kv: int, cb: int, pool: PoolUse | None) -> tuple[int, int, int, int]:
+    """(overhead, pool, cuBLAS, rounding) of one GPU after prompts have filled the context."""
+    base, _ = overhead_for(None)
+    pool_b = pool.bytes if pool else 0
+    cublas = MEASURED_OVERHEAD["cublas_bytes"] if pool and pool.cublas else 0
+    rounding = sum(_round_up(x) - x for x in (mb, kv, cb))
+    return base + pool_b + cublas + rounding, pool_b, cublas, rounding
 
 
 def usage(model: LlamaModel, s: Settings, n_gpu: int, ngl: int, mem_per_gpu: int | None,
@@ -534,10 +687,12 @@ def usage(model: LlamaModel, s: Settings, n_gpu: int, ngl: int, mem_per_gpu: int
     lay = layout(model, s)
     pl = placement(model, s, n_gpu, ngl)
     mb, kv, cb = model_buffers(model, pl), kv_buffers(model, s, lay, pl), compute(model, s, lay, pl)
-    ovh, _ = overhead_for(cc)
+    pools = cuda_pool(model, s, lay, pl) if n_gpu else {}
     devs = []
     for b in range(n_gpu):
-        devs.append(DeviceUse(b, f"CUDA{b}", mb.get(b, 0), kv.get(b, 0), cb.get(b, 0), ovh, mem_per_gpu))
+        ovh, pool_b, cublas, rounding = device_overhead(mb.get(b, 0), kv.get(b, 0), cb.get(b, 0), pools.get(b))
+        devs.append(DeviceUse(b, f"CUDA{b}", mb.get(b, 0), kv.get(b, 0), cb.get(b, 0), ovh, mem_per_gpu,
+                              pool_bytes=pool_b, cublas_bytes=cublas, rounding_bytes=rounding))
     host = n_gpu
     devs.append(DeviceUse(host, "CUDA_Host/CPU" if n_gpu else "CPU", mb.get(host, 0), kv.get(host, 0),
                           cb.get(host, 0) + output_buffer_bytes(model, s), 0))
@@ -875,9 +1030,15 @@ def run_engine(source, o: dict[str, Any], targets: list, common: dict[str, Any],
     max_ctx = max_context(model, s, n_gpu, min(ngl, L + 1), mem, cc) if first and ngl > 0 else None
     max_ctx_full = max_context(model, s, n_gpu, L + 1, mem, cc) if first else None
     gpu_devs = devs[:n_gpu]
-    peak = max((d.total_bytes for d in gpu_devs), default=devs[-1].total_bytes)
+    peak_dev = max(gpu_devs, key=lambda d: d.total_bytes, default=devs[-1])
+    peak = peak_dev.total_bytes
     ovh, ovh_note = overhead_for(cc)
     assumptions.append(f"process overhead per GPU {ovh / GIB:.2f} GiB: {ovh_note}")
+    pool_dev = max(gpu_devs, key=lambda d: d.pool_bytes, default=None)
+    if pool_dev is not None and pool_dev.pool_bytes:
+        assumptions.append(f"CUDA pool {pool_dev.pool_bytes / MIB:.0f} MiB on {pool_dev.name}: ggml-cuda's scratch for "
+                           f"the largest op of a {lay.n_ubatch}-token micro-batch once the context is full "
+                           f"(never given back){'; cuBLAS runs (no flash attention or unquantized weights)' if pool_dev.cublas_bytes else ''}")
     assumptions.append(f"n_ctx {lay.n_ctx} cells ({lay.n_stream} stream{'s' if lay.n_stream > 1 else ''} of "
                        f"{lay.cells}), micro-batch {lay.n_ubatch}, flash attention "
                        f"{'on' if lay.flash_attn else 'off'}")
@@ -927,7 +1088,8 @@ def run_engine(source, o: dict[str, Any], targets: list, common: dict[str, Any],
                           "headroom_bytes": t.memory_bytes - tpeak, "peak_process_bytes_per_gpu": tpeak})
     breakdown = {"weights": llama["model_buffer_bytes"], "kv_cache": sum(d.kv_bytes for d in gpu_devs),
                  "compute_buffer": llama["compute_buffer_bytes"],
-                 "cuda_context_and_libraries": ovh * n_gpu}
+                 "cuda_context_and_libraries": sum(d.overhead_bytes - d.pool_bytes for d in gpu_devs),
+                 "cuda_pool": sum(d.pool_bytes for d in gpu_devs)}
     report = {
         "schema": REPORT_SCHEMA, "schema_version": REPORT_SCHEMA_VERSION, "tool_version": __version__,
         "model": model.name, "kind": "llm", "engine": engine,
@@ -939,7 +1101,7 @@ def run_engine(source, o: dict[str, Any], targets: list, common: dict[str, Any],
                          "context_train": model.n_ctx_train, "sliding_window": model.hp.n_swa or None,
                          "experts": model.hp.n_expert or None, "file_type": model.file_type},
         "peak_process_bytes": peak,
-        "peak_allocated_bytes": peak - ovh if n_gpu else peak,
+        "peak_allocated_bytes": peak - peak_dev.overhead_bytes + peak_dev.pool_bytes if n_gpu else peak,
         "breakdown": breakdown,
         "fits": fits_rows,
         "max_context_tokens": max_ctx,

@@ -474,6 +474,10 @@ class _Builder:
         if any(hp.swa):
             masks[True] = self._mask(cp.kv_cells_swa, T_)
             idx[True] = self._idxs(T_)
+        # one pair of Hadamard matrices per cache (the sliding-window cache has its own)
+        self._rot = {False: self._rot_inputs()}
+        if any(hp.swa):
+            self._rot[True] = self._rot_inputs()
         # before mid-2025 the reservation (all tokens output) built no out_ids / get_rows (PR #14275)
         out_ids = self.input("out_ids", (cp.n_outputs,), "I32") if cp.era >= 2025 else None
         inpL = cur
@@ -510,6 +514,22 @@ class _Builder:
             if t.type != "F16":
                 end = -(-end // 128) * 128 + t.ne[0] * t.ne[1] * t.ne[2] * t.ne[3] * 2
         return end - att.nbytes
+
+    def _rot_inputs(self) -> tuple[T | None, T | None]:
+        """The F32 Hadamard matrices a quantized cache rotates K and V with (graph inputs, so host
+        buffers): K: the largest power of two >= 64 dividing the head size; V: 64 x 64
+        (llama_kv_cache::build_input_k_rot / build_input_v_rot and the attn_rot_k / attn_rot_v
+        conditions, src/llama-kv-cache.cpp, 0c1e57098)."""
+        hp, cp = self.hp, self.cp
+        k_rot = v_rot = None
+        if cp.type_k not in ("F16", "F32", "BF16") and hp.head_k % 64 == 0:
+            n = 64
+            while hp.head_k % (n * 2) == 0:
+                n *= 2
+            k_rot = self.input("attn_inp_k_rot", (n, n))
+        if cp.type_v not in ("F16", "F32", "BF16") and hp.head_v % 64 == 0:
+            v_rot = self.input("attn_inp_v_rot", (64, 64))
+        return k_rot, v_rot
 
     def _mask(self, cells: int, n_tokens: int) -> T:
         """The KQ mask: F16 built directly (2026); before, F32 padded to GGML_KQ_MASK_PAD rows and cast
@@ -564,11 +584,12 @@ class _Builder:
         k = self.op("ROPE", [k, pos], k.ne)
         if hp.fused_qkv:
             v = self.op("CONT", [v], v.ne)
-        if cp.type_k not in ("F16", "F32", "BF16") and hp.head_k % 64 == 0:  # attn_rot_k: Hadamard rotation
-            q = self.op("MUL_MAT", [q], q.ne)
-            k = self.op("MUL_MAT", [k], k.ne)
-        if cp.type_v not in ("F16", "F32", "BF16") and hp.head_v % 64 == 0:
-            v = self.op("MUL_MAT", [v], v.ne)
+        k_rot, v_rot = self._rot[hp.is_swa(il)]
+        if k_rot is not None:  # attn_rot_k: Hadamard rotation (llama_mul_mat_hadamard, src/llama-impl.h)
+            q = self.op("MUL_MAT", [k_rot, q], q.ne)
+            k = self.op("MUL_MAT", [k_rot, k], k.ne)
+        if v_rot is not None:
+            v = self.op("MUL_MAT", [v_rot, v], v.ne)
         g.expand(q)
         g.expand(v)
         g.expand(k)
@@ -604,8 +625,8 @@ class _Builder:
             kqv = self.view(kqv, (hp.head_v, hp.n_head, T_ // ns, ns), "PERMUTE", contig=False)
             att = self.op("CONT", [kqv], (hp.head_v * hp.n_head, T_), name="kqv_out")
         g.expand(att)
-        if cp.type_v not in ("F16", "F32", "BF16") and hp.head_v % 64 == 0:
-            att = self.op("MUL_MAT", [att], att.ne)
+        if v_rot is not None:
+            att = self.op("MUL_MAT", [v_rot, att], att.ne)
         cur = self.mm(self.weight(p + "attn_output.weight", dev), att)
         if self.w.get(p + "attn_output.bias"):
             cur = self.op("ADD", [cur, self.weight(p + "attn_output.bias", dev)], cur.ne)

@@ -27,7 +27,11 @@ from gpu_preflight.estimate.weights import ON_THE_FLY_METHODS, Tensor, quant_met
 
 GIB = 1 << 30
 FP32 = 4
-EAGER_ONLY = ("gptj", "bloom")  # no _supports_sdpa in transformers 5.17: from_config falls back to eager
+EAGER_ONLY = ("gptj", "bloom")
+# GPT2Block / GPTBigCodeBlock: `hidden_states = attn_output + residual` keeps attn_output through the MLP
+KEEPS_ATTN_OUTPUT = ("gpt2", "gpt_bigcode")
+# FalconModel builds its causal mask as a b x L x L boolean tensor for SDPA too (masking_utils, prefill)
+SDPA_BOOL_MASK = ("falcon",)  # no _supports_sdpa in transformers 5.17: from_config falls back to eager
 
 
 @dataclass
@@ -51,6 +55,9 @@ class LlmEstimate:
     phase_peaks: dict[str, dict[str, int]]
     breakdown: dict[str, int]
     assumptions: list[str] = field(default_factory=list)
+    # the largest sum of requested activation bytes (KV cache included; no allocator rounding, no weights or
+    # workspace): what an allocation trace of the forward on the CPU sees (bench/trace_allocations.py)
+    activation_requested_peak_bytes: int = 0
 
 
 class _Replay:
@@ -60,6 +67,8 @@ class _Replay:
         self.al = Allocator()
         self.live: dict[str, int] = {}
         self.sizes: dict[str, int] = {}
+        self.requested = 0  # activation bytes live (names other than weights and the workspace)
+        self.peak_requested = 0
         self.qf = None  # transformers_quant.QuantForward: buffers of quantized linears
 
     def a(self, name: str, nbytes: int) -> None:
@@ -77,13 +86,18 @@ class _Replay:
             self.f(name)
         self.live[name] = self.al.malloc(int(nbytes))
         self.sizes[name] = int(nbytes)
+        if not name.startswith(("w:", "cublas.")):
+            self.requested += int(nbytes)
+            self.peak_requested = max(self.peak_requested, self.requested)
 
     def f(self, *names: str) -> None:
         for n in names:
             h = self.live.pop(n, None)
             if h is not None:
                 self.al.free(h)
-                self.sizes.pop(n, None)
+                nbytes = self.sizes.pop(n, 0)
+                if not n.startswith(("w:", "cublas.")):
+                    self.requested -= nbytes
 
     def rename(self, old: str, new: str) -> None:
         if old in self.live:
@@ -110,7 +124,7 @@ def kv_bytes_per_token(arch: LlmArch, kv_dt: int) -> list[int]:
     """Bytes one token adds to each layer's cache in transformers (K and V per layer)."""
     if arch.mla:  # transformers' DeepSeek-V2/V3 cache the decompressed per-head keys and values
         return [arch.heads * (arch.qk_head_dim + arch.v_head_dim) * kv_dt] * arch.layers
-    return [2 * arch.kv_heads * arch.head_dim * kv_dt] * arch.layers
+    return [2 * (arch.cache_heads or arch.kv_heads) * arch.head_dim * kv_dt] * arch.layers
 
 
 def _norm(r: _Replay, name: str, rows: int, width: int, dt: int, kind: str = "rms") -> None:
@@ -249,6 +263,12 @@ def _attention(r: _Replay, arch: LlmArch, w: Workload, i: int, rows: int, new: i
         r.f("ckv", "kvb")
         _rope(r, "q", rows * nh * qk * dt)
         k_tok, v_tok = nh * qk * kv_dt, nh * vd * kv_dt
+    elif arch.family == "falcon" and arch.cache_heads:
+        _attention_falcon_new(r, arch, w, i, rows, new, past, dt, kv_dt, masked)
+        return
+    elif arch.family == "gptj":
+        _attention_gptj(r, arch, w, i, rows, new, past, dt, kv_dt, masked)
+        return
     elif arch.fused_qkv or arch.rotary_dim or arch.pos != "rope":
         _attention_projections(r, arch, rows, dt)
         k_tok = v_tok = arch.kv_heads * hd * kv_dt
@@ -327,6 +347,117 @@ def _attention(r: _Replay, arch: LlmArch, w: Workload, i: int, rows: int, new: i
     r.f("attn")
     r.a("o", rows * arch.hidden * dt)
     r.f("attn.t")
+
+
+def _rope_kept(r: _Replay, name: str, size: int) -> None:
+    """apply_rotary_pos_emb whose input stays referenced by the caller: (x * cos) + (rotate_half(x) * sin)
+    leaves `name + ".e"` allocated beside `name` (rotate_half: -x2 then torch.cat; GPT-J's
+    rotate_every_two: -x2 then torch.stack, the same sizes)."""
+    if size <= (1 << 20):
+        r.a(name + ".e", size)
+        return
+    r.a(name + ".m1", size)
+    r.a(name + ".neg", size // 2)
+    r.a(name + ".cat", size)
+    r.f(name + ".neg")
+    r.a(name + ".m2", size)
+    r.f(name + ".cat")
+    r.a(name + ".e", size)
+    r.f(name + ".m1", name + ".m2")
+
+
+def _cache_update(r: _Replay, i: int, b: int, kept: int, tok_bytes: int) -> None:
+    """DynamicLayer.update: torch.cat([cache, new]) -> a new tensor per K and V; the old ones go."""
+    for kv in ("K", "V"):
+        r.a(f"{kv}{i}.new", b * kept * tok_bytes)
+        r.f(f"{kv}{i}")
+        r.rename(f"{kv}{i}.new", f"{kv}{i}")
+
+
+def _attention_falcon_new(r: _Replay, arch: LlmArch, w: Workload, i: int, rows: int, new: int, past: int,
+                          dt: int, kv_dt: int, masked: bool) -> None:
+    """FalconAttention under new_decoder_architecture (modeling_falcon.py, transformers 5.17): the fused
+    query_key_value output is viewed per KV group; key / value are indexed out ([-2], [-1]: copies),
+    broadcast to every head and flattened (copies of all heads, as is the query); RoPE makes q_embed and
+    k_embed; the cache stores all heads (num_kv_heads = num_heads); the fused output and q_embed live
+    until the dense projection. Leaves "o"."""
+    b, nh, kvh, hd = w.batch, arch.heads, arch.kv_heads, arch.head_dim
+    total = past + new
+    r.a("qkv", rows * (nh + 2 * kvh) * hd * dt)
+    r.a("k.idx", rows * kvh * hd * dt)
+    r.a("v.idx", rows * kvh * hd * dt)
+    for name in ("q", "k", "v"):
+        r.a(name, rows * nh * hd * dt)
+    r.f("k.idx", "v.idx")
+    if arch.pos == "rope":
+        _rope_kept(r, "q", rows * nh * hd * dt)
+        _rope_kept(r, "k", rows * nh * hd * dt)
+        r.f("q", "k")
+        r.rename("q.e", "q")
+        r.rename("k.e", "k")
+    _cache_update(r, i, b, total, nh * hd * kv_dt)
+    r.f("k", "v")
+    scores = b * nh * new * total
+    if w.attn == "eager":  # attention_scores = q @ k.T; /= sqrt(d) in place; softmax(scores + mask, dtype)
+        r.a("scores", scores * dt)
+        r.a("scaled", scores * dt)
+        r.a("probs", scores * dt)
+        r.f("scaled")
+        r.a("attn", rows * nh * hd * dt)
+        r.f("probs", "scores")
+    else:
+        r.a("attn", rows * nh * hd * dt)
+        r.a("lse", b * nh * new * FP32)
+        r.f("lse")
+    r.a("o", rows * arch.hidden * dt)  # permute + reshape of the SDPA output is a view
+    r.f("attn", "qkv", "q")
+
+
+def _attention_gptj(r: _Replay, arch: LlmArch, w: Workload, i: int, rows: int, new: int, past: int,
+                    dt: int, kv_dt: int, masked: bool) -> None:
+    """GPTJAttention (modeling_gptj.py, transformers 5.17; eager only): q / k / v projections live until the
+    layer returns; sincos gathered from embed_positions repeated per sequence (b x n_positions x
+    rotary_dim float32) with int64 index tensors; RoPE on the first rotary_dim dims then torch.cat with
+    the pass-through part (also when rotary_dim == head_dim); query and key upcast to float32, scores
+    in float32, / scale_attn, + mask, softmax, .to(bf16). The bf16 probabilities are returned up to
+    GPTJModel's loop (`outputs = block(...)`), which keeps them until the next layer returns. Leaves "o"."""
+    b, nh, hd, h = w.batch, arch.heads, arch.head_dim, arch.hidden
+    rd = arch.rotary_dim or hd
+    total = past + new
+    r.a("q", rows * h * dt)
+    r.a("k", rows * h * dt)
+    r.a("v", rows * h * dt)
+    r.a("pos.rep", b * (arch.max_positions or 2048) * rd * FP32)
+    r.a("pos.idx", rows * rd * 8)
+    r.a("sincos32", rows * rd * FP32)
+    r.a("sincos", rows * rd * dt)
+    r.f("sincos32")
+    _rope_kept(r, "krot", rows * nh * rd * dt)
+    _rope_kept(r, "qrot", rows * nh * rd * dt)
+    r.a("k.cat", rows * h * dt)
+    r.a("q.cat", rows * h * dt)
+    _cache_update(r, i, b, total, h * kv_dt)
+    r.f("k.cat", "v")
+    scores = b * nh * new * total
+    r.a("q32", rows * h * FP32)
+    r.a("k32", b * total * h * FP32)
+    r.a("scores", scores * FP32)
+    r.a("scaled", scores * FP32)
+    r.f("scores")
+    if masked:
+        r.a("masked", scores * FP32)
+        r.f("scaled")
+        r.rename("masked", "scaled")
+    r.a("sm.out", scores * FP32)
+    r.f("scaled")
+    r.a(f"probs{i}", scores * dt)
+    r.f("sm.out")
+    r.a("attn", rows * h * dt)
+    r.f("q32", "k32")
+    r.a("attn.t", rows * h * dt)  # _merge_heads: permute().contiguous()
+    r.f("attn")
+    r.a("o", rows * h * dt)
+    r.f("attn.t", "q.cat", "pos.rep", "pos.idx", "sincos", "krot.e", "qrot.e", "k", "q")
 
 
 def _attention_projections(r: _Replay, arch: LlmArch, rows: int, dt: int) -> None:
@@ -485,28 +616,37 @@ def _forward(r: _Replay, arch: LlmArch, w: Workload, new: int, past: int, dt: in
         masks[kind] = need and not decode
         if masks[kind]:
             r.a(f"mask.{kind}", b * new * (past + new) * (dt if w.attn == "eager" else 1))
-    hidden = "embeds"
+    if arch.family in SDPA_BOOL_MASK and not decode and not any(masks.values()):
+        r.a("mask.bool", b * new * (past + new))
+    # the model's own references to the embeddings live for the whole forward; what the first layer reads
+    # (inputs_embeds + position_embeds, BLOOM's word_embeddings_layernorm output) is released after it
+    hidden = "embeds.ln" if arch.embed_norm else "embeds.sum" if arch.pos == "learned" else "embeds"
     for i in range(arch.layers):
         masked = masks.get(arch.layer_kinds[i], False) or (w.attn == "eager" and not decode)
         if arch.mixers and arch.mixers[i] == "mamba":
             _mamba_layer(r, arch, w, i, rows, new, past, dt)
         elif arch.parallel:
             _parallel_layer(r, arch, w, i, rows, new, past, dt, kv_dt, masked, decode and opts["batched_mm"])
+        elif arch.post_norm or arch.family == "stablelm":
+            _sequential_layer_kept(r, arch, w, i, rows, new, past, dt, kv_dt, masked, decode and opts["batched_mm"])
         else:
             _norm(r, "x", rows, h, dt, nk)
             _attention(r, arch, w, i, rows, new, past, dt, kv_dt, masked)
             r.f("x")
             r.a("h1", rows * h * dt)  # residual + attention output
-            r.f("o")
+            if arch.family not in KEEPS_ATTN_OUTPUT:
+                r.f("o")
             _norm(r, "x", rows, h, dt, nk)
             _mlp(r, arch, w, i, rows, dt, decode and opts["batched_mm"])
             r.f("x")
             r.a("h2", rows * h * dt)  # residual + mlp output
-            r.f("mlp", "h1")
+            r.f("mlp", "h1", "o")
         if hidden != "embeds":
             r.f(hidden)  # the caller's reference to this layer's input dies when the layer returns
+        r.f(f"probs{i - 1}")  # GPT-J: the loop's `outputs` of the layer before is replaced
         r.rename("h2", f"hidden{i}")
         hidden = f"hidden{i}"
+    r.f(f"probs{arch.layers - 1}")
     _norm(r, "final", rows, h, dt, nk)
     kept = rows if opts["full_logits"] else b  # logits_to_keep=1 (transformers >= 4.45): last position only
     r.a("logits", kept * arch.vocab * dt)
@@ -514,7 +654,8 @@ def _forward(r: _Replay, arch: LlmArch, w: Workload, new: int, past: int, dt: in
         r.a("logits32", kept * arch.vocab * FP32)  # older LlamaForCausalLM: logits.float()
         r.f("logits")
         r.rename("logits32", "logits")
-    r.f("final", hidden, "embeds", "pos", "embeds.sum", "embeds.ln", "cos", "sin", *[f"mask.{k}" for k in kinds])
+    r.f("final", hidden, "embeds", "pos", "embeds.sum", "embeds.ln", "cos", "sin", "mask.bool",
+        *[f"mask.{k}" for k in kinds])
     r.a("next_logits", b * arch.vocab * FP32)  # generate copies the last logits to float32
     r.f("logits")
     r.a("next_tokens", b * 8)
@@ -532,13 +673,23 @@ def _parallel_layer(r: _Replay, arch: LlmArch, w: Workload, i: int, rows: int, n
     if arch.family == "falcon" and arch.parallel == 2:  # FalconDecoderLayer: ln_attn(x) and ln_mlp(x) first
         _norm(r, "x2", rows, h, dt, nk)
     _attention(r, arch, w, i, rows, new, past, dt, kv_dt, masked)
-    if arch.family == "falcon" and arch.parallel == 2:
+    if arch.family == "falcon" and arch.parallel == 2 and not arch.cache_heads:
         r.f("x")
         r.rename("x2", "x")
+    elif arch.family == "falcon" and arch.parallel == 2:
+        r.rename("x", "x1")
+        r.rename("x2", "x")
+        r.rename("x1", "x2")
     elif arch.parallel == 2:
         r.f("x")
         _norm(r, "x", rows, h, dt, nk)
     _mlp(r, arch, w, i, rows, dt, batched)
+    if arch.family == "falcon" and arch.cache_heads:
+        # FalconDecoderLayer: mlp_output += attention_output (in place); out = residual + mlp_output; both
+        # layer norm outputs and the attention output live until the layer returns
+        r.a("h2", rows * h * dt)
+        r.f("x", "x2", "mlp", "o")
+        return
     r.f("x")
     r.a("h1", rows * h * dt)  # mlp + attn
     r.f("mlp", "o")
@@ -546,41 +697,102 @@ def _parallel_layer(r: _Replay, arch: LlmArch, w: Workload, i: int, rows: int, n
     r.f("h1")
 
 
+def _sequential_layer_kept(r: _Replay, arch: LlmArch, w: Workload, i: int, rows: int, new: int, past: int,
+                           dt: int, kv_dt: int, masked: bool, batched: bool) -> None:
+    """Sequential layers whose intermediate outputs stay referenced until the layer returns.
+    StableLmDecoderLayer (use_parallel_residual False): `hidden_states = input_layernorm(x)` and
+    `self_attn_output` stay alive through the MLP, which reads post_attention_layernorm(residual).
+    Olmo2DecoderLayer (post-norm): attention reads the layer input itself; post_attention_layernorm
+    of its output, residual add; the MLP reads that sum; post_feedforward_layernorm of its output,
+    residual add. Leaves "h2"."""
+    h = arch.hidden
+    nk = arch.norm if arch.norm == "ln" else "rms"
+    if arch.post_norm:
+        _attention(r, arch, w, i, rows, new, past, dt, kv_dt, masked)
+        _norm(r, "on", rows, h, dt, nk)
+        r.f("o")
+        r.a("h1", rows * h * dt)
+        r.f("on")
+        _mlp(r, arch, w, i, rows, dt, batched)
+        _norm(r, "mn", rows, h, dt, nk)
+        r.f("mlp")
+        r.a("h2", rows * h * dt)
+        r.f("mn", "h1")
+        return
+    _norm(r, "x", rows, h, dt, nk)
+    _attention(r, arch, w, i, rows, new, past, dt, kv_dt, masked)
+    r.a("h1", rows * h * dt)  # residual = residual + self_attn_output
+    _norm(r, "x2", rows, h, dt, nk)
+    r.rename("x", "x1")
+    r.rename("x2", "x")
+    _mlp(r, arch, w, i, rows, dt, batched)
+    r.f("x")
+    r.a("h2", rows * h * dt)
+    r.f("mlp", "h1", "x1", "o")
+
+
 def _mamba_layer(r: _Replay, arch: LlmArch, w: Workload, i: int, rows: int, new: int, past: int, dt: int) -> None:
-    """MambaBlock without the CUDA kernels (mamba-ssm / causal-conv1d are not part of transformers):
-    MambaMixer.slow_forward. in_proj -> (x, z); depthwise conv1d over the sequence (its last d_conv
-    inputs become the conv state); x_proj -> (dt, B, C); dt_proj; discretized A and B for every
-    position (b x d_inner x L x d_state, float32), the sequential scan writing y; y * silu(z);
-    out_proj. The cache holds conv_state (b x d_inner x d_conv) and ssm_state (b x d_inner x d_state,
-    float32) per layer, allocated once. Leaves "h2" allocated."""
+    """MambaBlock of transformers 5.17 (modeling_mamba.py) without the mamba-ssm / causal-conv1d kernels
+    (not installed, or no Hub access for `kernels`): the pure-PyTorch fallbacks that the file itself
+    defines. Prefill: RMSNorm (float32 temporaries); the padding mask multiplies the input (a copy);
+    in_proj -> x | z; causal_conv1d_fn (conv1d output, SiLU); the mask again; x_proj; dt_proj;
+    mamba_selective_scan: dt + bias, softplus, then float32 discrete_A = exp(A * dt), discrete_B and
+    deltaB_u (b x d_inner x L x d_state each, all three live until the scan returns), a sequential
+    scan whose per-step outputs are stacked, + x * D and * silu(z) in float32; out_proj of the bf16
+    cast. The cache holds conv_state (b x d_inner x d_conv) and the float32 ssm state per layer.
+    Decode: mamba_selective_state_update on one token (small). Leaves "h2"."""
     m, h, b = arch.mamba, arch.hidden, w.batch
     di, ds = m["d_inner"], m["d_state"]
+    L = new
     _norm(r, "x", rows, h, dt, "rms")
+    if m.get("residual_fp32"):
+        r.a("res32", rows * h * FP32)  # residual.to(float32)
     if f"conv{i}" not in r.live:
         r.a(f"conv{i}", b * di * m["d_conv"] * dt)
         r.a(f"ssm{i}", b * di * ds * FP32)
+    r.a("xm", rows * h * dt)  # apply_mask_to_padding_states
     r.a("xz", rows * 2 * di * dt)
-    r.f("x")
-    r.a("conv.out", rows * di * dt)
-    r.a("conv.act", rows * di * dt)
-    r.f("conv.out")
-    r.a("xproj", rows * (m["dt_rank"] + 2 * ds) * dt)
-    r.a("dt", rows * di * dt)
-    r.a("dt.sp", rows * di * FP32)
     r.a("A", di * ds * FP32)
-    r.a("dA", rows * di * ds * FP32)
-    r.a("dB", rows * di * ds * FP32)
-    r.a("dBu", rows * di * ds * FP32)
-    r.f("dB")
-    r.a("y", rows * di * dt)
-    r.f("dA", "dBu", "dt", "dt.sp", "A", "xproj")
-    r.a("gate", rows * di * dt)
-    r.a("y.g", rows * di * dt)
-    r.f("gate", "y", "conv.act", "xz")
+    r.f("xm")
+    if new == 1:  # causal_conv1d_update + mamba_selective_state_update: a few b x d_inner (x d_state) tensors
+        r.a("step", 6 * b * di * ds * FP32)
+        r.a("y", rows * di * dt)
+        r.f("step")
+    else:
+        r.a("conv.out", b * di * (L + m["d_conv"] - 1) * dt)
+        r.a("conv.act", rows * di * dt)
+        r.f("conv.out")
+        r.a("xs", rows * di * dt)  # apply_mask_to_padding_states on the conv output
+        r.f("conv.act")
+        r.a("xproj", rows * (m["dt_rank"] + 2 * ds) * dt)
+        r.a("dt", rows * di * dt)  # dt_proj.weight @ time_step^T
+        r.a("dt.b", rows * di * dt)  # dt + delta_bias
+        r.a("dt.sp", rows * di * dt)  # softplus
+        r.f("dt.b")
+        r.a("Adt", rows * di * ds * FP32)
+        r.a("dA", rows * di * ds * FP32)
+        r.f("Adt")
+        r.a("B32", rows * ds * FP32)
+        r.a("dB", rows * di * ds * FP32)
+        r.f("B32")
+        r.a("x32", rows * di * FP32)
+        r.a("dBu", rows * di * ds * FP32)
+        r.f("x32")
+        r.a("steps", rows * di * dt)  # per-step scan outputs (views of each step's matmul) kept in a list
+        r.a("stack", rows * di * dt)
+        r.a("xD", rows * di * FP32)
+        r.a("y32", rows * di * FP32)
+        r.f("xD", "stack")
+        r.a("silu", rows * di * dt)
+        r.a("yz", rows * di * FP32)
+        r.f("silu", "y32", "steps", "dA", "dB", "dBu", "dt.sp")
+        r.a("y", rows * di * dt)  # scan_output.transpose(1, 2).to(dtype)
+        r.f("yz", "dt", "xproj", "xs")
+    r.f("xz", "A", "x")
     r.a("o", rows * h * dt)
-    r.f("y.g")
+    r.f("y")
     r.a("h2", rows * h * (FP32 if m.get("residual_fp32") else dt))
-    r.f("o")
+    r.f("o", "res32")
 
 
 def _decode_may_matter(arch: LlmArch, w: Workload, dt: int, kv_dt: int, prefill_extra: int) -> bool:
@@ -657,7 +869,8 @@ def estimate_transformers(arch: LlmArch, w: Workload, cc: tuple[int, int] | None
                       alloc, alloc + e2.peak_reserved_bytes - e2.peak_allocated_bytes,
                       {ph: phase(ph) for ph in e1.phase_peaks}, breakdown,
                       list(e1.assumptions) + [f"{arch.layers} layers: replayed {q + k1 * p + tail} and "
-                                              f"{q + (k1 + 1) * p + tail} layers and extrapolated"])
+                                              f"{q + (k1 + 1) * p + tail} layers and extrapolated"],
+                      ext(e1.activation_requested_peak_bytes, e2.activation_requested_peak_bytes))
     if tensors:  # exact tensors (safetensors headers, meta device): replace the computed weights by them
         exact = sum(t.bytes for t in tensors if not t.name.startswith("buffer:"))
         delta = exact - est.breakdown["weights"]
@@ -762,12 +975,13 @@ def _estimate_replay(arch: LlmArch, w: Workload, cc: tuple[int, int] | None = No
         breakdown["buffers"] = buffers
     if load_phase:
         breakdown["load_transient"] = max(load_peak["peak_allocated_bytes"] - weights_allocated, 0)
-    return LlmEstimate(weights_allocated, kv, peak_alloc, r.al.peak_reserved, phase, breakdown, assumptions)
+    return LlmEstimate(weights_allocated, kv, peak_alloc, r.al.peak_reserved, phase, breakdown, assumptions,
+                       r.peak_requested)
 
 
 # ---- the engine's flags and entry point (commands/estimate.py builds its parser from these) ----
 
-from gpu_preflight.estimate.engines.base import Engine, Option, positive_int  # noqa: E402
+from gpu_preflight.estimate.engines.base import Engine, Option, bounded_float, positive_int  # noqa: E402
 
 LLM_WORKLOAD_OPTIONS = (
     Option("--dtype", "dtype", "weights and activations: bfloat16 (default), float16 or float32", default="bfloat16"),
@@ -798,6 +1012,42 @@ OPTIONS = LLM_WORKLOAD_OPTIONS + (
 )
 
 
+def _multimodal_report(source, o: dict[str, Any], w: Workload, targets: list, common: dict[str, Any]):
+    """Encoder-decoders (estimate/encdec.py) and vision-language models given images (estimate/vision.py);
+    None for a decoder (the path below). The multimodal flags are refused where they do not apply."""
+    from gpu_preflight.errors import UsageError
+    from gpu_preflight.estimate.arch import model_kind
+
+    kind = model_kind(source.config)
+    images, size, audio = o.get("images"), o.get("image_size"), o.get("audio_seconds")
+    if audio is not None and kind != "speech_seq2seq":
+        raise UsageError("--audio-seconds applies to speech models (Whisper)", hint="drop --audio-seconds")
+    if (images is not None or size) and kind != "vlm":
+        raise UsageError("--images / --image-size apply to vision-language models (a config with vision_config)",
+                         hint="drop --images / --image-size")
+    if kind in ("seq2seq", "speech_seq2seq"):
+        if o.get("quantize"):
+            raise UsageError("--quantize is not modelled for encoder-decoders", hint="drop --quantize")
+        from gpu_preflight.estimate import encdec
+        from gpu_preflight.estimate.plan import _tensors_in_dtype
+
+        tensors = _tensors_in_dtype(source.tensors, w.dtype)
+        report = encdec.encdec_report(source.config, w, targets, common.get("torch"), source.name, tensors,
+                                      "safetensors headers" if tensors else None)
+        if audio is not None:
+            windows = max(1, -(-int(audio * 100) // (encdec.WHISPER_WINDOW_S * 100)))
+            report["workload"]["audio_seconds"] = audio
+            report["assumptions"].append(f"{audio:g} s of audio: {windows} window(s) of 30 s, transcribed one "
+                                         f"after the other (each the same 3000 log-mel frames, 1500 encoder "
+                                         f"positions): the peak is that of one window")
+        return report
+    if kind == "vlm" and (images or 0) > 0:
+        from gpu_preflight.estimate import vision
+
+        return vision.vlm_report(source, o, w, targets, common)
+    return None
+
+
 def run_engine(source, o: dict[str, Any], targets: list, common: dict[str, Any]) -> dict[str, Any]:
     from gpu_preflight.errors import UsageError
     from gpu_preflight.estimate.plan import estimate_llm, parse_dtype
@@ -810,6 +1060,9 @@ def run_engine(source, o: dict[str, Any], targets: list, common: dict[str, Any])
     w = Workload(batch=o["batch"], input_len=o["input_len"], output_len=o["output_len"],
                  dtype=parse_dtype(o["dtype"]), attn=attn, bnb_compute_dtype=o.get("bnb_compute_dtype"),
                  mxfp4_kernels=bool(o.get("mxfp4_kernels")))
+    multimodal = _multimodal_report(source, o, w, targets, common)
+    if multimodal is not None:
+        return multimodal
     report = estimate_llm(source.config, tensors=source.tensors, workload=w, targets=targets, engine="transformers",
                           torch_version=common.get("torch"), transformers_version=o["transformers"],
                           model_name=source.name, gguf=source.origin == "gguf",
@@ -820,6 +1073,33 @@ def run_engine(source, o: dict[str, Any], targets: list, common: dict[str, Any])
         report["assumptions"].append("flash_attention_2 modelled like SDPA's flash kernel (no score matrix)")
     return report
 
+
+def _image_size(text: str) -> tuple[int, int]:
+    """WIDTHxHEIGHT, or one number for a square image."""
+    import argparse
+
+    parts = str(text).lower().split("x")
+    try:
+        wd, ht = (int(parts[0]), int(parts[-1])) if len(parts) in (1, 2) else (0, 0)
+    except ValueError:
+        wd = ht = 0
+    if not (0 < wd <= 100_000 and 0 < ht <= 100_000):
+        raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT (e.g. 1024x768)")
+    return wd, ht
+
+
+_image_size.__name__ = "size"
+
+
+MULTIMODAL_OPTIONS = (
+    Option("--images", "images", "vision-language models: images per prompt (default: none, the text model "
+           "alone)", type=positive_int),
+    Option("--image-size", "image_size", "vision-language models: WIDTHxHEIGHT of each image (default: the "
+           "processor's own size)", type=_image_size, metavar="WxH"),
+    Option("--audio-seconds", "audio_seconds", "speech models (Whisper): seconds of audio (30 s windows)",
+           type=bounded_float(0.01, 36000), metavar="S"),
+)
+OPTIONS = OPTIONS + MULTIMODAL_OPTIONS
 
 ENGINES = (Engine("transformers", ("llm", "gguf"), "Hugging Face transformers generate() on one or more GPUs",
                   OPTIONS, run_engine, default_for=("llm",)),)
