@@ -23,19 +23,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WEIGHTS_BAR, PEAK_BAR = 0.01, 0.05  # issue 19: "weights within 1 % and peak within 5 % on every case"
 HAVE_TRANSFORMERS = bool(importlib.util.find_spec("transformers") and importlib.util.find_spec("torch"))
 
-# Cases outside the peak bar on this branch, each with its cause. strict: a case that comes within the bar
-# fails here until it is removed from this list.
-ARCHS2 = "fixed by the activation replay of branch archs2 (CPU traces); within the bar once it is merged"
-KNOWN_GAPS = {
-    ("falcon-40b-L4", "b8", "prefill"): "-8.0 %: Falcon's new decoder architecture caches every head; " + ARCHS2,
-    ("falcon-40b-L4", "b8", "generate"): "-8.1 %: Falcon's new decoder architecture caches every head; " + ARCHS2,
-    ("mamba-130m", "b8", "prefill"): "+13.7 % (allocated -4.5 %): Mamba's PyTorch fallback scan; " + ARCHS2,
-    ("mamba-130m", "b8", "generate"): "+13.7 % (allocated -4.5 %): Mamba's PyTorch fallback scan; " + ARCHS2,
-    ("bloom-560m", "b8", "prefill"): "+5.15 %, allocated +0.34 %: the allocator replay reserves 116 MiB too much "
-                                     "(+0.58 % with archs2's layer ordering)",
-    ("bloom-560m", "b8", "generate"): "+5.15 %, allocated +0.34 %: the allocator replay reserves 116 MiB too much "
-                                      "(+0.58 % with archs2's layer ordering)",
-}
+# Cases outside the peak bar, each with its cause (none today). A case that comes within the bar fails
+# test_known_gaps_are_still_gaps until it is removed from this list.
+KNOWN_GAPS: dict[tuple[str, str, str], str] = {}
 
 
 @pytest.fixture(scope="module")
@@ -75,11 +65,11 @@ def test_peak_within_five_percent(rows, case):
     assert abs(row["process_error"]) <= PEAK_BAR, f"{case}: {row['process_error']:+.2%}"
 
 
-@pytest.mark.parametrize("case", sorted(KNOWN_GAPS), ids=lambda c: "-".join(c))
-def test_known_gaps_are_still_gaps(rows, case):
+def test_known_gaps_are_still_gaps(rows):
     """A gap that closed must leave KNOWN_GAPS (so the bar test checks it again)."""
-    (row,) = [r for r in rows if (r["model"], r["workload"], r["phase"]) == case]
-    assert abs(row["process_error"]) > PEAK_BAR, f"{case} is within the bar now: remove it from KNOWN_GAPS"
+    for case in KNOWN_GAPS:
+        (row,) = [r for r in rows if (r["model"], r["workload"], r["phase"]) == case]
+        assert abs(row["process_error"]) > PEAK_BAR, f"{case} is within the bar now: remove it from KNOWN_GAPS"
 
 
 def test_held_out_models_are_reported_separately(rows):
@@ -92,6 +82,7 @@ def test_held_out_models_are_reported_separately(rows):
     assert {r["model"] for r in rows if r["set"] == "held out, seen"} == {"bloom-560m"}
     assert sets["all"]["cases"] == sets["training"]["cases"] + sets["held out"]["cases"] + sets["held out, seen"][
         "cases"]
+    assert sets["held out"]["peak_within"] == sets["held out"]["cases"]
 
 
 def test_falcon_multi_query_attention_is_the_math_backend(rows):
