@@ -23,7 +23,7 @@ from gpu_preflight.errors import UsageError
 
 __all__ = [
     "Estimate", "TargetFit", "Report", "Finding", "CheckDoc", "FleetReport", "Snapshot", "Measurement", "WatchResult",
-    "estimate", "compat", "doctor", "snapshot", "explain", "fleet", "measure", "watch",
+    "Curve", "estimate", "curve", "compat", "doctor", "snapshot", "explain", "fleet", "measure", "watch",
 ]
 
 
@@ -129,32 +129,68 @@ def estimate(model: str, *, engine: str | None = None, gpus: str | Sequence[str]
     from gpu_preflight.estimate.engines.base import resolve_options
 
     engines = all_engines()
-    declared = {o.dest: o for e in engines for o in e.options}
+    report = run_estimate(model, engine=engine, gpu_specs=_gpu_specs(gpus), torch=torch, revision=revision,
+                          offline=offline, given=given_options(options, engines), engines=engines,
+                          resolve=resolve_options)
+    return Estimate(_frozen(report))
+
+
+def given_options(options: Mapping[str, Any], engines=None) -> dict[str, Any]:
+    """Keyword options (`max_model_len=8192`) as the parsed `given` dict run_estimate takes: each
+    value parsed by its option's own type, an undeclared name a UsageError."""
+    from gpu_preflight.estimate.engines import all_engines
+
+    declared = {o.dest: o for e in engines or all_engines() for o in e.options}
     given: dict[str, Any] = {}
     for name, value in options.items():
         if name not in declared:
             raise UsageError(f"estimate() got an unknown option {name!r}",
                              hint="options: " + ", ".join(sorted(declared)))
         given[name] = None if value is None else _option_value(declared[name], name, value)
-    report = run_estimate(model, engine=engine, gpu_specs=_gpu_specs(gpus), torch=torch, revision=revision,
-                          offline=offline, given=given, engines=engines, resolve=resolve_options)
-    return Estimate(_frozen(report))
+    return given
 
 
 def run_estimate(model: str, *, engine: str | None, gpu_specs: list[str], torch: str | None, revision: str | None,
                  offline: bool | None, given: dict[str, Any], engines=None, resolve=None) -> dict[str, Any]:
     """The one code path behind `estimate()` and `preflight estimate`: load the model, pick the
     engine, refuse options it does not declare, build the report."""
+    source = load_source(model, revision=revision, offline=offline)
+    plan = prepare_estimate(source, engine=engine, gpu_specs=gpu_specs, torch=torch, given=given,
+                            engines=engines, resolve=resolve)
+    return report_for(plan)
+
+
+def load_source(model: str, *, revision: str | None, offline: bool | None):
+    """The ModelSource of what the user typed (models.load_model_source; a Hub GGUF file
+    org/name/file.gguf: its header by HTTP range requests)."""
+    from gpu_preflight.models import gguf_remote, load_model_source
+
+    load = gguf_remote.load_hub_gguf if gguf_remote.is_hub_gguf(model) else load_model_source
+    return load(model, revision=revision, offline=offline)
+
+
+@dataclass(frozen=True)
+class EstimatePlan:
+    """A loaded model with its engine, resolved options and targets: what run_estimate builds a
+    report from, kept so a sweep (estimate/sweep.py) or the local page can build many reports
+    from one loaded model."""
+    source: Any
+    engine: Any
+    opts: Mapping[str, Any]
+    targets: tuple
+    torch: str | None
+    kind: str
+
+
+def prepare_estimate(source, *, engine: str | None, gpu_specs: list[str], torch: str | None,
+                     given: dict[str, Any], engines=None, resolve=None) -> EstimatePlan:
+    """Pick the engine for a loaded ModelSource, refuse options it does not declare, resolve the
+    targets (this machine's GPUs when `gpu_specs` is empty)."""
     from gpu_preflight.estimate.engines import all_engines, default_engine, find_engine, model_kind
     from gpu_preflight.estimate.engines.base import owners, resolve_options
-    from gpu_preflight.models import load_model_source
 
     engines = engines or all_engines()
     resolve = resolve or resolve_options
-    from gpu_preflight.models import gguf_remote  # org/name/file.gguf: the header by HTTP range requests
-
-    load = gguf_remote.load_hub_gguf if gguf_remote.is_hub_gguf(model) else load_model_source
-    source = load(model, revision=revision, offline=offline)
     kind = model_kind(source)
     label = {"pipeline": "an image/video pipeline", "llm": "an LLM"}.get(kind, f"a {kind} model")
     chosen = find_engine(engine, engines) if engine else default_engine(kind, engines, given)
@@ -165,8 +201,18 @@ def run_estimate(model: str, *, engine: str | None, gpu_specs: list[str], torch:
         raise UsageError(f"--engine {chosen.name} does not run {label}",
                          hint=f"for {label} use --engine {' or '.join(fitting)}")
     opts = resolve(chosen, given, owners(engines), label)
-    targets = _targets(gpu_specs)
-    report = chosen.run(source, opts, targets, {"torch": torch})
+    return EstimatePlan(source, chosen, types.MappingProxyType(opts), tuple(_targets(gpu_specs)), torch, kind)
+
+
+def report_for(plan: EstimatePlan, opts: Mapping[str, Any] | None = None, *, point_only: bool = False) -> dict[str, Any]:
+    """The estimate report of `plan` (with `opts` in place of its resolved options, e.g. one point
+    of a sweep). `point_only`: the caller needs the peak, breakdown and verdicts at this workload
+    only; an engine may then skip its searches (largest context / batch) and suggestions."""
+    source, targets = plan.source, list(plan.targets)
+    common = {"torch": plan.torch}
+    if point_only:
+        common["point_only"] = True
+    report = plan.engine.run(source, dict(plan.opts if opts is None else opts), targets, common)
     report["assumptions"] = list(source.warnings) + report.get("assumptions", [])
     report["source"] = {"origin": source.origin, "url": source.source_url}
     if not targets:
@@ -174,6 +220,47 @@ def run_estimate(model: str, *, engine: str | None, gpu_specs: list[str], torch:
     from gpu_preflight.estimate.annotate import annotate
 
     return annotate(report)  # tight fits, what limits the context, the pipeline peak's parts
+
+
+# --------------------------------------------------------------------------- memory curves
+
+@dataclass(frozen=True)
+class Curve(_Result):
+    """The peak as one workload quantity grows (`gpu-preflight.curve`, docs/plots.md)."""
+
+
+def curve(model: str, *, engine: str | None = None, gpus: str | Sequence[str] | None = None,
+          torch: str | None = None, revision: str | None = None, offline: bool | None = None,
+          sweep: str | None = None, calibration: str | None = None, **options: Any) -> Curve:
+    """The memory curve behind `preflight estimate ... --plot`: the same estimate at each point of
+    `sweep` ("context", "side=512:2048", "batch=1,2,4,8"; None = the engine's usual quantity and
+    range), with the measured runs of calibration/raw overlaid where found (`calibration`: a
+    repository root; None = the source tree this package runs from, if any)."""
+    from gpu_preflight.estimate.engines import all_engines
+
+    engines = all_engines()
+    given = given_options(options, engines)
+    source = load_source(model, revision=revision, offline=offline)
+    plan = prepare_estimate(source, engine=engine, gpu_specs=_gpu_specs(gpus), torch=torch, given=given,
+                            engines=engines)
+    return Curve(_frozen(curve_for(plan, given=given, spec=sweep, calibration=calibration)))
+
+
+def curve_for(plan: EstimatePlan, *, given: dict[str, Any], spec: str | None = None,
+              base: dict[str, Any] | None = None, calibration: str | None = None) -> dict[str, Any]:
+    """The curve of a prepared estimate (`base`: its report at the user's workload, when known),
+    with the measured runs overlaid."""
+    from gpu_preflight.estimate.sweep import sweep as run_sweep
+    from gpu_preflight.measure.calibration_points import find_root, measured_points
+
+    out = run_sweep(plan, lambda opts: report_for(plan, opts, point_only=True), given=given, spec=spec, base=base)
+    root, how = find_root(calibration)
+    if root is None:
+        out["measured"] = {"points": [], "env": None, "note": how}
+    else:
+        catalog_id = plan.source.name if plan.source.origin == "catalog" else None
+        out["measured"] = {**measured_points(root, out, catalog_id, dict(plan.opts)), "found_by": how}
+    return out
 
 
 def _targets(specs: list[str]):

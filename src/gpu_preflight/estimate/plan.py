@@ -122,7 +122,9 @@ def estimate_llm(config: dict, *, tensors=None, workload: Workload, targets: lis
                  torch_version: str | None = None, transformers_version: str | None = None,
                  vllm: VllmSettings | None = None, model_name: str = "model", gguf: bool = False,
                  quantize: str | None = None, double_quant: bool = False,
-                 assume_llama_like: bool = False) -> dict[str, Any]:
+                 assume_llama_like: bool = False, searches: bool = True) -> dict[str, Any]:
+    """`searches` False (a sweep point, api.report_for(point_only=True)): no largest context /
+    batch search and no suggestions; those keys stay None / empty."""
     arch, meta_tensors, weights_source = resolve_architecture(config, workload.dtype, assume_llama_like, tensors)
     if meta_tensors is not None:
         tensors = None
@@ -183,7 +185,7 @@ def estimate_llm(config: dict, *, tensors=None, workload: Workload, targets: lis
         "assumptions": assumptions,
         "failures": failures,
     }
-    if first is not None:
+    if first is not None and searches:
         report["max_context_tokens"] = _max_context(arch, workload, first, dev_tensors, torch_version, tf_ver)
         if not failures:  # a context the model cannot index has no largest batch
             report["max_batch"] = _max_batch(arch, workload, first, dev_tensors, torch_version, tf_ver)

@@ -20,7 +20,8 @@ What the code allocates, with the files it comes from (docs/training.md has the 
   enable_input_require_grads).
 - torch autograd's saved tensors (tools/autograd/derivatives.yaml: mm saves self only when mat2
   requires grad and mat2 only when self does; pow saves self; rsqrt and tanh their result; silu
-  and gelu their input; log_softmax its result; SDPA flash saves q, k, v, output and logsumexp);
+  and gelu their input; log_softmax its result; SDPA flash / cuDNN save q, k, v, output and
+  logsumexp; input_buffer.cpp adds a tied weight's two gradients out of place);
   torch/utils/checkpoint.py (non-reentrant: the layer input is kept, the layer is recomputed
   when backward first needs it); torch/optim/adam.py (_multi_tensor_adam: one temporary
   torch._foreach_sqrt(exp_avg_sqs) per step; the fused kernel none), torch/optim/_adafactor.py.
@@ -110,10 +111,11 @@ class _Exact:
 
 
 class Buf:
-    __slots__ = ("cat", "h", "n", "refs", "saved")
+    __slots__ = ("cat", "h", "n", "refs", "saved", "view")
 
     def __init__(self, h: int, n: int, cat: str):
         self.h, self.n, self.refs, self.cat, self.saved = h, n, 1, cat, 0
+        self.view = False   # a gradient that is a view of another tensor (its base shares the storage)
 
 
 class Ten:
@@ -137,7 +139,7 @@ class Param:
 
 
 class Node:
-    __slots__ = ("gbytes", "gin", "head", "ins", "nsaved", "passthru", "region", "saved", "seq", "split", "ws")
+    __slots__ = ("gbytes", "gin", "head", "ins", "nsaved", "passthru", "region", "saved", "seq", "split", "views", "ws")
 
     def __init__(self, seq: int, ins: list, gbytes: list, passthru: list, ws: list, region: int | None):
         self.seq, self.ins, self.gbytes, self.passthru, self.ws, self.region = seq, ins, gbytes, passthru, ws, region
@@ -146,14 +148,16 @@ class Node:
         self.head = False
         self.gin: Buf | None = None
         self.split: list[Buf] | None = None
+        self.views: list[bool] | None = None   # which input gradients come out as views
 
 
 class Sim:
     """The replay: allocator, live bytes per category, phase peaks, the autograd tape."""
 
-    def __init__(self, cuda: bool = True):
+    def __init__(self, cuda: bool = True, cc: tuple[int, int] | None = None):
         self.al = Allocator() if cuda else _Exact()
         self.cuda = cuda
+        self.cc = cc
         self.live = dict.fromkeys(CATS, 0)
         self.tape: list[Node] = []
         self.seq = 0
@@ -241,8 +245,15 @@ class Sim:
 
     def start_phase(self, name: str) -> None:
         self.phase = name
-        if name not in self.phases:
+        p = self.phases.get(name)
+        if p is None:
             self.phases[name] = {"alloc": self.al.allocated, "reserved": self.al.reserved, "at_peak": dict(self.live)}
+        else:
+            # a later step's phase: what is resident when it starts counts toward its peak (torch's
+            # max_memory_reserved after reset_peak_memory_stats starts at the current reserved bytes)
+            if self.al.allocated > p["alloc"]:
+                p["alloc"], p["at_peak"] = self.al.allocated, dict(self.live)
+            p["reserved"] = max(p["reserved"], self.al.reserved)
         self.al.peak_allocated = self.al.allocated
 
     # --- tensors and nodes ---
@@ -288,6 +299,8 @@ def op_linear(s: Sim, x: Ten, w: Ten, out_numel: int, bias: Ten | None = None, c
     nd = s.node(ins)
     y = s.out(out_numel * dt, dt, nd)
     if nd is not None:
+        # the weight's gradient is mm_mat2_backward's `grad.t().mm(mat1).t()` through TBackward0: a view
+        nd.views = [False, True] + ([False] if bias is not None else [])
         if w.rg:
             s.save(nd, x.buf)
         if x.rg:
@@ -731,11 +744,23 @@ class Forward:
         s, sh = self.s, self.sh
         b, t, h, hd = self.b, self.t, sh.heads, sh.head_dim
         n_out = b * t * h * hd * q.dt
-        t128 = -(-t // 128) * 128
-        hd_r = -(-hd // 32) * 32 if hd <= 192 else 256
-        ws = [b * h * t128 * FP32, b * h * t128 * hd_r * FP32] if self.st.device == "cuda" else []
-        if self.st.device == "cuda" and not masked and sh.kv_heads < h:
-            ws += [n_out, n_out]
+        if self.st.device != "cuda":
+            ws = []
+        elif not masked and cudnn_attention(s.cc):
+            # cuDNN SDPA (torch's first choice on Hopper and newer; the measurement child records
+            # SDPBackend.CUDNN_ATTENTION on an H200 with torch 2.11): aten/src/ATen/native/cudnn/MHA.cpp
+            # run_cudnn_SDP_bprop allocates dQ, dK, dV, then ONE workspace of mha_graph->get_workspace_size()
+            # from the caching allocator. cudnn-frontend's SDPABackwardNode (node/scaled_dot_product_flash_attention.h,
+            # get_fe_workspace_size_node) puts there dQ_accum (b, h_q, s_q, d) float32 and softmax_sum
+            # (b, h_q, s_q) float32; with cuDNN >= 9 the dP workspace is off unless deterministic, and GQA's
+            # full-head dK / dV are virtual (reduced in the kernel), so no expanded copies.
+            ws = [b * h * t * hd * FP32 + b * h * t * FP32]
+        else:
+            t128 = -(-t // 128) * 128
+            hd_r = -(-hd // 32) * 32 if hd <= 192 else 256
+            ws = [b * h * t128 * FP32, b * h * t128 * hd_r * FP32]
+            if not masked and sh.kv_heads < h:
+                ws += [n_out, n_out]
         nd = s.node([q, k, v], ws=ws)
         out = s.out(n_out, q.dt, nd)
         lse_rows = -(-t // 32) * 32 if masked and self.st.device == "cuda" else t
@@ -928,8 +953,25 @@ def route(s: Sim, t: Ten, g: Buf) -> None:
 
 
 def accumulate_param(s: Sim, p: Param, g: Buf) -> None:
-    """AccumulateGrad: the first gradient becomes .grad (stolen when nobody else holds it); later ones add in place.
-    A sharded .grad (ZeRO-2/3, FSDP) keeps only this rank's share after the reduce-scatter."""
+    """AccumulateGrad: the first gradient becomes .grad (stolen when nobody else holds it).
+    A sharded .grad (ZeRO-2/3, FSDP) keeps only this rank's share after the reduce-scatter.
+
+    A second gradient within the same backward only happens for tied embeddings (the lm_head's
+    linear first, the embedding last). Both meet in the InputBuffer of the weight's AccumulateGrad
+    node, and the sum is a NEW tensor: torch/csrc/autograd/input_buffer.cpp `accumulate` adds in
+    place only when `can_accumulate_inplace(old_var)` (the last reference to the tensor and to its
+    storage), and the linear's weight gradient is a view (FunctionsManual.cpp mm_mat2_backward
+    returns `grad.t().mm(mat1).t()` for the transposed weight, TBackward0 transposes it back), whose
+    base shares the storage. So three vocab x hidden tensors are live at once: the lm_head's
+    gradient, the embedding's and their sum (measured on an H200 with torch 2.11 as two extra
+    embedding-sized tensors over all gradients; the torch profiler on the CPU with torch 2.13 shows
+    aten::add, not aten::add_, for this accumulation)."""
+    if p.grad is not None and p.grad.view:
+        total = s.alloc(p.grad.n, "grads")
+        s.dec(p.grad)
+        s.dec(g)
+        p.grad = total
+        return
     if p.grad is None:
         if p.grad_keep < g.n:
             keep = s.alloc(p.grad_keep, "grads")
@@ -976,14 +1018,16 @@ def run_node(s: Sim, nd: Node) -> None:
         nd.saved = []
         return
     grads: list[Buf | None] = []
-    for t, gb, pt in zip(nd.ins, nd.gbytes, nd.passthru):
+    for i, (t, gb, pt) in enumerate(zip(nd.ins, nd.gbytes, nd.passthru)):
         if not t.rg:
             grads.append(None)
         elif pt:
             s.inc(gins[0])
             grads.append(gins[0])
         else:
-            grads.append(s.alloc(gb if gb else t.n))
+            g = s.alloc(gb if gb else t.n)
+            g.view = bool(nd.views and nd.views[i])
+            grads.append(g)
     for b in [s.alloc(w) for w in nd.ws]:
         s.dec(b)
     for b in nd.saved:
@@ -1096,6 +1140,12 @@ class StepReplay:
     act_per_layer: int
 
 
+def cudnn_attention(cc: tuple[int, int] | None) -> bool:
+    """Whether SDPA without a mask runs cuDNN's attention: torch 2.11 tries it first on compute
+    capability 9.0 and newer (measured: the child records the backend torch picks); flash before."""
+    return cc is None or cc >= (9, 0)
+
+
 def cublas_workspace(cc: tuple[int, int] | None) -> int:
     """PyTorch's default cuBLAS workspace per handle/stream: 4096 KiB x 8 on Hopper and newer, 4096 KiB x 2 +
     16 KiB x 8 before (aten/src/ATen/cuda/CublasHandlePool.cpp). The backward runs on autograd's device
@@ -1108,7 +1158,7 @@ def cublas_workspace(cc: tuple[int, int] | None) -> int:
 def replay(shape: Shape, st: TrainSetup, cc: tuple[int, int] | None = None, steps: int = 2,
            explicit_layers: int | None = None) -> StepReplay:
     """Replay `steps` training steps; phase peaks are the maxima over the steps."""
-    s = Sim(cuda=st.device == "cuda")
+    s = Sim(cuda=st.device == "cuda", cc=cc)
     L = shape.layers
     ids = _layer_ids(shape, explicit_layers)
     m = Model(shape, st, ids)
@@ -1286,6 +1336,37 @@ def host_ram_bytes(shape: Shape, st: TrainSetup) -> int | None:
 
 def deepspeed_layout(st: TrainSetup) -> bool:
     return st.zero > 0
+
+
+# ---------------------------------------------------------------------------------------------
+# The process overhead of a training process (the one fitted constant)
+# ---------------------------------------------------------------------------------------------
+
+# (compute capability major, torch major.minor) -> NVML process bytes minus torch's reserved bytes
+# in a training process (CUDA context, kernel images, cuBLAS and cuDNN handles; cuDNN's attention
+# kernels are loaded by the training step, which the inference value does not include).
+TRAIN_OVERHEAD = {
+    (9, "2.11"): {
+        "bytes": 796_917_760,
+        "short": "measured for training on H200 + torch 2.11.0+cu130 (calibration/raw/train-h200.jsonl)",
+        "source": "calibration/raw/train-h200.jsonl: NVIDIA H200, driver 580.159.04, torch 2.11.0+cu130, "
+                  "transformers 5.17.0, peft 0.21.0, cuDNN 9.19. Per case, the peak NVML process bytes minus "
+                  "the peak torch.cuda.max_memory_reserved over both steps; the median over the 54 cases "
+                  "not held out (5 models) is 760 MiB, every one of them between 758 and 762 MiB. The 26 "
+                  "held-out cases (3 models) were not used; their median is 758 MiB.",
+    },
+}
+TRAIN_OVERHEAD_KEY = (9, "2.11")
+
+
+def train_process_overhead(cc: tuple[int, int] | None, torch_version: str | None) -> tuple[int, str]:
+    """(bytes, provenance) for a training process; falls back to the nearest measurement and says so."""
+    tv = ".".join((torch_version or "").split("+")[0].split(".")[:2])
+    m = TRAIN_OVERHEAD.get((cc[0] if cc else None, tv))
+    if m is not None:
+        return m["bytes"], m["short"]
+    m = TRAIN_OVERHEAD[TRAIN_OVERHEAD_KEY]
+    return m["bytes"], m["short"] + "; not measured for this GPU / torch, used as is"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1549,7 +1630,6 @@ def unmeasured_parts(st: TrainSetup) -> list[str]:
 def train_report(source, o: dict[str, Any], targets: list, common: dict[str, Any]) -> dict[str, Any]:
     from gpu_preflight import __version__
     from gpu_preflight.estimate.arch import parse_llm
-    from gpu_preflight.estimate.overheads import process_overhead
     from gpu_preflight.estimate.plan import (
         REPORT_SCHEMA,
         REPORT_SCHEMA_VERSION,
@@ -1561,14 +1641,14 @@ def train_report(source, o: dict[str, Any], targets: list, common: dict[str, Any
     first = targets[0] if targets else None
     st = setup_from_options(o, first.count if first else 1)
     cc = first.cc if first else None
-    overhead, provenance = process_overhead(cc, common.get("torch"))
+    overhead, provenance = train_process_overhead(cc, common.get("torch"))
     est = estimate_training(shape, st, cc, overhead)
     assumptions = list(arch.warnings) + _assumptions(shape, st) + est.assumptions + unmeasured_parts(st)
     assumptions.append(f"process overhead {overhead / GIB:.2f} GiB (CUDA context, kernels, library handles): "
                        f"{provenance}")
     fits = []
     for t in targets:
-        e = est if t is first else estimate_training(shape, st, t.cc, process_overhead(t.cc, common.get("torch"))[0])
+        e = est if t is first else estimate_training(shape, st, t.cc, train_process_overhead(t.cc, common.get("torch"))[0])
         fits.append({"gpu": t.name, "gpu_id": t.gpu_id, "count": t.count, "memory_bytes": t.memory_bytes,
                      "memory_source": t.source, "fits": e.peak_process_bytes <= t.memory_bytes,
                      "headroom_bytes": t.memory_bytes - e.peak_process_bytes,
@@ -1613,7 +1693,8 @@ def _assumptions(shape: Shape, st: TrainSetup) -> list[str]:
     out = [("a Trainer-style loop: forward under torch.autocast when mixed precision is on, only the loss kept, "
             "loss.backward(), optimizer.step(), zero_grad(set_to_none=True); two steps replayed, the second "
             "with the optimizer states resident"),
-           "SDPA attention; the flash kernel without a mask, the memory-efficient kernel with one"]
+           "SDPA attention: without a mask cuDNN's kernel on Hopper and newer (what torch 2.11 picks on an H200), "
+           "the flash kernel before; the memory-efficient kernel with a mask"]
     if st.mode != "full":
         out.append("peft LoRA: adapters in float32 on a 16-bit base (autocast_adapter_dtype=True), dropout 0, "
                    f"targets {', '.join(sorted(lora_target_set(shape, st.lora_targets)))}")

@@ -916,7 +916,7 @@ def _estimate_replay(arch: LlmArch, w: Workload, cc: tuple[int, int] | None = No
         for t in tensors:
             if t.name.startswith("buffer:"):
                 r.a("w:" + t.name, t.bytes)
-        tq.replay_load(r, tensors, method, quant, dt)
+        tq.replay_load(r, tensors, method, quant, dt, family=arch.family)
     elif dequantized and quant_method(arch) == "mxfp4":
         tq.replay_mxfp4_dequant_load(r, [t for t in tensors if not t.name.startswith("buffer:")], dt)
         for t in tensors:
@@ -1067,7 +1067,8 @@ def run_engine(source, o: dict[str, Any], targets: list, common: dict[str, Any])
                           torch_version=common.get("torch"), transformers_version=o["transformers"],
                           model_name=source.name, gguf=source.origin == "gguf",
                           quantize=o["quantize"], double_quant=o["double_quant"],
-                          assume_llama_like=bool(o.get("assume_llama_like")))
+                          assume_llama_like=bool(o.get("assume_llama_like")),
+                          searches=not common.get("point_only"))
     if o["attn"] == "flash_attention_2":
         report["workload"]["attn"] = "flash_attention_2"
         report["assumptions"].append("flash_attention_2 modelled like SDPA's flash kernel (no score matrix)")

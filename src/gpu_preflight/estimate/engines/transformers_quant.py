@@ -245,20 +245,52 @@ def forward_model(arch: LlmArch, quant: dict | None, dtype: str, bnb_compute_dty
 
 # ---- the load phase ----
 
-def load_order_key(name: str) -> tuple:
-    """transformers sorts the checkpoint keys (dot_natural_key) and loads them in that order: lm_head,
-    model.embed_tokens, model.layers.0 ... model.layers.N (numerically), model.norm."""
+# Within a decoder layer transformers' checkpoint keys sort "input_layernorm" < "mlp.*" <
+# "post_attention_layernorm" < "self_attn.*" (Llama, Mistral, Qwen2/3, Gemma, Phi-3, Falcon, BLOOM, OPT's fc1/fc2
+# ...): the attention projections of the last layer load after its MLP. These families name their attention
+# "attn" / "attention", which sorts before "mlp".
+ATTENTION_FIRST_FAMILIES = {"gpt2", "gpt_bigcode", "gpt_neox", "gptj"}
+_ATTENTION_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "qkv_proj", "q_norm", "k_norm", "q_a_proj",
+                    "q_a_layernorm", "q_b_proj", "kv_a_proj_with_mqa", "kv_a_layernorm", "kv_b_proj")
+_MLP_NAMES = ("gate_proj", "up_proj", "down_proj", "fc_in", "router", "experts", "shared", "shared_expert_gate")
+
+
+def _natural(text: str) -> tuple:
+    """dot_natural_key: numbers compare as numbers, the rest as text."""
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in text.split("."))
+
+
+def _layer_section(rest: str, attention_first: bool) -> int:
+    """Where a tensor of a decoder layer sorts among transformers' module names: 0 the first norm
+    (input_layernorm), 1 the MLP (mlp.*), 2 the other norms (post_attention_layernorm, ...), 3 attention
+    (self_attn.*); for ATTENTION_FIRST_FAMILIES attention sorts first (0)."""
+    head = rest.split(".", 1)[0]
+    if head in _ATTENTION_NAMES:
+        return 0 if attention_first else 3
+    if head in _MLP_NAMES:
+        return 1
+    if head == "norm0":
+        return 0
+    return 2 if head.startswith("norm") else 1
+
+
+def load_order_key(name: str, attention_first: bool = False) -> tuple:
+    """The order in which transformers 5.17 loads the checkpoint: core_model_loading.py
+    convert_and_load_state_dict_in_model sorts the checkpoint keys with dot_natural_key (lm_head,
+    model.embed_tokens, model.layers.0 ... model.layers.N numerically, model.norm; inside a layer the module
+    names alphabetically, so a Llama layer's self_attn.* come after its mlp.*). Our short tensor names are
+    mapped to those module names."""
     if name.startswith("lm_head"):
-        return (0, 0, name)
+        return (0, 0, 0, _natural(name))
     if name.startswith("layers."):
         _, i, rest = name.split(".", 2)
-        return (2, int(i), rest)
+        return (2, int(i), _layer_section(rest, attention_first), _natural(rest))
     if name == "norm.weight" or name.startswith("norm."):
-        return (3, 0, name)
-    return (1, 0, name)
+        return (3, 0, 0, _natural(name))
+    return (1, 0, 0, _natural(name))
 
 
-def _groups(tensors: list[Tensor]) -> list[list[Tensor]]:
+def _groups(tensors: list[Tensor], attention_first: bool = False) -> list[list[Tensor]]:
     """Parameters in load order; the parts of one quantized linear together (its 16-bit weight is the unit
     that the loader materializes and quantizes)."""
     out: dict[str, list[Tensor]] = {}
@@ -267,7 +299,7 @@ def _groups(tensors: list[Tensor]) -> list[list[Tensor]]:
             continue
         base = t.name.rsplit(".", 1)[0] if t.quantized else t.name
         out.setdefault(base, []).append(t)
-    return [out[k] for k in sorted(out, key=load_order_key)]
+    return [out[k] for k in sorted(out, key=lambda name: load_order_key(name, attention_first))]
 
 
 def warmup_bytes(tensors: list[Tensor], method: str | None, dt: int) -> int:
@@ -284,18 +316,38 @@ def warmup_bytes(tensors: list[Tensor], method: str | None, dt: int) -> int:
     return total
 
 
+WARMUP_RETRY_BYTES = 1.5 * 1024**3
+
+
+def warmup_request_bytes(total: int, unused_reserved_bytes: int = 0) -> int:
+    """The block caching_allocator_warmup (transformers 5.17 modeling_utils.py) allocates and frees: the
+    expected weight bytes less the memory torch has reserved but not allocated (0 in a fresh process), as a
+    float16 tensor of byte_count // 2 elements. (It also caps the block at the GPU's memory - 1.2 GiB, which
+    only matters when the weights do not fit anyway.)"""
+    unused = max(int(unused_reserved_bytes), 0)
+    if total - unused > unused:
+        total -= unused
+    elif total - unused > WARMUP_RETRY_BYTES:
+        total = unused + 1
+    else:
+        total = 0
+    return 2 * int(total // 2)
+
+
 def replay_load(r, tensors: list[Tensor], method: str | None, quant: dict | None, dt: int,
-                warmup: bool = True) -> None:
+                warmup: bool = True, family: str | None = None, unused_reserved_bytes: int = 0) -> None:
     """Allocate the weights as transformers loads them. A 16-bit weight that the quantizer converts is
     materialized on the GPU in the model dtype (spawn_materialize .to(device, dtype)), quantized there, and
-    released when the conversion returns; other tensors are allocated as stored."""
+    released when the conversion returns; other tensors are allocated as stored, in the order of the sorted
+    checkpoint keys (load_order_key). `unused_reserved_bytes`: memory the process had reserved but not
+    allocated before loading (bench/quant_accuracy.py passes the probe's)."""
     if warmup:
-        total = warmup_bytes(tensors, method, dt)
+        total = warmup_request_bytes(warmup_bytes(tensors, method, dt), unused_reserved_bytes)
         if total > 0:
             r._alloc("load.warmup", total)
             r.f("load.warmup")
     on_the_fly = method in ON_THE_FLY_METHODS
-    for group in _groups(tensors):
+    for group in _groups(tensors, family in ATTENTION_FIRST_FAMILIES):
         main = max(group, key=lambda t: t.numel)
         if not (on_the_fly and main.quantized):
             for t in group:
@@ -388,15 +440,24 @@ class _LoadOps:
 
     @staticmethod
     def int4wo(r, group, n, dt):
-        # Int4TilePackedTo4dTensor.from_hp over e = k_pad x n_pad elements: F.pad (a copy), then
-        # _quantize_affine_tinygemm clamp(round((x - min_val) / scale)) in the model dtype, .to(int32),
-        # (q[:, ::2] << 4 | q[:, 1::2]).to(uint8), _convert_weight_to_int4pack (UNMEASURED order; the plain
-        # format, which needs mslk, is assumed to allocate the same)
+        # Int4TilePackedTo4dTensor.from_hp (int4_tile_packed_to_4d_tensor.py) over e = k_pad x n_pad elements:
+        # F.pad (a copy); _choose_qparams_affine_tinygemm: scale and zero point (e / group each, model dtype);
+        # _quantize_affine_tinygemm: clamp(round((x - min_val) / scale)) in the model dtype, .to(int32);
+        # quant_2d: (q[:, ::2] << 4 | q[:, 1::2]).to(uint8), _convert_weight_to_int4pack -> qdata; then
+        # pack_tinygemm_scales_and_zeros (utils.py): torch.cat of scale and zero, .transpose().contiguous().
+        # The int32 codes, the padded copy and the qparams die when from_hp returns. The plain format (needs
+        # mslk) is assumed to allocate the same, with scale and zero point kept as they are (UNMEASURED).
         main = max(group, key=lambda t: t.numel)
+        aux = [t for t in group if t.aux]
+        tiles = any(t.name.endswith("scale_and_zero") for t in aux)
         e = main.bytes * 2
+        qparam = sum(t.bytes for t in aux) // 2
         r._alloc("ld.pad", e * dt)
-        for t in group:
-            if t.aux:
+        if tiles:
+            r._alloc("ld.scale", qparam)
+            r._alloc("ld.zero", qparam)
+        else:
+            for t in aux:
                 r._alloc("w:" + t.name, t.bytes)
         r._alloc("ld.sub", e * dt)
         for prev, nxt in (("ld.sub", "ld.div"), ("ld.div", "ld.round"), ("ld.round", "ld.clamp")):
@@ -409,10 +470,17 @@ class _LoadOps:
         r.f("ld.shift")
         r._alloc("ld.u8", e // 2)
         r.f("ld.or")
-        for t in group:
-            if not t.aux:
+        r._alloc("w:" + main.name, main.bytes)
+        r.f("ld.u8")
+        if tiles:
+            r._alloc("ld.cat", 2 * qparam)
+            for t in aux:
                 r._alloc("w:" + t.name, t.bytes)
-        r.f("ld.u8", "ld.q32", "ld.pad")
+            r.f("ld.cat")
+        for t in group:
+            if "w:" + t.name not in r.live:
+                r._alloc("w:" + t.name, t.bytes)
+        r.f("ld.q32", "ld.scale", "ld.zero", "ld.pad")
 
 
 def replay_mxfp4_dequant_load(r, tensors: list[Tensor], dt: int) -> None:
@@ -462,11 +530,17 @@ def assumptions_for(method: str | None, quant: dict | None, dtype: str, bnb_comp
                  "fp8wo": "each forward dequantizes the weight through float32 (8 bytes per weight transient)",
                  "fp8dq": "float8 activations per tensor, torch._scaled_mm",
                  "int4wo": "tile-packed (tinygemm) or plain (mslk) int4, group size 128"}[method]
-        out.append(f"torchao 0.18 {method}: {extra}; eager (no torch.compile); see docs/accuracy.md for the H200 "
-                   f"measurement status")
+        measured = ("measured on an H200 with the tinygemm layout (docs/accuracy.md: peaks within 0.1 %)"
+                    if method != "int4wo" or str(torchao_type(quant)[1].get("int4_packing_format", "plain")).lower()
+                    == "tile_packed_to_4d" else "the plain layout (needs mslk) is UNMEASURED; the tinygemm layout "
+                    "was measured on an H200 (docs/accuracy.md)") if method != "int8dq" else "UNMEASURED"
+        out.append(f"torchao 0.18 {method}: {extra}; eager (no torch.compile), torchao's torch kernels (with the "
+                   f"mslk package on compute capability >= 9.0 float8 uses its own quantize / GEMM kernels, which "
+                   f"hold less); {measured}")
     if method in ON_THE_FLY_METHODS:
-        out.append("load phase: the 16-bit checkpoint is loaded one tensor at a time and quantized on the GPU "
-                   "(transformers 5.17 sync loading for on-the-fly quantization); checkpoint dtype = model dtype")
+        out.append("load phase: caching_allocator_warmup's block, then the 16-bit checkpoint loaded one tensor at a "
+                   "time in sorted key order and quantized on the GPU (transformers 5.17 sync loading for on-the-fly "
+                   "quantization; torchao's load peaks measured exact on an H200); checkpoint dtype = model dtype")
     elif method in ("gptq", "awq"):
         out.append(f"{method.upper()} checkpoint layout (qweight, scales, qzeros{', g_idx' if method == 'gptq' else ''}); "
                    f"gptqmodel's repacking (Marlin) keeps the same bytes, its workspace and any exllama scratch space "

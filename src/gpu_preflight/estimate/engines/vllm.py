@@ -429,10 +429,31 @@ def forward_peak_bytes(arch: LlmArch, tokens: int, dt: int, tp: int) -> int:
     return base + max(qkv, mlp)
 
 
+def sampler_bytes_per_logit(seqs: int, path: str) -> int:
+    """data/vllm.json sampler_bytes_per_logit (measured on an H200: calibration/vllm/sampler-h200.jsonl). PyTorch's
+    CUDA sort takes another algorithm for 2-127 rows (SortStable.cu segmented_sort_pairs_by_full_sort), which
+    holds more (read from source, unmeasured)."""
+    row = releases()["sampler_bytes_per_logit"][path]
+    if path == "sort" and 2 <= seqs < 128:
+        return row["bytes_2_to_127_rows"]
+    return row["bytes"]
+
+
 def sampler_peak_bytes(arch: LlmArch, seqs: int, path: str) -> int:
-    per = releases()["sampler_bytes_per_logit"][path]["bytes"]
     vocab = -(-arch.vocab // 64) * 64
-    return seqs * vocab * per
+    return seqs * vocab * sampler_bytes_per_logit(seqs, path)
+
+
+def _sampler_line(path: str, seqs: int) -> str:
+    if path == "forward":
+        return "no sampler on this pipeline rank"
+    per = sampler_bytes_per_logit(seqs, path)
+    what = {"sort": "PyTorch top-k/top-p sort path", "flashinfer": "FlashInfer top-k/top-p",
+            "triton": "Triton top-k/top-p kernel", "v2": "V2 runner, bf16 logits only, no top-k/top-p"}[path]
+    how = {"sort": "measured on an H200" if per == 38 else "read from PyTorch's sort for 2-127 rows, unmeasured",
+           "flashinfer": "read from source", "triton": "measured on an H200, without the kernel's SM buffer",
+           "v2": "read from source"}[path]
+    return f"dummy sampler: {what} ({per} bytes per logit at its peak; {how})"
 
 
 def activation_bytes(arch: LlmArch, s: VllmSettings, row: dict[str, Any], dt: int, last_rank: bool,
@@ -661,11 +682,7 @@ def _assumptions(version, row, s: VllmSettings, util, total, path, in_budget, gr
         f"{min(s.max_num_seqs, s.max_num_batched_tokens)} rows (max_num_seqs); {what}'s defaults here: "
         f"{d_tokens} / {d_seqs}",
         f"model runner {runner.upper()} ({'vllm/v1/worker/gpu/model_runner.py' if runner == 'v2' else 'vllm/v1/worker/gpu_model_runner.py'})",
-        {"sort": "dummy sampler: PyTorch top-k/top-p sort path (38 bytes per logit at its peak)",
-         "flashinfer": "dummy sampler: FlashInfer top-k/top-p (14 bytes per logit)",
-         "triton": "dummy sampler: Triton top-k/top-p kernel (14 bytes per logit)",
-         "v2": "dummy sampler of the V2 runner: bf16 logits only, no top-k/top-p (2 bytes per logit)",
-         "forward": "no sampler on this pipeline rank"}[path],
+        _sampler_line(path, min(s.max_num_seqs, s.max_num_batched_tokens)),
     ]
     if path == "sort" and _vt(version) <= (0, 11, 0) and not s.flashinfer_sampler:
         out.append("FlashInfer not installed (pip install vllm <= 0.11.0 leaves it out; the Docker image has it "
