@@ -103,6 +103,8 @@ def run(args) -> int:
     _emit(report, args.json)
     if not report["fits"]:
         return EXIT_NO_TARGET
+    if report.get("failures"):  # it fits, but does not run as given (a context past the model's positions)
+        return 2
     return 0 if report["fits"][0]["fits"] else 2
 
 

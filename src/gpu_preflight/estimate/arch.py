@@ -77,6 +77,7 @@ class LlmArch:
     fused_qkv: bool = False         # one q/k/v projection (views of its output)
     pos: str = "rope"               # rope | learned | alibi | none
     rotary_dim: int | None = None   # partial rotary: rotated dims per head
+    sdpa_kv_broadcast: bool = False  # K / V with fewer heads than Q handed to torch SDPA as is (Falcon MQA)
     learned_positions: int = 0      # rows of a learned position table (GPT-2, OPT)
     lm_head_bias: bool = False
     embed_norm: bool = False        # BLOOM: LayerNorm right after the embedding

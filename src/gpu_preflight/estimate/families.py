@@ -61,6 +61,14 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 }
 ACTS = {"gelu_new": "gelu_new", "gelu_fast": "gelu_new", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu",
         "relu": "relu", "silu": "silu", "swish": "silu", "relu2": "relu2"}
+# Families whose positions index a table of fixed size: a position past its last row is an index error (a
+# CUDA device-side assert that kills the process), not a loss of quality. model_type -> the table size that
+# transformers' config class uses when config.json omits max_position_embeddings / n_positions. Sources
+# (transformers 5.17, src/transformers/models/): gpt2/modeling_gpt2.py:493 and gpt_bigcode/
+# modeling_gpt_bigcode.py:378 (wpe = nn.Embedding(max_position_embeddings)), opt/modeling_opt.py:54 and 290
+# (OPTLearnedPositionalEmbedding: max_position_embeddings + 2 rows, positions offset by 2), gptj/
+# modeling_gptj.py:104 and 193 (embed_positions buffer of max_positions rows, read with torch.gather).
+POSITION_TABLES = {"gpt2": 1024, "gpt_bigcode": 1024, "opt": 2048, "gptj": 2048}
 
 
 def normalize(mt: str, cfg: dict) -> dict:
@@ -132,6 +140,8 @@ def apply(mt: str, cfg: dict, a) -> None:  # a: LlmArch
         # FalconDecoderLayer: parallel_attn with one input_layernorm (7B/40B old) or ln_attn + ln_mlp
         # (new_decoder_architecture); fused query_key_value (MQA: q + 1 k + 1 v head); bias=config.bias
         a.norm, a.gated_mlp, a.act, a.fused_qkv = "ln", False, act, True
+        # old multi-query layout: SDPA gets the single K / V head without enable_gqa (lines 350, 380)
+        a.sdpa_kv_broadcast = bool(cfg.get("multi_query")) and not cfg.get("new_decoder_architecture")
         if cfg.get("parallel_attn", True):
             n_ln = cfg.get("num_ln_in_parallel_attn") or (2 if cfg.get("new_decoder_architecture") else 1)
             a.parallel = 2 if n_ln == 2 else 1
@@ -229,3 +239,12 @@ def _jamba(cfg: dict, a) -> None:
                "d_conv": int(cfg["mamba_d_conv"]), "bias": int(bool(cfg.get("mamba_proj_bias"))),
                "conv_bias": int(bool(cfg.get("mamba_conv_bias", True))), "residual_fp32": 0,
                "dt_rank": int(-(-a.hidden // 16) if rank in (None, "auto") else rank), "jamba_norms": 1}
+
+
+def position_table_limit(a) -> int | None:  # a: LlmArch
+    """How many positions the model can index (0 .. limit - 1) when they come from a fixed-size table
+    (POSITION_TABLES); None when positions are computed (RoPE, ALiBi, none), where a longer context
+    runs and only its quality is in question."""
+    if a.model_type not in POSITION_TABLES:
+        return None
+    return int(a.max_positions or POSITION_TABLES[a.model_type])

@@ -150,13 +150,13 @@ def estimate_llm(config: dict, *, tensors=None, workload: Workload, targets: lis
         assumptions.append("weights computed from config.json shapes (no safetensors headers read)")
     elif tensors:
         weights_source = "safetensors headers"
-    if arch.max_positions and workload.input_len + workload.output_len > arch.max_positions:
-        assumptions.append(f"context {workload.input_len + workload.output_len} exceeds max_position_embeddings "
-                           f"{arch.max_positions}: quality degrades unless RoPE scaling (rope_scaling) extends it")
+    failures, note = position_check(arch, workload)
+    if note:
+        assumptions.append(note)
     first = targets[0] if targets else None
     if engine == "vllm":
-        return _vllm_report(arch, workload, targets, vllm or VllmSettings(), dev_tensors, torch_version, assumptions,
-                            model_name)
+        return _vllm_report(arch, workload, targets, vllm or VllmSettings(), dev_tensors, torch_version,
+                            assumptions + failures, model_name)
     base = _peak_transformers(arch, workload, first, dev_tensors, torch_version, tf_ver)
     est = base["est"]
     assumptions += est.assumptions
@@ -183,13 +183,57 @@ def estimate_llm(config: dict, *, tensors=None, workload: Workload, targets: lis
         "max_batch": None,
         "suggestions": [],
         "assumptions": assumptions,
+        "failures": failures,
     }
     if first is not None and searches:
         report["max_context_tokens"] = _max_context(arch, workload, first, dev_tensors, torch_version, tf_ver)
-        report["max_batch"] = _max_batch(arch, workload, first, dev_tensors, torch_version, tf_ver)
+        if not failures:  # a context the model cannot index has no largest batch
+            report["max_batch"] = _max_batch(arch, workload, first, dev_tensors, torch_version, tf_ver)
         if not fits[0]["fits"]:
             report["suggestions"] = _suggestions(arch, workload, first, torch_version, tf_ver, report)
+        if failures:
+            report["suggestions"].insert(0, _within_positions(arch, workload, first, torch_version, tf_ver))
     return report
+
+
+def position_check(arch: LlmArch, w: Workload) -> tuple[list[str], str | None]:
+    """(failures, note) for a context beyond the model's positions. generate() feeds prompt + output - 1
+    positions (the last generated token is never fed back). Families that read positions from a table
+    of fixed size (families.POSITION_TABLES: GPT-2, GPT-BigCode, OPT, GPT-J) cannot go past it: the next
+    position indexes out of bounds, a CUDA device-side assert that ends the process (on the H200:
+    gpt2-medium at a 2048-token prompt, OPT-1.3B, SantaCoder and GPT-J at 2048 + 32,
+    calibration/raw/device-2026-12-02/arch-h200.log), so that is a failure. Models that compute their
+    positions (RoPE, ALiBi) run; past max_position_embeddings only the quality is in question (a note).
+    Sets arch.max_positions to the table size when config.json leaves it to the config class default."""
+    from gpu_preflight.estimate.families import position_table_limit
+
+    limit = position_table_limit(arch)
+    context = w.input_len + w.output_len
+    if limit:
+        arch.max_positions = arch.max_positions or limit
+        fed = context - 1
+        if fed > limit:
+            return [f"does not run: {arch.model_type} reads its positions from a fixed table of {limit} rows "
+                    f"(max_position_embeddings / n_positions); this workload feeds {fed} positions (prompt "
+                    f"{w.input_len} + {w.output_len} generated - 1), and position {limit} indexes past the table: "
+                    f"a CUDA 'index out of bounds' device-side assert that ends the process, not a quality loss. "
+                    f"Keep prompt + output within {limit} tokens"], None
+        return [], None
+    if arch.max_positions and context > arch.max_positions:
+        return [], (f"context {context} exceeds max_position_embeddings {arch.max_positions}: it runs (positions are "
+                    f"computed, not looked up), but quality degrades unless RoPE scaling (rope_scaling) extends it")
+    return [], None
+
+
+def _within_positions(arch: LlmArch, w: Workload, t: Target, tv, tf) -> dict[str, Any]:
+    """The suggestion that keeps prompt + output within the model's position table."""
+    limit = arch.max_positions or 1
+    out = min(w.output_len, max(limit - 1, 1))
+    w2 = dataclasses.replace(w, input_len=max(limit - out, 1), output_len=out)
+    flag = f"--input-len {w2.input_len}" + (f" --output-len {out}" if out != w.output_len else "")
+    p = _peak_transformers(arch, w2, t, None, tv, tf)["peak_process_bytes"]
+    return {"change": f"prompt + output within the model's {limit} positions", "flag": flag,
+            "peak_process_bytes": p, "fits": p <= t.memory_bytes, "headroom_bytes": t.memory_bytes - p}
 
 
 def resolve_architecture(config: dict, dtype: str, assume_llama_like: bool = False, tensors=None):

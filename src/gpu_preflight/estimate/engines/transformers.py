@@ -163,12 +163,96 @@ def _rope(r: _Replay, name: str, size: int) -> None:
     r.rename(name + ".emb", name)
 
 
+def _sdpa_math(r: _Replay, arch: LlmArch, w: Workload, rows: int, new: int, kv_len: int, dt: int) -> None:
+    """torch.nn.functional.scaled_dot_product_attention on its math backend, taken when K / V have fewer
+    heads than Q and enable_gqa is not set (every fused CUDA kernel requires equal head counts then:
+    sdp_utils_cpp.h check_batch_size_and_num_heads_dense). Falcon's multi-query layout calls it that
+    way (modeling_falcon.py:350 and 380, transformers 5.17) with the boolean causal mask it always
+    builds (line 769, allow_is_causal_skip=False). aten/src/ATen/native/transformers/attention.cpp
+    (torch 2.11): scaled_dot_product_attention converts the mask to an additive one in the query dtype;
+    _scaled_dot_product_attention_math keeps q, k, v in float32 (allowFP16BF16ReductionMathSDP is off
+    by default), scales q and k, matmul -> float32 scores (b x heads x L x S), adds the mask in place,
+    and _safe_softmax writes softmax(scores) while its input lives, with a boolean isneginf(scores)
+    beside it (9 bytes per score at the peak); then attn.to(bf16) and matmul(attn, v).to(bf16).
+    Measured on the H200 (torch 2.11): 9.04 bytes per score from Falcon-7B's two workloads
+    (calibration/raw/arch-h200.jsonl). Leaves "attn" (b x heads x L x head_dim)."""
+    b, nh, kvh, hd = w.batch, arch.heads, arch.kv_heads, arch.head_dim
+    scores = b * nh * new * kv_len
+    r.a("m.add", b * new * kv_len * dt)  # convert_boolean_attn_mask: where(mask, 0, -inf)
+    r.a("q32", rows * nh * hd * FP32)  # query_.to(kFloat) (key and value likewise)
+    r.a("k32", b * kv_len * kvh * hd * FP32)
+    r.a("v32", b * kv_len * kvh * hd * FP32)
+    r.a("q.s", rows * nh * hd * FP32)  # query_acc * sqrt(scale)
+    r.a("k.s", b * kv_len * kvh * hd * FP32)  # key.transpose(-2, -1) * sqrt(scale)
+    if b > 1 and new > 1:
+        # at::matmul reshapes both operands to (b * heads) batches: the query (its layout follows the
+        # transposed projection output) and the key broadcast over the heads become copies
+        r.a("q.c", rows * nh * hd * FP32)
+        r.a("k.c", b * nh * kv_len * hd * FP32)
+    r.a("s32", scores * FP32)
+    r.f("q.c", "k.c", "k.s")
+    r.a("sm", scores * FP32)  # _safe_softmax: softmax(attn) ...
+    r.a("sm.inf", scores)  # ... isneginf(attn) (bool), all() over the rows, where_out into the softmax output
+    r.a("sm.rows", b * nh * new)
+    r.f("sm.inf", "sm.rows", "s32")
+    r.a("probs", scores * dt)  # the second return value, attn.to(origin dtype), discarded by the caller
+    if b > 1 and new > 1:
+        r.a("v.c", b * nh * kv_len * hd * FP32)  # value broadcast over the heads, reshaped: a copy
+    r.a("attn32", rows * nh * hd * FP32)
+    r.f("v.c")
+    r.a("attn", rows * nh * hd * dt)
+    r.f("attn32", "sm", "q.s", "q32", "k32", "v32", "probs", "m.add")
+
+
+def _attention_bloom(r: _Replay, arch: LlmArch, w: Workload, i: int, rows: int, new: int, past: int,
+                     dt: int, kv_dt: int) -> None:
+    """BloomAttention.forward (modeling_bloom.py, transformers 5.17; eager only). Fused query_key_value
+    (line 257); the cache update concatenates K and V (262); the query, a transposed view of the fused
+    output, is reshaped to (b * heads) batches: a copy (265); alibi.baddbmm gives the scaled scores
+    (270), which stay referenced until the function returns; + the causal mask: a new tensor (280);
+    F.softmax(..., dtype=float32).to(bf16) (283): for a bfloat16 input ATen's softmax first converts
+    it to float32 (its half_to_float path is for float16 only: aten/src/ATen/native/SoftMax.cpp), so
+    a float32 copy and the float32 output live together; bmm with V (292); _merge_heads copies
+    (295); dense (307); dropout_add returns residual + output, a new tensor (309). The probabilities
+    are returned (310) and BloomModel's loop keeps the previous block's `outputs` until the next block
+    returns (lines 522-531): one layer's probabilities stay live during the next layer. Leaves "o"."""
+    b, nh, hd, h = w.batch, arch.heads, arch.head_dim, arch.hidden
+    total = past + new
+    scores = b * nh * new * total
+    if i == 0:
+        r.f(*[n for n in list(r.live) if n.startswith("bloom.probs")])  # the previous forward's outputs
+    r.f(f"bloom.probs{i - 2}")  # released when block i - 1 returned
+    r.a("qkv", rows * 3 * h * dt)
+    for kv in ("K", "V"):  # DynamicLayer.update: torch.cat([cache, new]) -> a new tensor
+        r.a(f"{kv}{i}.new", b * total * nh * hd * kv_dt)
+        r.f(f"{kv}{i}")
+        r.rename(f"{kv}{i}.new", f"{kv}{i}")
+    if new > 1:
+        r.a("q", rows * h * dt)
+    r.a("scores", scores * dt)
+    r.a("scores.m", scores * dt)
+    r.a("sm.in32", scores * FP32)
+    r.a("sm.out", scores * FP32)
+    r.f("sm.in32")
+    r.a(f"bloom.probs{i}", scores * dt)
+    r.f("sm.out")
+    r.a("ctx", rows * h * dt)
+    r.a("ctx.t", rows * h * dt)  # context_layer, referenced until the function returns
+    r.f("ctx")
+    r.a("o.dense", rows * h * dt)
+    r.a("o", rows * h * dt)
+    r.f("o.dense", "qkv", "q", "scores", "scores.m", "ctx.t")
+
+
 def _attention(r: _Replay, arch: LlmArch, w: Workload, i: int, rows: int, new: int, past: int,
                dt: int, kv_dt: int, masked: bool) -> None:
     b, nh, hd = w.batch, arch.heads, arch.head_dim
     total = past + new
     window = arch.sliding_window if arch.layer_kinds[i] == "sliding" else None
     kept = min(total, window) if window and new == 1 else total
+    if arch.family == "bloom":
+        _attention_bloom(r, arch, w, i, rows, new, past, dt, kv_dt)
+        return
     if arch.mla:
         qk, vd = arch.qk_head_dim, arch.v_head_dim
         r.a("q", rows * nh * qk * dt)
@@ -248,6 +332,8 @@ def _attention(r: _Replay, arch: LlmArch, w: Workload, i: int, rows: int, new: i
         r.f("sm.out", "scaled")
         r.a("attn", rows * nh * (arch.v_head_dim if arch.mla else hd) * dt)
         r.f("probs", "krep", "vrep")
+    elif arch.sdpa_kv_broadcast:
+        _sdpa_math(r, arch, w, rows, new, kv_len, dt)
     else:
         # SDPA gets enable_gqa only without a mask; with one, repeat_kv materializes K and V
         if masked and arch.kv_heads < nh and not arch.mla:
