@@ -14,9 +14,9 @@ stage() {  # name seconds command...
   echo "=== $name (${secs}s)"; ( cd "$PWD" && D="$d" timeout -k 10 "$secs" "$@" ) > "$d/log.txt" 2>&1; echo "rc=$?" >> "$d/log.txt"
   tail -4 "$d/log.txt"; tar czf "$OUT/$name.tgz" -C /tmp/final "$name"
 }
-stage newbie 165 "$PY" bench/calibrate_diffusion_modes.py bench/matrix_diffusion_modes_newbie_rest.json /tmp/final/newbie/diffusion-modes-h200-newbie.jsonl --budget-s 150
-stage archs 120 "$PY" bench/calibrate.py bench/matrix_arch.json /tmp/final/archs/arch-h200-b.jsonl --budget-s 105 --only gpt2-medium,gpt-j-6b-L8,opt-1.3b,santacoder
-stage multimodal 115 "$PY" bench/calibrate.py bench/matrix_arch.json /tmp/final/multimodal/arch-mm-h200.jsonl --list multimodal_models --budget-s 100
-stage watch 30 "$PY" bench/watch_throughput.py /tmp/final/watch/watch-throughput-h200.json
-stage sampler 25 "$PY" bench/vllm_sampler_probe.py --out /tmp/final/sampler/vllm-sampler-h200-b.jsonl --budget-s 20
+stage newbie 150 "$PY" bench/calibrate_diffusion_modes.py bench/matrix_diffusion_modes_newbie_rest.json /tmp/final/newbie/diffusion-modes-h200-newbie.jsonl --budget-s 138
+stage archs 110 "$PY" bench/calibrate.py bench/matrix_arch.json /tmp/final/archs/arch-h200-b.jsonl --budget-s 96 --only gpt2-medium,gpt-j-6b-L8,opt-1.3b,santacoder
+stage multimodal 100 "$PY" bench/calibrate.py bench/matrix_arch.json /tmp/final/multimodal/arch-mm-h200.jsonl --list multimodal_models --budget-s 86
+stage watch 25 "$PY" bench/watch_throughput.py /tmp/final/watch/watch-throughput-h200.json
+stage sampler 20 "$PY" bench/vllm_sampler_probe.py --out /tmp/final/sampler/vllm-sampler-h200-b.jsonl --budget-s 15
 echo done
