@@ -82,7 +82,10 @@ def section(root: str = ROOT) -> str:
         f"Measured on one {res['gpu']} (driver {env.get('driver')}, CUDA {env.get('cuda')}, torch {env.get('torch')}, "
         f"diffusers {env.get('diffusers')}, transformers {env.get('transformers')}, accelerate {env.get('accelerate')}, "
         "torchao 0.18.0) with `bench/calibrate_diffusion_modes.py bench/matrix_diffusion_modes.json`, records in "
-        f"`calibration/raw/{os.path.basename(paths[0])}` (summary and log: `calibration/raw/device-2026-12-02/`). One "
+        "`calibration/raw/diffusion-modes-h200.jsonl`; a second call on the same machine and stack ran the NewBie "
+        "setups the first one skipped (`bench/matrix_diffusion_modes_newbie_rest.json`, records in "
+        "`calibration/raw/diffusion-modes-h200-newbie.jsonl`; summaries and logs: "
+        "`calibration/raw/device-2026-12-02/`). One "
         "child per pipeline: components built on the CPU from their configs and written once (host RAM resident as "
         "with loaded weights), each mode placed with diffusers' own API (`enable_model_cpu_offload`, "
         "`enable_sequential_cpu_offload`, `enable_group_offload`, `enable_layerwise_casting`), GPU peak from NVML per "
@@ -99,18 +102,26 @@ def section(root: str = ROOT) -> str:
         "layerwise casting skips every module whose path contains `norm` (FLUX's AdaLN linears: 27 % of the "
         "transformer stays 16-bit); quantizers skip the classes' keep-in-fp32 modules (T5's `wo`); a transformers "
         "text encoder has no top-level ModuleList, so block-level group offload onloads it whole. Offload modes ran "
-        "at 512x512 (NewBie at 1024x1024) with 1-2 steps.",
+        "at 512x512 (NewBie at 1024x1024) with 1-2 steps. Each pipeline's child runs its setups one after the "
+        "other, undoing each (hooks removed, weights back on the CPU, components whose weights changed rebuilt).",
         "",
         "What is compared, per run (one mode, size and options; its phases together):",
         "",
         "- **GPU**: the largest process peak over the run's phases vs the largest estimated one (reserved + the "
         "0.68 GiB process overhead). Measured = NVML's sampled peak, or torch's reserved peak plus the process's "
         "non-torch bytes at the phase start when larger (the sampler polls every 2 ms; under sequential offload a "
-        "peak is shorter than that: SD3.5's decode, 1.57 GiB sampled vs 1.75 GiB).",
+        "peak is shorter than that: SD3.5's decode, 1.57 GiB sampled vs 1.75 GiB). GPU memory a setup finds "
+        "allocated beyond what the child's other setups start with (the cuBLAS workspace) was left by an earlier "
+        "setup and is subtracted: once, NewBie's block-level group offload after the torchao setup, 3.29 GiB (the "
+        "child's undo kept the quantized transformer alive; measure/diffusion_modes.py).",
         "- **Host, process peak**: what a machine's RAM must hold: the child's RSS peak while building (every weight "
-        "in host RAM) and during the run, vs max(0.96 GiB + the weights [loading], 2.14 GiB + the weights the mode "
-        "holds [generating]). Runs of a child after a streamed group-offload setup are left out: torch's caching "
-        "host allocator keeps the freed pinned blocks, so their RSS carries the earlier setup's 3-5 GiB.",
+        "in host RAM, the child's first build only: a rebuild carries the undone setup's leftovers), while a streamed "
+        "group offload is set up (it pins its copies before the pageable ones are dropped) and during the run, vs "
+        "max(0.96 GiB + the weights as loaded [loading], 2.14 GiB + the weights the mode holds [generating]). Runs "
+        "of a child after a streamed group-offload setup are left out: torch's caching host allocator keeps the "
+        "freed pinned blocks, so their RSS carries the earlier setup's 3-10 GiB. torchao runs are left out of this "
+        "row: the estimate is `from_pretrained(quantization_config=TorchAoConfig(...))`, which quantizes tensor by "
+        "tensor, while the child built every component in bfloat16 first (as `quantize_()` after loading does).",
         "- **Host, generating**: the run's RSS peak vs 2.14 GiB + the weights the mode holds, for the modes that "
         "hold weights in host RAM.",
         "",
@@ -159,7 +170,8 @@ def section(root: str = ROOT) -> str:
         hg = "" if r["host_generate_error"] is None else f"{r['host_generate_error'] * 100:+.1f}%"
         tr = " (training)" if r["host_training"] else ""
         sps = r.get("seconds_per_step")
-        out.append(f"| {r['pipeline']} | {r['mode']} | {size} | {r['measured_process_bytes'] / G:.2f} | "
+        left = f" (-{r['leftover_bytes'] / G:.2f} left by an earlier setup)" if r.get("leftover_bytes") else ""
+        out.append(f"| {r['pipeline']} | {r['mode']} | {size} | {r['measured_process_bytes'] / G:.2f}{left} | "
                    f"{r['estimated_process_bytes'] / G:.2f} | {r['process_error'] * 100:+.1f}% | "
                    f"{r['measured_host_peak_bytes'] / G:.2f} | {r['estimated_host_peak_bytes'] / G:.2f} | {hp}{tr} | "
                    f"{r['measured_run_host_bytes'] / G:.2f} | {r['estimated_host_generate_bytes'] / G:.2f} | {hg} | "
@@ -174,18 +186,23 @@ def section(root: str = ROOT) -> str:
 
 
 def _not_measured(res: dict) -> list[str]:
-    skipped = defaultdict(list)
+    skipped, later = defaultdict(list), defaultdict(list)
     for s in res["skipped"]:
-        skipped[s["pipeline"]].append(s["setup"] + (f" ({s['run']})" if s.get("run") else ""))
+        (later if s.get("measured_later") else skipped)[s["pipeline"]].append(
+            s["setup"] + (f" ({s['run']})" if s.get("run") else ""))
     out = ["## Not measured", "",
-           "The run stopped each pipeline's child at its time cap (`max_s` in the matrix; 322 s in all), in the "
-           "matrix's priority order. Skipped by the cap (reason `deadline` in the records):", ""]
+           "The first call stopped each pipeline's child at its time cap (`max_s` in the matrix; 322 s in all), in "
+           "the matrix's priority order. Skipped by the cap (reason `deadline` in the records) and not run since:", ""]
     for pid, setups in skipped.items():
         out.append(f"- {pid}: {', '.join(setups)}")
-    out += ["", "So no measurement exists for: torchao int8 / float8 weight-only (any pipeline), fp8 layerwise casting "
-            "of FLUX, SD3.5 and NewBie, group offload at leaf level (any pipeline), group offload with "
-            "`record_stream`, and any group or sequential offload of NewBie. bitsandbytes 8-bit / NF4 cannot be "
-            "carried to the GPU machine: checked against published figures only (below).", "",
+    out += ["", "Skipped by the first call's cap and measured by the second call "
+            "(`calibration/raw/diffusion-modes-h200-newbie.jsonl`):", ""]
+    for pid, setups in later.items():
+        out.append(f"- {pid} (measured later): {', '.join(setups)}")
+    out += ["", "So no measurement exists for: torchao float8 weight-only (any pipeline), torchao int8 weight-only and "
+            "fp8 layerwise casting of FLUX and SD3.5, group offload at leaf level except NewBie's, group offload with "
+            "`record_stream`, and block-level group offload of SD3.5. bitsandbytes 8-bit / NF4 cannot be carried to "
+            "the GPU machine: checked against published figures only (below).", "",
             "Phases that failed (no number; the run's other phases are compared):", ""]
     for f in res["failed"]:
         out.append(f"- {f['pipeline']} {f['setup']} {f['phase']}: `{f['error']}`")
@@ -230,7 +247,22 @@ PHYSICS = [
     "`stream=None` (diffusers 0.42.1 hooks/group_offloading.py `_apply_group_offloading_block_level`), so text "
     "encoders (no top-level ModuleList) are not pinned; the pinned copies are rounded up to powers of two by the "
     "caching host allocator, and the pageable originals the parameters stop referencing stay in RSS (glibc returns "
-    "heap memory from its top only): SDXL -0.4 %, Sonic +2.3 %.",
+    "heap memory from its top only): SDXL -0.4 %, Sonic +2.3 %. The second call measured the pinned part alone "
+    "(RssShmem, where the pinned pages show): NewBie block level 10.48 GiB vs 10.52 estimated, leaf level (every "
+    "Linear / Conv / Embedding, the text encoder's too) 21.83 vs 21.81.",
+    "- **A streamed group offload's host peak is its setup.** `ModuleGroup._init_cpu_param_dict` pins a copy of "
+    "every tensor while the parameters still reference their pageable storage; that is dropped at the first onload "
+    "(`tensor.data = moved`, then `param.data = self.cpu_param_dict[param]` at offload; same file). The host peak "
+    "is therefore every weight + the pinned copies, during `enable_group_offload`: NewBie 28.41 GiB measured vs "
+    "27.32 (-3.8 %; the run phases alone, 23.78, had been compared before).",
+    "- **Layerwise casting loads in 16 bits.** `enable_layerwise_casting` is called on a loaded model; "
+    "`LayerwiseCastingHook.initialize_hook` casts each layer then (`module.to(dtype=storage_dtype)`, diffusers "
+    "0.42.1 hooks/layerwise_casting.py; `from_pretrained` has no storage dtype): the loading peak holds the "
+    "bfloat16 weights. The estimate counted them in fp8 (NewBie -18.6 % -> 0.0 %).",
+    "- **Group offload without streams is slow because it copies back.** `ModuleGroup._offload_to_memory` without "
+    "a stream calls `group_module.to(offload_device, non_blocking=False)` (same file): every block is copied back "
+    "into freshly allocated pageable memory after its forward. NewBie: 6.64 s per step (one step timed) against "
+    "0.28 s with streams and 0.68 s under sequential offload; memory is as modelled.",
     "",
     "## Known misses", "",
     "- **Eager attention in the video UNet (Sonic, -22 %).** The allocated peak is right (14.45 vs 14.28 GiB over "
@@ -249,6 +281,13 @@ PHYSICS = [
     "- **Group offload with streams, GPU (SDXL -6.6 %).** Blocks of different sizes are allocated and freed every "
     "step; the allocator keeps 0.34 GiB more than allocated (0.19 GiB without streams), and the process's "
     "non-torch bytes grow by 0.07 GiB once pinned memory and a side stream exist. Neither is modelled.",
+    "- **Host RAM while generating under streamed group offload (NewBie +14.9 %).** The estimate keeps every "
+    "pageable copy that the pinned ones replace (an upper bound: SDXL and Sonic kept theirs, -0.4 % and +2.3 %); "
+    "NewBie's child returned about 60 % of its transformer's to the system (RssAnon 12.76 GiB with 8.07 GiB of "
+    "unpinned weights held). How much glibc keeps depends on the process's earlier allocations (its mmap "
+    "threshold moves with every freed chunk); the host peak (the setup, above) is right.",
+    "- **Host RAM while generating with torchao and freed encoders (NewBie -24.7 %).** The same glibc retention as "
+    "SDXL's freed encoders: the bfloat16 CPU copies freed when the weights moved to the GPU stay in RSS.",
     "- **All resident, SDXL (-2 to -5 %).** Loading many 1-10 MiB tensors leaves 0.21-0.29 GiB free inside the "
     "allocator's 20 MiB segments (c10/cuda/CUDACachingAllocator.cpp rounding); the estimate counts tensor bytes.",
 ]

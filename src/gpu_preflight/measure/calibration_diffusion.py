@@ -143,16 +143,46 @@ def measured_process_bytes(rec: dict) -> int:
     return max(int(rec.get("peak_process_bytes") or 0), int(rec.get("peak_reserved_bytes") or 0) + other)
 
 
-def _mode_context(recs: list[dict]) -> dict:
-    ctx = {"gpu": "", "env": {}, "built": {}, "build_peak": {}, "skipped": [], "failed": [], "after_stream": set()}
-    seen_stream: set = set()
+def _child_ids(recs: list[dict]) -> list[tuple[str, int]]:
+    """(file, n) per record: each "env" record of a file starts a new child process (one per pipeline
+    run of bench/calibrate_diffusion_modes.py); host RAM and cached pinned blocks belong to one child."""
+    out, counts = [], {}
     for r in recs:
+        f = r.get("_file", "")
+        if r.get("type") == "env" and r.get("gpu"):
+            counts[f] = counts.get(f, -1) + 1
+        out.append((f, counts.get(f, 0)))
+    return out
+
+
+def _mode_context(recs: list[dict]) -> dict:
+    """What the runs of each child share. build_peak: the child's host RSS peak while building its
+    components the first time (what a user's from_pretrained holds); a rebuild after a setup that
+    changed the weights (fp8 casting, torchao) carries that setup's leftovers and is not a user's load."""
+    ctx = {"gpu": "", "env": {}, "built": {}, "build_peak": {}, "skipped": [], "failed": [], "after_stream": set(),
+           "leftover": {}, "setup_host_peak": {}}
+    seen_stream: set = set()
+    set_up: set = set()
+    setup_starts: dict = {}
+    for r, child in zip(recs, _child_ids(recs)):
         pid = r.get("pipeline")
         if r.get("type") == "env" and r.get("gpu"):
             ctx["gpu"], ctx["env"] = r["gpu"], r
+        if r.get("type") == "phase" and str(r.get("phase", "")).startswith("setup:"):
+            set_up.add((child, pid))
+            if r.get("setup") in STREAM_SETUPS:
+                # enable_group_offload(use_stream=True) pins a copy of every block's weights while the
+                # modules still reference their pageable ones (diffusers 0.42.1 hooks/group_offloading.py
+                # ModuleGroup._init_cpu_param_dict; the pageable copy is dropped at the first onload):
+                # the mode's host peak is this setup. Other setups move or cast in place.
+                ctx["setup_host_peak"][(child, pid, r.get("setup"))] = int(r.get("peak_host_rss_bytes") or 0)
+            setup_starts.setdefault((child, pid), []).append((r.get("setup"), int((r.get("before") or {})
+                                                                                  .get("allocated_bytes") or 0)))
         if r.get("type") == "phase" and str(r.get("phase", "")).startswith("build:") and not r.get("error"):
             ctx["built"].setdefault(pid, set()).add(r["phase"].split(":", 1)[1])
-            ctx["build_peak"][pid] = max(ctx["build_peak"].get(pid, 0), int(r.get("peak_host_rss_bytes") or 0))
+            if (child, pid) not in set_up:
+                key = (child, pid)
+                ctx["build_peak"][key] = max(ctx["build_peak"].get(key, 0), int(r.get("peak_host_rss_bytes") or 0))
         if r.get("type") == "skipped":
             run = r.get("run") or {}
             ctx["skipped"].append({"pipeline": pid, "setup": r.get("setup"), "reason": r.get("reason"),
@@ -160,12 +190,34 @@ def _mode_context(recs: list[dict]) -> dict:
         if r.get("type") == "phase" and "setup" in r and (r.get("error") or r.get("oom")):
             ctx["failed"].append({"pipeline": pid, "setup": r["setup"], "phase": r["phase"],
                                   "error": str(r.get("error"))[:160]})
-        if r.get("type") == "placement" and r.get("setup") in STREAM_SETUPS:
-            seen_stream.add(pid)
-        elif r.get("type") == "placement" and pid in seen_stream:
+        if r.get("type") == "placement" and (child, pid) in seen_stream:
             # the CUDA caching host allocator keeps freed pinned blocks cached (torch
             # aten/src/ATen/cuda/CachingHostAllocator): later setups of this child carry them in RSS
-            ctx["after_stream"].add((pid, r.get("setup")))
+            ctx["after_stream"].add((child, pid, r.get("setup")))
+        if r.get("type") == "placement" and r.get("setup") in STREAM_SETUPS:
+            seen_stream.add((child, pid))
+    for key, starts in setup_starts.items():
+        # GPU memory a setup finds allocated beyond what every later setup of its child starts with
+        # (the cuBLAS workspace): tensors an earlier setup left behind, not the mode's
+        clean = min((a for _s, a in starts[1:]), default=0)
+        for setup, allocated in starts[1:]:
+            if allocated > clean:
+                ctx["leftover"][(key[0], key[1], setup)] = allocated - clean
+    return ctx
+
+
+def annotate_mode_records(recs: list[dict]) -> dict:
+    """Mark each run phase of measure/diffusion_modes.py records with what its child's history means for it:
+    _leftover_bytes (GPU memory an earlier setup left allocated: subtract it), _host_comparable (False after
+    a streamed setup in the same child: cached pinned blocks in RSS) and _setup_host_peak_bytes (a streamed
+    setup's own host peak, see _mode_context). Returns the context."""
+    ctx = _mode_context(recs)
+    for r, child in zip(recs, _child_ids(recs)):
+        if r.get("type") == "phase" and "setup" in r:
+            key = (child, r.get("pipeline"), r["setup"])
+            r["_leftover_bytes"] = ctx["leftover"].get(key, 0)
+            r["_host_comparable"] = key not in ctx["after_stream"]
+            r["_setup_host_peak_bytes"] = ctx["setup_host_peak"].get(key, 0)
     return ctx
 
 
@@ -176,8 +228,8 @@ def _entry_as_built(pid: str, built: set) -> dict:
     return entry
 
 
-def _run_key(r: dict) -> tuple:
-    return (r["pipeline"], r["setup"], r["workload"]["name"], r.get("attn", "sdpa"), bool(r.get("vae_tiling")),
+def _run_key(r: dict, child: tuple = ("", 0)) -> tuple:
+    return (r["pipeline"], r["setup"], child, r["workload"]["name"], r.get("attn", "sdpa"), bool(r.get("vae_tiling")),
             bool(r.get("vae_slicing")), bool(r.get("drop_text_encoders")))
 
 
@@ -193,7 +245,7 @@ def compare_modes(paths: list[str]) -> list[dict[str, Any]]:
     recs = load_records(paths)
     ctx = _mode_context(recs)
     rows = []
-    for r in recs:
+    for r, child in zip(recs, _child_ids(recs)):
         if r.get("type") != "phase" or "setup" not in r or "workload" not in r or r.get("error") or r.get("oom"):
             continue
         pid = r["pipeline"]
@@ -206,13 +258,15 @@ def compare_modes(paths: list[str]) -> list[dict[str, Any]]:
         phase = next((p for p in est.phases if p.name == r["phase"]), None)
         if phase is None:
             continue
-        m_gpu, e_gpu = measured_process_bytes(r), phase.peak_reserved_bytes + overhead
+        left = ctx["leftover"].get((child, pid, r["setup"]), 0)
+        m_gpu, e_gpu = measured_process_bytes(r) - left, phase.peak_reserved_bytes + overhead
         m_host = r.get("peak_host_rss_bytes") or 0
         e_host = HOST_PROCESS_BYTES["generate"][0] + phase.host_bytes
         rows.append({"pipeline": pid, "gpu": ctx["gpu"], "setup": r["setup"], "mode": mode_label(r),
-                     "phase": r["phase"], "run_key": _run_key(r),
+                     "phase": r["phase"], "run_key": _run_key(r, child), "child": child,
                      "size": f"{r['workload']['height']}x{r['workload']['width']}", "batch": r["workload"].get("batch", 1),
                      "measured_process_bytes": m_gpu, "nvml_process_bytes": r.get("peak_process_bytes"),
+                     "leftover_bytes": left,
                      "estimated_process_bytes": e_gpu,
                      "process_error": (e_gpu - m_gpu) / m_gpu if m_gpu else None,
                      "measured_host_bytes": m_host, "estimated_host_bytes": e_host, "host_weights_bytes": phase.host_bytes,
@@ -245,7 +299,8 @@ def compare_mode_runs(paths: list[str]) -> dict[str, Any]:
                                   "measured_process_bytes": 0, "estimated_process_bytes": 0,
                                   "measured_run_host_bytes": 0, "host_weights_bytes": 0,
                                   "estimated_host_load_bytes": row["estimated_host_load_bytes"],
-                                  "seconds_per_step": None})
+                                  "seconds_per_step": None, "child": row["child"],
+                                  "leftover_bytes": row["leftover_bytes"], "torchao": row["mode"].startswith("torchao")})
         cur["phases"].append(row["phase"])
         if row["measured_process_bytes"] > cur["measured_process_bytes"]:
             cur["measured_process_bytes"], cur["measured_peak_phase"] = row["measured_process_bytes"], row["phase"]
@@ -260,16 +315,23 @@ def compare_mode_runs(paths: list[str]) -> dict[str, Any]:
 
     out = []
     for k, r in runs.items():
-        pid, setup, name = k[0], k[1], k[2]
+        pid, setup, child, name = k[0], k[1], k[2], k[3]
         m, e = r["measured_process_bytes"], r["estimated_process_bytes"]
         r["process_error"] = (e - m) / m if m else None
         gen = HOST_PROCESS_BYTES["generate"][0] + r["host_weights_bytes"]
         r["estimated_host_generate_bytes"] = gen
         r["estimated_host_peak_bytes"] = max(r["estimated_host_load_bytes"], gen)
-        r["measured_host_peak_bytes"] = max(ctx["build_peak"].get(pid, 0), r["measured_run_host_bytes"])
-        r["host_comparable"] = (pid, setup) not in ctx["after_stream"]
+        # what the machine's RAM must hold: loading, placing the mode (streamed group offload) and the run
+        r["measured_host_peak_bytes"] = max(ctx["build_peak"].get((child, pid), 0),
+                                            ctx["setup_host_peak"].get((child, pid, setup), 0),
+                                            r["measured_run_host_bytes"])
+        r["host_comparable"] = (child, pid, setup) not in ctx["after_stream"]
+        # the estimate's loading peak for torchao is from_pretrained(quantization_config=TorchAoConfig(...)),
+        # which quantizes tensor by tensor; the child built every component in the dtype first (as
+        # quantize_() after loading does): its loading peak is another flow's
+        r["host_peak_comparable"] = r["host_comparable"] and not r["torchao"]
         r["host_peak_error"] = ((r["estimated_host_peak_bytes"] - r["measured_host_peak_bytes"])
-                                / r["measured_host_peak_bytes"]) if r["host_comparable"] else None
+                                / r["measured_host_peak_bytes"]) if r["host_peak_comparable"] else None
         holds = r["host_weights_bytes"] > 0
         r["host_generate_error"] = ((gen - r["measured_run_host_bytes"]) / r["measured_run_host_bytes"]) \
             if holds and r["host_comparable"] else None
@@ -277,13 +339,16 @@ def compare_mode_runs(paths: list[str]) -> dict[str, Any]:
         r["gpu_training"] = False
         out.append(r)
     builds = []
-    for pid, peak in ctx["build_peak"].items():
+    for (_child, pid), peak in ctx["build_peak"].items():
         from gpu_preflight.estimate.engines.diffusers import ImageWorkload, estimate_pipeline
 
         est = estimate_pipeline(_entry_as_built(pid, ctx["built"][pid]), ImageWorkload())
         builds.append({"pipeline": pid, "measured_host_bytes": peak, "estimated_host_bytes": est.host_process_load_bytes,
                        "weights_bytes": est.host_load_bytes, "host_training": pid == HOST_TRAINING_PIPELINE,
                        "host_error": (est.host_process_load_bytes - peak) / peak})
+    ran = {(r["pipeline"], r["setup"]) for r in out}
+    for sk in ctx["skipped"]:  # a later call (another records file) may have run what a time cap skipped
+        sk["measured_later"] = (sk["pipeline"], sk["setup"]) in ran
     return {"gpu": ctx["gpu"], "env": ctx["env"], "runs": out, "builds": builds, "skipped": ctx["skipped"],
             "failed": ctx["failed"]}
 

@@ -780,10 +780,21 @@ def estimate_pipeline(entry: dict, w: ImageWorkload) -> PipelineEstimate:
     return est
 
 
+def _loaded_bytes(p: Part, w: ImageWorkload) -> int:
+    """A component's bytes in host RAM while the pipeline is loaded. Layerwise casting is enabled on a
+    model loaded in its dtype: LayerwiseCastingHook.initialize_hook casts each layer then
+    (`module.to(dtype=storage_dtype)`, diffusers 0.42.1 hooks/layerwise_casting.py; from_pretrained has
+    no storage dtype), so the load holds the 16-bit weights."""
+    if w.layerwise_fp8 and p.name in DENOISERS:
+        return p.params * p.dt + p.buffers
+    return p.bytes + p.buffers
+
+
 def _load_and_transfers(est: PipelineEstimate, parts: dict[str, Part], w: ImageWorkload, den: str | None,
                         enc_names: list[str]) -> None:
     total = sum(p.bytes + p.buffers for p in parts.values())
-    est.host_load_bytes = total  # every weight in host RAM before it is placed (pinned copies: generating side)
+    # every weight in host RAM before it is placed (pinned copies: generating side)
+    est.host_load_bytes = sum(_loaded_bytes(p, w) for p in parts.values())
     if w.quantize and w.offload == "none":
         # from_pretrained(quantization_config=..., device_map=...) first reserves numel // 4 elements of
         # the dtype per quantized component (_caching_allocator_warmup), then moves each weight to the
@@ -870,10 +881,14 @@ def mode_evidence(settings: dict) -> str:
     q = settings.get("quantize")
     if q in ("8bit", "4bit"):
         unmeasured.append("bitsandbytes (published FLUX figures: 10-15 % under)")
-    elif q:
-        unmeasured.append("torchao weight-only (published FLUX figures: within 2 %)")
-    if settings.get("offload") == "group" and settings.get("group_type") == "leaf_level":
-        unmeasured.append("leaf-level group offload")
+    elif q == "fp8":
+        unmeasured.append("torchao float8 weight-only (published FLUX figures: within 2 %)")
+    # torchao int8 weight-only and leaf-level group offload with streams: measured on NewBie (H200)
+    if settings.get("offload") == "group" and settings.get("group_type") == "leaf_level" and \
+            not settings.get("use_stream"):
+        unmeasured.append("leaf-level group offload without streams")
+    if settings.get("record_stream"):
+        unmeasured.append("group offload with record_stream")
     if unmeasured:
         return "modelled, not measured: " + ", ".join(unmeasured)
     return "a measured mode (H200 runs: docs/accuracy.md, Pipeline memory modes)"
