@@ -156,8 +156,8 @@ def section(root: str = ROOT) -> str:
         [f"host process peak: {', '.join(failed_host)}" if failed_host else "host process peak: none"] +
         [f"host while generating: {', '.join(failed_gen)}" if failed_gen else "host while generating: none"]) +
         ". Modes with one or two runs carry little weight; see \"Not measured\" for the modes the run never reached. "
-        "For the all-on-GPU modes the host peak is the loading peak, so their host rows repeat the five builds "
-        "(below); what those modes hold while generating is a known miss.",
+        "For the all-on-GPU modes the host peak is the loading peak, so their host rows repeat the builds "
+        "(below; NewBie was built once per call); what those modes hold while generating is a known miss.",
         ""]
     out += _not_measured(res)
     out += ["## Every run", "",
