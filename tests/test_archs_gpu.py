@@ -17,7 +17,8 @@ from gpu_preflight.estimate.arch import parse_llm
 from gpu_preflight.estimate.engines.transformers import Workload
 from gpu_preflight.estimate.plan import position_check
 from gpu_preflight.measure.calibration import (arch_crashes, arch_files, arch_matrix, compare_arch_records,
-                                               load_records, summarize_arch)
+                                               compare_encdec_records, encdec_files, encdec_matrix, load_records,
+                                               summarize_arch)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WEIGHTS_BAR, PEAK_BAR = 0.01, 0.05  # issue 19: "weights within 1 % and peak within 5 % on every case"
@@ -189,3 +190,70 @@ def test_the_index_error_on_the_cpu_matches_the_estimate(cfg):
             assert "index" in str(exc).lower() or "out of" in str(exc).lower()
             ran = False
         assert ran is runs, (cfg["model_type"], prompt)
+
+
+def test_the_four_crashed_models_ran_within_their_tables_in_the_second_call():
+    """calibration/raw/arch-h200-b.jsonl: GPT-2 medium, GPT-J, OPT and SantaCoder with the workloads that stay
+    inside their position tables, every phase finished and within the bar (GPT-J and OPT held out)."""
+    recs = load_records([f for f in arch_files(ROOT) if f.endswith("arch-h200-b.jsonl")])
+    rows = compare_arch_records(recs, ROOT)
+    matrix = arch_matrix(ROOT)
+    for model in ("gpt2-medium", "gpt-j-6b-L8", "opt-1.3b", "santacoder"):
+        got = {(r["workload"], r["phase"]) for r in rows if r["model"] == model}
+        assert got == {(w, p) for w in matrix[model]["workloads"] for p in ("prefill", "generate")}, model
+    assert not [r for r in recs if r.get("type") == "error"]
+    assert {r["model"] for r in rows if r["set"] == "held out"} == {"gpt-j-6b-L8", "opt-1.3b"}
+    assert all(abs(r["process_error"]) <= PEAK_BAR and abs(r["weights_error"]) <= WEIGHTS_BAR for r in rows)
+
+
+# ---- encoder-decoders (calibration/raw/arch-mm-h200.jsonl) through estimate/encdec.py ----
+
+ENCDEC_GAPS = {"bart-large": "allocated peak exact (-0.11 %); the replay's allocator keeps 0.17 GiB cached where the "
+                             "run kept 0.06 GiB (+6.5 to +6.8 % process)"}
+
+
+@pytest.fixture(scope="module")
+def encdec_rows():
+    return compare_encdec_records(load_records(encdec_files(ROOT)), ROOT)
+
+
+def test_encdec_records_are_the_h200_run_with_three_models(encdec_rows):
+    assert {r["model"] for r in encdec_rows} == {"flan-t5-base", "bart-large", "whisper-small"}
+    assert all(r["gpu"] == "NVIDIA H200" and r["transformers"] == "5.17.0" for r in encdec_rows)
+    assert len(encdec_rows) == 6 and all(r["held_out"] for r in encdec_rows)
+    # T5's math-backend replay was written after the comparison: not blind
+    assert {r["model"] for r in encdec_rows if r["set"] == "held out, seen"} == {"flan-t5-base"}
+
+
+def test_encdec_weights_exact(encdec_rows):
+    assert all(r["weights_error"] is not None and abs(r["weights_error"]) <= WEIGHTS_BAR for r in encdec_rows)
+
+
+@pytest.mark.parametrize("model", [pytest.param(m, marks=pytest.mark.xfail(strict=True, reason=ENCDEC_GAPS[m]))
+                                   if m in ENCDEC_GAPS else m
+                                   for m in ("flan-t5-base", "bart-large", "whisper-small")])
+def test_encdec_peak_within_five_percent(encdec_rows, model):
+    errs = [r["process_error"] for r in encdec_rows if r["model"] == model]
+    assert len(errs) == 2 and all(abs(e) <= PEAK_BAR for e in errs), errs
+
+
+def test_t5_self_attention_is_the_math_backend_on_cuda(encdec_rows):
+    """Without the math-backend replay the allocated peak is 38 % under what the H200 allocated."""
+    import dataclasses
+
+    from gpu_preflight.estimate import encdec as E
+
+    t5 = next(r for r in encdec_rows if r["model"] == "flan-t5-base" and r["phase"] == "prefill")
+    cfg = encdec_matrix(ROOT)["flan-t5-base"]["config"]
+    w = Workload(batch=t5["batch"], input_len=t5["input_len"], output_len=1)
+    fused = E.estimate_encdec(dataclasses.replace(E.parse_encdec(cfg), t5_sdpa_math=False), w, (9, 0))
+    assert fused.peak_allocated_bytes < 0.7 * t5["measured_allocated_bytes"]
+    assert abs(t5["allocated_error"]) <= 0.02
+
+
+def test_accuracy_md_carries_the_generated_section():
+    spec = importlib.util.spec_from_file_location("arch_accuracy", os.path.join(ROOT, "bench", "arch_accuracy.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    with open(os.path.join(ROOT, "docs", "accuracy.md"), encoding="utf-8") as fh:
+        assert mod.markdown(ROOT) in fh.read()

@@ -53,6 +53,9 @@ class EncDecArch:
     target_positions: int = 448
     scale_embedding: bool = False
     warnings: list[str] = field(default_factory=list)
+    # T5 self-attention under SDPA on CUDA takes the math backend (_t5_sdpa_math); False replays the CPU,
+    # whose SDPA kernel accepts the strided position bias (what bench/trace_allocations.py records)
+    t5_sdpa_math: bool = True
 
     @property
     def inner(self) -> int:
@@ -260,13 +263,52 @@ def _attn_block(r, a: EncDecArch, b: int, q_len: int, kv_len: int, heads: int, d
         r.a("sm32", scores * FP32)
         r.a("probs", scores * dt)
         r.f("sm32", "scores")
-    r.a("attn", rows * inner * dt)
-    r.a("lse", b * heads * q_len * FP32) if not eager else None
+    if a.family == "t5" and a.t5_sdpa_math and not eager:
+        _t5_sdpa_math(r, b, q_len, kv_len, heads, a.head_dim, dt)  # leaves "attn"
+    else:
+        r.a("attn", rows * inner * dt)
+        r.a("lse", b * heads * q_len * FP32) if not eager else None
     r.f("lse", "probs", "q", "k", "v")
     r.a("attn.t", rows * inner * dt)  # transpose(1, 2).contiguous()
     r.f("attn")
     r.a("o", rows * d * dt)
     r.f("attn.t")
+
+
+def _t5_sdpa_math(r, b: int, q_len: int, kv_len: int, heads: int, hd: int, dt: int) -> None:
+    """T5 self-attention under attn_implementation="sdpa" runs torch's math backend. T5Attention.compute_bias
+    returns `values.permute([2, 0, 1]).unsqueeze(0)` (modeling_t5.py, transformers 5.17): a view whose last
+    dimension has stride n_heads. sdpa_attention_forward passes it as the float attn_mask
+    (integrations/sdpa_attention.py create_position_bias_mask: the bias itself when there is no padding
+    mask), and every fused CUDA kernel requires an attn_mask with stride 1 in its last dimension
+    (aten/src/ATen/native/transformers/sdp_utils_cpp.h check_last_dim_stride_equals_1_dense, torch 2.11).
+    The math path (attention.cpp _scaled_dot_product_attention_math): q, k, v to float32, q and k scaled,
+    reshaped to (b * heads) batches for matmul (copies when b > 1: the heads are a transposed view),
+    float32 scores, the bias added in place, _safe_softmax's float32 output and boolean isneginf mask
+    beside the scores (9 bytes per score), attn.to(bf16) returned and discarded, matmul with v, cast back.
+    Cross-attention's bias is torch.zeros (contiguous): fused. Leaves "attn" (b x heads x q x head_dim)."""
+    rows, scores = b * q_len, b * heads * q_len * kv_len
+    r.a("q32", rows * heads * hd * FP32)
+    r.a("k32", b * kv_len * heads * hd * FP32)
+    r.a("v32", b * kv_len * heads * hd * FP32)
+    r.a("q.s", rows * heads * hd * FP32)
+    r.a("k.s", b * kv_len * heads * hd * FP32)
+    if b > 1 and q_len > 1:
+        r.a("q.c", rows * heads * hd * FP32)
+        r.a("k.c", b * kv_len * heads * hd * FP32)
+    r.a("s32", scores * FP32)
+    r.f("q.c", "k.c", "k.s")
+    r.a("sm", scores * FP32)
+    r.a("sm.inf", scores)
+    r.a("sm.rows", b * heads * q_len)
+    r.f("sm.inf", "sm.rows", "s32")
+    r.a("probs", scores * dt)
+    if b > 1 and q_len > 1:
+        r.a("v.c", b * kv_len * heads * hd * FP32)
+    r.a("attn32", rows * heads * hd * FP32)
+    r.f("v.c")
+    r.a("attn", rows * heads * hd * dt)
+    r.f("attn32", "sm", "q.s", "q32", "k32", "v32")
 
 
 def _ffn(r, a: EncDecArch, rows: int, ffn: int, dt: int) -> None:

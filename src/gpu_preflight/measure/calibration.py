@@ -228,3 +228,78 @@ def arch_crashes(records: list[dict[str, Any]], root: str) -> list[dict[str, Any
                         "estimate_runs_crashed": verdict(*nxt)})
             run = []
     return out
+
+
+# ---- issue 19, encoder-decoders (estimate/encdec.py) ----
+
+# Encoder-decoder models whose replay was changed after comparing with their H200 records (no longer blind)
+ENCDEC_SEEN = {"flan-t5-base": "T5 self-attention under SDPA runs torch's math backend on CUDA "
+                               "(estimate/encdec.py _t5_sdpa_math), written after the first comparison: -21.0 % "
+                               "(prefill) / -21.1 % (generate) peak process memory, -38.5 % allocated"}
+
+
+def encdec_files(root: str) -> list[str]:
+    """The encoder-decoder / vision-language records: calibration/raw/arch-mm-h200*.jsonl."""
+    raw = os.path.join(cal_dir(root), "raw")
+    return sorted(os.path.join(raw, f) for f in os.listdir(raw) if f.startswith("arch-mm-h200") and f.endswith(".jsonl"))
+
+
+def encdec_matrix(root: str) -> dict[str, dict[str, Any]]:
+    """bench/matrix_arch.json multimodal_models (run with bench/calibrate.py --list multimodal_models)."""
+    with open(os.path.join(root, "bench", "matrix_arch.json"), encoding="utf-8") as fh:
+        matrix = json.load(fh)
+    return {m["id"]: {**m, "_workloads": matrix["multimodal_workloads"]} for m in matrix.get("multimodal_models", [])}
+
+
+def compare_encdec_records(records: list[dict[str, Any]], root: str) -> list[dict[str, Any]]:
+    """The encoder-decoders of the multimodal matrix (T5, BART, Whisper) through estimate/encdec.py:
+    rows with compare_arch_records' keys. `prefill` is generate() with one new token (the encoder pass and
+    the first decoder step), `generate` the whole run. The encoder-decoder replay was written from CPU
+    allocation traces before these records; models whose replay changed after comparing are "held out,
+    seen" (ENCDEC_SEEN), the others "held out". Vision-language models are skipped here (none measured)."""
+    from gpu_preflight.estimate.encdec import estimate_encdec, parse_encdec
+    from gpu_preflight.estimate.engines.transformers import Workload
+    from gpu_preflight.estimate.overheads import process_overhead
+
+    models = encdec_matrix(root)
+    loads = {r["model"]: r for r in records if r.get("phase") == "load" and r.get("model") in models}
+    rows = []
+    for rec in records:
+        m = models.get(rec.get("model"))
+        if m is None or rec.get("type") != "phase" or rec.get("phase") not in ("prefill", "generate") or rec.get("oom"):
+            continue
+        if m["config"].get("model_type") not in ("t5", "mt5", "umt5", "bart", "mbart", "whisper"):
+            continue
+        wl, env = rec["workload"], rec.get("_env") or {}
+        cc = tuple(int(x) for x in env.get("capability", "9.0").split("."))
+        w = Workload(batch=wl["batch"], input_len=wl["input_len"],
+                     output_len=1 if rec["phase"] == "prefill" else wl["output_len"], attn=rec.get("attn", "sdpa"))
+        est = estimate_encdec(parse_encdec(m["config"]), w, cc)
+        overhead, _src = process_overhead(cc, (env.get("torch") or "").split("+")[0])
+        load = loads.get(rec["model"], {})
+        meas_w = load.get("param_bytes", 0) + load.get("buffer_bytes", 0)
+        est_w = est.breakdown["weights"] + est.breakdown.get("buffers", 0)
+        est_proc = est.peak_reserved_bytes + overhead
+        rows.append({"model": rec["model"], "workload": wl["name"], "phase": rec["phase"], "batch": w.batch,
+                     "input_len": w.input_len, "output_len": w.output_len,
+                     "set": "held out, seen" if rec["model"] in ENCDEC_SEEN else "held out", "held_out": True,
+                     "attn_used": rec.get("attn_used"), "model_type": m["config"].get("model_type"),
+                     "verified_config": bool(m.get("verified")),
+                     "weights_error": (est_w - meas_w) / meas_w if meas_w else None,
+                     "process_error": (est_proc - rec["peak_process_bytes"]) / rec["peak_process_bytes"],
+                     "allocated_error": (est.peak_allocated_bytes - rec["peak_allocated_bytes"])
+                     / rec["peak_allocated_bytes"],
+                     "measured_process_bytes": rec["peak_process_bytes"], "estimated_process_bytes": est_proc,
+                     "measured_allocated_bytes": rec["peak_allocated_bytes"],
+                     "estimated_allocated_bytes": est.peak_allocated_bytes,
+                     "measured_reserved_bytes": rec["peak_reserved_bytes"],
+                     "estimated_reserved_bytes": est.peak_reserved_bytes, "file": rec.get("_file"),
+                     "gpu": env.get("gpu"), "driver": env.get("driver"), "torch": env.get("torch"),
+                     "transformers": env.get("transformers")})
+    return rows
+
+
+def encdec_skipped(root: str, records: list[dict[str, Any]]) -> list[str]:
+    """Multimodal matrix models with no finished phase in the records (the call's budget ran out)."""
+    seen = {r.get("model") for r in records if r.get("type") == "phase" and r.get("phase") in ("prefill", "generate")}
+    return [mid for mid in encdec_matrix(root) if mid not in seen]
