@@ -86,8 +86,11 @@ def markdown() -> str:
            "2.11, `calibration/vllm/sampler-h200.jsonl`, 256 and 1024 rows, five vocabularies, bf16 and fp16) gives "
            "38.00-38.27 for the PyTorch sort path and 14.00-14.34 for what the Triton top-k/top-p kernel leaves, the "
            "figures PyTorch's sort (SortStable.cu, CUB's third key/value buffers) and vLLM's sampler give from source. "
-           "Still read from source only: FlashInfer's 14, PyTorch's other sort for 2-127 rows (50), and the Triton "
-           "kernel's cached per-SM buffer (SMs x vocab x 4 bytes, not modelled).",
+           "PyTorch's other sort for 2-127 rows (50 from source: two int2 index/segment arrays, radix_sort_pairs' own "
+           "keys output) was measured in a second call (`calibration/vllm/sampler-h200-b.jsonl`, 1 and 64 rows, the "
+           "same vocabularies and dtypes): 50.25-51.10 at 64 rows, and 38.23-38.53 at 1 row, as the two constants "
+           "say. Still read from source only: FlashInfer's 14 and the Triton kernel's cached per-SM buffer (SMs x "
+           "vocab x 4 bytes, not modelled).",
            "- Not modelled: the vision encoder's profile of multimodal checkpoints (those logs check the layout only), "
            "the weights of Mamba / linear-attention layers (counted as attention layers), MXFP4 padding of the Triton "
            f"kernels on Hopper (gpt-oss-20b: {_gib(oss.get('pred_weights_gib'))} GiB predicted, "

@@ -179,7 +179,30 @@ def test_sort_sampler_below_128_rows_uses_pytorchs_full_sort():
     assert V.sampler_peak_bytes(a, 64, "sort") == 64 * vocab * 50
     assert V.sampler_peak_bytes(a, 1, "sort") == vocab * 38 and V.sampler_peak_bytes(a, 128, "sort") == 128 * vocab * 38
     assert V.sampler_peak_bytes(a, 64, "triton") == 64 * vocab * 14
-    assert "UNMEASURED" in V.releases()["sampler_bytes_per_logit"]["sort"]["how_2_to_127_rows"]
+    assert "calibration/vllm/sampler-h200-b.jsonl" in V.releases()["sampler_bytes_per_logit"]["sort"][
+        "measured_2_to_127_rows"]
+
+
+SAMPLER_H200_B = ROOT / "calibration" / "vllm" / "sampler-h200-b.jsonl"
+
+
+def test_sort_sampler_small_batches_measured_on_the_h200():
+    """calibration/vllm/sampler-h200-b.jsonl (second H200 call): 1 and 64 rows x five vocabularies x bf16 / fp16.
+    64 rows (PyTorch's full-sort algorithm) hold the 2-127-row constant, 1 row the other one, each plus the caching
+    allocator's rounding only (as for 256 / 1024 rows above)."""
+    lines = [json.loads(x) for x in SAMPLER_H200_B.read_text().splitlines() if x.strip()]
+    env, rows = lines[0]["environment"], [x for x in lines if "path" in x]
+    assert env["gpu"] == "NVIDIA H200" and env["torch"].startswith("2.11") and env["driver"] == "580.159.04"
+    assert {r["rows"] for r in rows} >= {1, 64} and all(r["measured"] for r in rows)
+    table = V.releases()["sampler_bytes_per_logit"]["sort"]
+    for r in rows:
+        if r["path"] not in ("v1_sort", "sort_only") or r["rows"] not in (1, 64):
+            continue
+        const = table["bytes_2_to_127_rows"] if r["rows"] == 64 else table["bytes"]
+        assert V.sampler_bytes_per_logit(r["rows"], "sort") == const
+        assert const <= r["bytes_per_logit"] <= const * 1.025, r
+        assert r["peak_bytes"] - const * r["rows"] * r["vocab"] <= 6 << 20, r
+    assert sum(1 for r in rows if r["path"] == "v1_sort" and r["rows"] == 64) == 10
 
 
 def test_default_batch_limits_depend_on_the_gpu_and_release():

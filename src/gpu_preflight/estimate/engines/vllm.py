@@ -432,7 +432,7 @@ def forward_peak_bytes(arch: LlmArch, tokens: int, dt: int, tp: int) -> int:
 def sampler_bytes_per_logit(seqs: int, path: str) -> int:
     """data/vllm.json sampler_bytes_per_logit (measured on an H200: calibration/vllm/sampler-h200.jsonl). PyTorch's
     CUDA sort takes another algorithm for 2-127 rows (SortStable.cu segmented_sort_pairs_by_full_sort), which
-    holds more (read from source, unmeasured)."""
+    holds more: 50 bytes per logit, read from source and measured at 64 rows (calibration/vllm/sampler-h200-b.jsonl)."""
     row = releases()["sampler_bytes_per_logit"][path]
     if path == "sort" and 2 <= seqs < 128:
         return row["bytes_2_to_127_rows"]
@@ -450,7 +450,7 @@ def _sampler_line(path: str, seqs: int) -> str:
     per = sampler_bytes_per_logit(seqs, path)
     what = {"sort": "PyTorch top-k/top-p sort path", "flashinfer": "FlashInfer top-k/top-p",
             "triton": "Triton top-k/top-p kernel", "v2": "V2 runner, bf16 logits only, no top-k/top-p"}[path]
-    how = {"sort": "measured on an H200" if per == 38 else "read from PyTorch's sort for 2-127 rows, unmeasured",
+    how = {"sort": "measured on an H200" if per == 38 else "PyTorch's sort for 2-127 rows, measured on an H200 at 64",
            "flashinfer": "read from source", "triton": "measured on an H200, without the kernel's SM buffer",
            "v2": "read from source"}[path]
     return f"dummy sampler: {what} ({per} bytes per logit at its peak; {how})"
