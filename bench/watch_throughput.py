@@ -2,9 +2,10 @@
 """How fast `preflight watch` passes and scans a chatty command's output.
 
 Three measurements:
-  1. scanner: CPU time of the pump's scan (bytes.lower + diagnose.TRIGGER_LOWER, lines cut out
-     around hits) per MB of five kinds of output, one thread, one core; the old scan
-     (diagnose.TRIGGER with re.IGNORECASE) for comparison;
+  1. scanner: CPU time of the pump's scan (diagnose.may_hold_trigger's prefilter, then bytes.lower +
+     diagnose.TRIGGER_LOWER on the slices it lets through, lines cut out around hits) per MB of five
+     kinds of output, one thread, one core; for comparison the scan before the prefilter ("trie": lower +
+     TRIGGER_LOWER on every slice) and the first one ("old": diagnose.TRIGGER with re.IGNORECASE);
   2. firehose: a child that writes SIZE MB of log lines as fast as it can, to /dev/null, to a
      bare read loop, and under watch; the child times its own write() calls (`child_blocked_s`):
      watch should hold it back no more than the bare reader does; what watch could not scan
@@ -73,13 +74,14 @@ def corpora(seed: int = 1) -> dict[str, bytes]:
     }
 
 
-def scanner_rate(data: bytes, use_old: bool = False, reps: int = 3) -> float:
+def scanner_rate(data: bytes, use_old: bool = False, reps: int = 3, prefilter: bool = True) -> float:
     """MB of output scanned per CPU second, through the pump's own scanning code."""
     best = float("inf")
     hits: list[str] = []
     for _ in range(reps):
         pump = OutputPump({}, {}, diagnose.TRIGGER if use_old else diagnose.TRIGGER_LOWER,
-                          on_line=lambda s, t, line: hits.append(line))
+                          on_line=lambda s, t, line: hits.append(line),
+                          prefilter=diagnose.may_hold_trigger if prefilter and not use_old else None)
         if use_old:  # the old scan: the case-insensitive regex on the raw chunk
             def look(name, t, chunk, pump=pump):
                 if pump.trigger.search(chunk):
@@ -139,14 +141,17 @@ def main() -> int:
     ap.add_argument("--size-mb", type=float, default=200)
     ap.add_argument("--rate-mb-s", type=float, default=200)
     args = ap.parse_args()
-    result = {"machine": machine(), "scanner_mb_per_cpu_s": {}, "old_scanner_mb_per_cpu_s": {}}
-    print(f"{'output kind':24} {'scan MB/s':>10} {'old scan':>10}")
+    result = {"machine": machine(), "scanner_mb_per_cpu_s": {}, "trie_scanner_mb_per_cpu_s": {},
+              "old_scanner_mb_per_cpu_s": {}}
+    print(f"{'output kind':24} {'scan MB/s':>10} {'trie only':>10} {'old scan':>10}")
     for name, data in corpora().items():
         new = scanner_rate(data)
+        trie = scanner_rate(data, prefilter=False)
         old = scanner_rate(data[: 2_000_000], use_old=True, reps=1)
         result["scanner_mb_per_cpu_s"][name] = round(new, 1)
+        result["trie_scanner_mb_per_cpu_s"][name] = round(trie, 1)
         result["old_scanner_mb_per_cpu_s"][name] = round(old, 1)
-        print(f"{name:24} {new:10.0f} {old:10.1f}")
+        print(f"{name:24} {new:10.0f} {trie:10.0f} {old:10.1f}")
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
         for kind, rate in (("firehose", 0), ("paced", args.rate_mb_s)):

@@ -316,6 +316,12 @@ def test_command_line_values_never_crash(flag, value):
 
 
 HARMLESS = st.text(alphabet="0123456789 .:,=/[]%|#-abfghjpqstuvwxyz", max_size=60)
+_TRIGGER_WORDS = [b"out of memory", b"outofmemory", b"memoryallocation", b"alloc_failed", b"resource_exhausted",
+                  b"oom when", b"kernel image", b"nokernelimage", b"not compatible with the current pytorch",
+                  b"driver version is insufficient", b"insufficientdriver", b"driver on your system is too old",
+                  b"library version mismatch", b"not compiled with cuda", b"nvidia driver", b"libcuda.so",
+                  b"driver initialization", b"cuda-capable device", b"nodevice", b"nccl",
+                  b"collective operation timeout"]  # diagnose.TRIGGER_WORDS, written out
 TRIGGERS = ["RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB", "NCCL WARN failed",
             "no kernel image is available for execution on the device", "cudaErrorNoDevice",
             "The NVIDIA driver on your system is too old", "libcuda.so.1: cannot open shared object file"]
@@ -325,13 +331,14 @@ TRIGGERS = ["RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB", "NCC
        ending=st.sampled_from(["\n", "\r\n", "\r"]), cuts=st.lists(st.integers(0, 4000), max_size=8),
        case=st.sampled_from(["keep", "upper", "lower"]))
 def test_a_trigger_line_is_found_however_the_output_is_cut(before, after, trigger, ending, cuts, case):
-    from gpu_preflight.watch.diagnose import TRIGGER_LOWER
+    from gpu_preflight.watch.diagnose import TRIGGER_LOWER, may_hold_trigger
     from gpu_preflight.watch.stream import OutputPump
 
     line = {"keep": trigger, "upper": trigger.upper(), "lower": trigger.lower()}[case]
     data = (ending.join(before + [line] + after) + ending).encode()
     hits: list[str] = []
-    pump = OutputPump({}, {}, TRIGGER_LOWER, on_line=lambda s, t, text: hits.append(text))
+    pump = OutputPump({}, {}, TRIGGER_LOWER, on_line=lambda s, t, text: hits.append(text),
+                      prefilter=may_hold_trigger)  # as watch/runner.py builds it
     pump._carry = {"stdout": b""}
     points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
     for a, b in zip(points, points[1:]):
@@ -346,6 +353,23 @@ def test_the_fast_trigger_matches_the_case_insensitive_one(data):
     from gpu_preflight.watch.diagnose import TRIGGER, TRIGGER_LOWER
 
     assert bool(TRIGGER_LOWER.search(data.lower())) == bool(TRIGGER.search(data))
+
+
+@given(data=st.binary(max_size=400))
+def test_the_prefilter_never_hides_what_the_regex_finds(data):
+    from gpu_preflight.watch.diagnose import TRIGGER_LOWER, may_hold_trigger
+
+    if TRIGGER_LOWER.search(data.lower()):
+        assert may_hold_trigger(data)
+
+
+@given(before=st.binary(max_size=200), after=st.binary(max_size=200), word=st.sampled_from(_TRIGGER_WORDS),
+       upper=st.lists(st.booleans(), min_size=40, max_size=40))
+def test_a_trigger_word_in_any_case_passes_the_prefilter(before, after, word, upper):
+    from gpu_preflight.watch.diagnose import may_hold_trigger
+
+    mixed = bytes(c - 32 if 97 <= c <= 122 and upper[i % 40] else c for i, c in enumerate(word))
+    assert may_hold_trigger(before + mixed + after)
 
 
 @given(text=st.text(max_size=80))

@@ -294,7 +294,8 @@ class _Run:
             code = failure["code"]
         else:
             pump = OutputPump(pipes, {"stdout": self.env.stdout_fd, "stderr": self.env.stderr_fd},
-                              diagnose.TRIGGER_LOWER, on_line=self._on_match, clock=self.env.clock)
+                              diagnose.TRIGGER_LOWER, on_line=self._on_match, clock=self.env.clock,
+                              prefilter=diagnose.may_hold_trigger)
             pump.start()
             me = os.getpid()
             sampler = Sampler(self.gpu, self.tree, root_pid=me if subreaper else proc.pid,

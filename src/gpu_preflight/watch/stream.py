@@ -58,15 +58,19 @@ class OutputPump:
     """Copies `pipes` ({"stdout": read_fd, ...}) to `sinks` ({"stdout": 1, ...}).
 
     `trigger` is matched against the lowercased output (e.g. diagnose.TRIGGER_LOWER); each line
-    holding a match is passed to `on_line(stream, monotonic time it arrived, line)`.
+    holding a match is passed to `on_line(stream, monotonic time it arrived, line)`. `prefilter`
+    (e.g. diagnose.may_hold_trigger) is asked first about each slice of complete lines: False means
+    no trigger can be there, and the regex is skipped.
     """
 
     def __init__(self, pipes: dict[str, int], sinks: dict[str, int], trigger: re.Pattern[bytes] | None,
                  on_line: Callable[[str, float, str], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic, backlog_bytes: int = SCAN_BACKLOG_BYTES):
+                 clock: Callable[[], float] = time.monotonic, backlog_bytes: int = SCAN_BACKLOG_BYTES,
+                 prefilter: Callable[[bytes], bool] | None = None):
         self.pipes = dict(pipes)
         self.sinks = sinks
         self.trigger = trigger
+        self.prefilter = prefilter
         self.on_line = on_line
         self.clock = clock
         self.backlog_bytes = backlog_bytes
@@ -212,6 +216,8 @@ class OutputPump:
     def _look_lines(self, name: str, t: float, data: bytes) -> None:
         if self.on_line is None or self.trigger is None:
             return
+        if self.prefilter is not None and not self.prefilter(data):
+            return  # no trigger word can be in it (diagnose.may_hold_trigger): the regex is not needed
         low = data.lower()  # same length as data: offsets match
         seen_end = -1
         for m in self.trigger.finditer(low):
