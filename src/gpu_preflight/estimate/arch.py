@@ -147,9 +147,26 @@ def _int(cfg: dict, name: str, *alts: str, required: bool = True) -> int | None:
     return int(v)
 
 
+# class defaults of a language model nested as text_config whose published file omits its sizes (llava-hf's
+# Llava 1.5 configs keep only vocab_size / max_position_embeddings / rms_norm_eps of a Llama): LlamaConfig in
+# transformers 5.17 (models/llama/configuration_llama.py, the dataclass fields)
+TEXT_CONFIG_DEFAULTS = {
+    "llama": {"vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
+              "num_attention_heads": 32, "max_position_embeddings": 2048, "rms_norm_eps": 1e-6,
+              "tie_word_embeddings": False},
+}
+
+
+def _sparse_text_config(tc: Any) -> dict | None:
+    """A text_config without hidden_size filled with its class defaults (TEXT_CONFIG_DEFAULTS), or None."""
+    if isinstance(tc, dict) and "hidden_size" not in tc and tc.get("model_type") in TEXT_CONFIG_DEFAULTS:
+        return {**TEXT_CONFIG_DEFAULTS[tc["model_type"]], **tc}
+    return None
+
+
 def text_part(config: dict) -> dict:
     """Multimodal checkpoints (Gemma 3, Llava...) carry the language model in text_config."""
-    tc = config.get("text_config")
+    tc = _sparse_text_config(config.get("text_config")) or config.get("text_config")
     if isinstance(tc, dict) and "hidden_size" in tc:
         merged = dict(tc)
         merged.setdefault("model_type", str(config.get("model_type", "")) + "_text")

@@ -22,7 +22,8 @@ ALIASES: dict[str, dict[str, tuple[str, ...]]] = {
                     "max_position_embeddings": ("n_positions",)},
     "gptj": {"hidden_size": ("n_embd",), "num_hidden_layers": ("n_layer",), "num_attention_heads": ("n_head",),
              "intermediate_size": ("n_inner",), "max_position_embeddings": ("n_positions",)},
-    "bloom": {"num_hidden_layers": ("n_layer",), "num_attention_heads": ("n_head",)},
+    # BLOOM's published files use the legacy n_embed (BloomConfig pops it into hidden_size)
+    "bloom": {"hidden_size": ("n_embed",), "num_hidden_layers": ("n_layer",), "num_attention_heads": ("n_head",)},
     "opt": {"intermediate_size": ("ffn_dim",)},
     "falcon": {"intermediate_size": ("ffn_hidden_size",)},
     "dbrx": {"hidden_size": ("d_model",), "num_hidden_layers": ("n_layers",), "num_attention_heads": ("n_heads",),
