@@ -211,6 +211,8 @@ def _mamba(mt: str, cfg: dict, a) -> None:
     if mt == "mamba2":
         m["n_groups"] = int(cfg.get("n_groups", 8))
         m["heads"] = int(cfg.get("num_heads") or d_inner // int(cfg.get("head_dim", 64)))
+        m["head_dim"] = d_inner // m["heads"]  # (normalize() overwrote head_dim for the attention-free parser)
+        m["chunk"] = int(cfg.get("chunk_size", 256))  # Mamba2Config default; the PyTorch scan's chunk length
     a.mamba = m
     a.tied = bool(cfg.get("tie_word_embeddings", mt != "mamba2"))
 

@@ -32,6 +32,7 @@ EAGER_ONLY = ("gptj", "bloom")
 KEEPS_ATTN_OUTPUT = ("gpt2", "gpt_bigcode")
 # FalconModel builds its causal mask as a b x L x L boolean tensor for SDPA too (masking_utils, prefill)
 SDPA_BOOL_MASK = ("falcon",)  # no _supports_sdpa in transformers 5.17: from_config falls back to eager
+INVISIBLE_TO_TRACE = ("w:", "cublas.", "k:")  # replay names left out of activation_requested_peak_bytes
 
 
 @dataclass
@@ -67,7 +68,10 @@ class _Replay:
         self.al = Allocator()
         self.live: dict[str, int] = {}
         self.sizes: dict[str, int] = {}
-        self.requested = 0  # activation bytes live (names other than weights and the workspace)
+        # activation bytes live: names other than weights ("w:"), the workspace ("cublas.") and scratch memory an
+        # ATen kernel allocates and frees inside one op ("k:", e.g. softmax(dtype=float32)'s converted input), which
+        # the caching allocator serves but an allocation trace of the op's outputs cannot see
+        self.requested = 0
         self.peak_requested = 0
         self.qf = None  # transformers_quant.QuantForward: buffers of quantized linears
 
@@ -86,7 +90,7 @@ class _Replay:
             self.f(name)
         self.live[name] = self.al.malloc(int(nbytes))
         self.sizes[name] = int(nbytes)
-        if not name.startswith(("w:", "cublas.")):
+        if not name.startswith(INVISIBLE_TO_TRACE):
             self.requested += int(nbytes)
             self.peak_requested = max(self.peak_requested, self.requested)
 
@@ -96,7 +100,7 @@ class _Replay:
             if h is not None:
                 self.al.free(h)
                 nbytes = self.sizes.pop(n, 0)
-                if not n.startswith(("w:", "cublas.")):
+                if not n.startswith(INVISIBLE_TO_TRACE):
                     self.requested -= nbytes
 
     def rename(self, old: str, new: str) -> None:
@@ -241,9 +245,9 @@ def _attention(r: _Replay, arch: LlmArch, w: Workload, i: int, rows: int, new: i
             r.a("masked", scores * dt)
             r.f("scaled")
             r.rename("masked", "scaled")
-        r.a("sm.in32", scores * FP32)  # softmax(dtype=float32) converts its input first
+        r.a("k:sm.in32", scores * FP32)  # softmax(dtype=float32) converts its input first (inside the kernel)
         r.a("sm.out", scores * FP32)
-        r.f("sm.in32")
+        r.f("k:sm.in32")
         r.a("probs", scores * dt)  # .to(query.dtype); the old attn_weights dies after the assignment
         r.f("sm.out", "scaled")
         r.a("attn", rows * nh * (arch.v_head_dim if arch.mla else hd) * dt)
@@ -372,6 +376,148 @@ def _attention_gptj(r: _Replay, arch: LlmArch, w: Workload, i: int, rows: int, n
     r.f("attn")
     r.a("o", rows * h * dt)
     r.f("attn.t", "q.cat", "pos.rep", "pos.idx", "sincos", "krot.e", "qrot.e", "k", "q")
+
+
+# ---- BLOOM and Falcon-RW (ALiBi) -------------------------------------------------------------------------------
+
+def _alibi_tensors(r: _Replay, arch: LlmArch, w: Workload, new: int, past: int, dt: int) -> None:
+    """build_alibi_tensor (modeling_bloom.py L57-89 / modeling_falcon.py L160-188, transformers 5.17): slopes x
+    positions, b x heads x (past + new), kept as "alibi" for the whole forward. BLOOM computes it in float32 and
+    casts (.to(dtype)); Falcon multiplies bfloat16 slopes (a cast only when the model is not bf16)."""
+    size = w.batch * arch.heads * (past + new)
+    if arch.family == "bloom" or dt != 2:
+        r.a("alibi.tmp", size * (FP32 if arch.family == "bloom" else 2))
+        r.a("alibi", size * dt)
+        r.f("alibi.tmp")
+    else:
+        r.a("alibi", size * dt)
+
+
+def _falcon_alibi_mask(r: _Replay, arch: LlmArch, w: Workload, new: int, past: int, dt: int) -> None:
+    """FalconModel.forward with alibi (modeling_falcon.py L768-788): create_causal_mask(allow_is_causal_skip=False)
+    materializes the b x 1 x new x kv mask (bool for SDPA, `dt` for eager); a bool one becomes 0 / min via
+    torch.where; then torch.masked_fill(alibi / sqrt(head_dim), causal_mask < -1, min) broadcasts to
+    b x heads x new x kv: that "mask" is what every layer's attention gets, kept for the whole forward."""
+    b, kv = w.batch, past + new
+    plane = b * new * kv
+    sdpa = w.attn != "eager"
+    r.a("mask.src", plane * (1 if sdpa else dt))
+    if sdpa:
+        r.a("mask.where", plane * dt)
+        r.f("mask.src")
+        r.rename("mask.where", "mask.src")
+    r.a("alibi.div", b * arch.heads * kv * dt)
+    r.a("mask.lt", plane)
+    r.a("mask.alibi", b * arch.heads * new * kv * dt)
+    r.f("alibi.div", "mask.lt", "mask.src")
+
+
+def _bloom_layer(r: _Replay, arch: LlmArch, w: Workload, i: int, rows: int, new: int, past: int, dt: int,
+                 kv_dt: int) -> None:
+    """BloomBlock + BloomAttention (modeling_bloom.py, transformers 5.17; eager only). L372 input_layernorm; L257
+    fused query_key_value; cache update (torch.cat); L265 query_layer.reshape copies the transposed view (batch
+    > 1, prompt); L270
+    alibi.baddbmm -> scores (query dtype); L280 + attention_mask (a second score-sized tensor; both live until
+    the attention returns); L283 softmax(dtype=float32) (its converted input is kernel scratch) .to(dtype): the
+    probabilities are returned with the output and kept by BloomModel's loop (`outputs`) until the next block
+    returns; L292 bmm, L243 _merge_heads reshape, L307 dense, L107 dropout_add (residual + out). L391
+    post_attention_layernorm; BloomMLP (dense_h_to_4h, bloom_gelu written out, dense_4h_to_h, dropout_add).
+    Leaves "h2"."""
+    b, nh, hd, h = w.batch, arch.heads, arch.head_dim, arch.hidden
+    total = past + new
+    _norm(r, "x", rows, h, dt, "ln")
+    r.a("qkv", rows * 3 * h * dt)
+    _cache_update(r, i, b, total, nh * hd * kv_dt)
+    if b > 1 and new > 1:  # batch and heads of the transposed view merge without a copy only if one of them is 1
+        r.a("q", rows * h * dt)
+    scores = b * nh * new * total
+    r.a("scores", scores * dt)
+    r.a("masked", scores * dt)  # eager: the causal mask is always materialized (b x 1 x new x kv)
+    r.a("k:sm.in32", scores * FP32)
+    r.a("sm.out", scores * FP32)
+    r.f("k:sm.in32")
+    r.a(f"probs{i}", scores * dt)
+    r.f("sm.out")
+    r.a("ctx", rows * h * dt)
+    r.a("ctx.m", rows * h * dt)
+    r.f("ctx")
+    r.a("dense", rows * h * dt)
+    r.a("o", rows * h * dt)  # dropout_add: residual + attention output
+    r.f("dense", "qkv", "q", "scores", "masked", "ctx.m")
+    _norm(r, "x2", rows, h, dt, "ln")
+    r.f("x")
+    _plain_mlp(r, arch, rows, dt)
+    r.a("h2", rows * h * dt)
+    r.f("mlp", "x2", "o")
+
+
+def _falcon_linear(r: _Replay, name: str, nbytes: int, bias: bool) -> None:
+    """FalconLinear.forward (modeling_falcon.py L60-65): `input @ self.weight.T`, then `+ self.bias` as a second
+    tensor when the layer has a bias (the product is freed when the function returns)."""
+    if not bias:
+        r.a(name, nbytes)
+        return
+    r.a(name + ".mm", nbytes)
+    r.a(name, nbytes)
+    r.f(name + ".mm")
+
+
+def _falcon_alibi_attention(r: _Replay, arch: LlmArch, w: Workload, i: int, rows: int, new: int, past: int,
+                            dt: int, kv_dt: int) -> None:
+    """FalconAttention with alibi (modeling_falcon.py L326-437, transformers 5.17). Fused query_key_value
+    (FalconLinear); q / k / v are views of it (the transpose + reshape keeps the shape); cache update. SDPA: the
+    b x heads x new x kv ALiBi mask goes in as attn_mask (the memory-efficient kernel on CUDA, no score matrix),
+    the output's transpose + reshape is a view, dense. Eager: q @ k^T, .to(float32), + alibi, *= 1/sqrt(d) in
+    place, softmax(logits + mask, dtype) (its converted input is kernel scratch), probabilities @ v,
+    _merge_heads copy, dense; the probabilities are returned and kept by FalconModel's loop like BLOOM's.
+    Leaves "o" (and "qkv", freed by the caller when the attention returns)."""
+    b, nh, hd, h = w.batch, arch.heads, arch.head_dim, arch.hidden
+    kvh = arch.kv_heads
+    total = past + new
+    _falcon_linear(r, "qkv", rows * (nh + 2 * kvh) * hd * dt, arch.qkv_bias)
+    _cache_update(r, i, b, total, kvh * hd * kv_dt)
+    if w.attn == "eager":
+        scores = b * nh * new * total
+        r.a("scores", scores * dt)  # matmul_result, referenced until the return
+        r.a("scores32", scores * FP32)  # attention_scores.to(float32), likewise
+        r.a("logits", scores * FP32)
+        r.a("logits.m", scores * FP32)
+        r.a("k:sm.in", scores * dt)
+        r.a(f"probs{i}", scores * dt)
+        r.f("k:sm.in", "logits.m")
+        r.a("attn", rows * h * dt)
+        r.a("attn.t", rows * h * dt)
+        r.f("attn", "logits", "scores32", "scores")
+    else:
+        r.a("attn.t", rows * h * dt)
+        r.a("lse", b * nh * new * FP32)
+        r.f("lse")
+    _falcon_linear(r, "o", rows * h * dt, arch.o_bias)
+    r.f("attn.t")
+
+
+def _falcon_alibi_layer(r: _Replay, arch: LlmArch, w: Workload, i: int, rows: int, new: int, past: int, dt: int,
+                        kv_dt: int) -> None:
+    """FalconDecoderLayer of the RefinedWeb models (alibi, modeling_falcon.py L575-626): input_layernorm; the
+    attention; sequential (parallel_attn False): residual = dropout_add(attention_output, residual),
+    mlp_layernorm_out = post_attention_layernorm(residual); parallel: the MLP reads the same layer norm output
+    and its output gets `+= attention_output` in place. FalconMLP: dense_h_to_4h and dense_4h_to_h are
+    FalconLinear (bias -> two tensors), the activation one kernel. Every layer norm output and the attention
+    output live until the layer returns. Leaves "h2"."""
+    h = arch.hidden
+    _norm(r, "x", rows, h, dt, "ln")
+    _falcon_alibi_attention(r, arch, w, i, rows, new, past, dt, kv_dt)
+    r.f("qkv")
+    if not arch.parallel:
+        r.a("h1", rows * h * dt)
+        _norm(r, "x2", rows, h, dt, "ln")
+    _falcon_linear(r, "fc", rows * arch.intermediate * dt, arch.mlp_bias)
+    r.a("act", rows * arch.intermediate * dt)
+    r.f("fc")
+    _falcon_linear(r, "mlp", rows * h * dt, arch.mlp_bias)
+    r.f("act")
+    r.a("h2", rows * h * dt)
+    r.f("x", "x2", "h1", "o", "mlp")
 
 
 def _attention_projections(r: _Replay, arch: LlmArch, rows: int, dt: int) -> None:
@@ -520,7 +666,9 @@ def _forward(r: _Replay, arch: LlmArch, w: Workload, new: int, past: int, dt: in
         r.a("embeds.sum", rows * h * dt)
     if arch.embed_norm:  # BLOOM word_embeddings_layernorm
         _norm(r, "embeds.ln", rows, h, dt, nk)
-    if arch.pos == "rope":
+    if arch.pos == "alibi":
+        _alibi_tensors(r, arch, w, new, past, dt)
+    if arch.pos == "rope" or arch.family == "falcon":  # FalconModel computes rotary cos / sin with alibi too
         r.a("cos", b * new * (arch.rotary_dim or arch.head_dim) * dt)
         r.a("sin", b * new * (arch.rotary_dim or arch.head_dim) * dt)
     kinds = set(arch.layer_kinds)
@@ -528,9 +676,11 @@ def _forward(r: _Replay, arch: LlmArch, w: Workload, new: int, past: int, dt: in
     for kind in kinds:
         need = w.attn == "eager" or kind == "sliding" or (len(kinds) > 1)
         masks[kind] = need and not decode
-        if masks[kind]:
+        if masks[kind] and not (arch.family == "falcon" and arch.pos == "alibi"):  # that one: _falcon_alibi_mask
             r.a(f"mask.{kind}", b * new * (past + new) * (dt if w.attn == "eager" else 1))
-    if arch.family in SDPA_BOOL_MASK and not decode and not any(masks.values()):
+    if arch.family == "falcon" and arch.pos == "alibi":
+        _falcon_alibi_mask(r, arch, w, new, past, dt)
+    elif arch.family in SDPA_BOOL_MASK and not decode and not any(masks.values()):
         r.a("mask.bool", b * new * (past + new))
     # the model's own references to the embeddings live for the whole forward; what the first layer reads
     # (inputs_embeds + position_embeds, BLOOM's word_embeddings_layernorm output) is released after it
@@ -538,7 +688,11 @@ def _forward(r: _Replay, arch: LlmArch, w: Workload, new: int, past: int, dt: in
     for i in range(arch.layers):
         masked = masks.get(arch.layer_kinds[i], False) or (w.attn == "eager" and not decode)
         if arch.mixers and arch.mixers[i] == "mamba":
-            _mamba_layer(r, arch, w, i, rows, new, past, dt)
+            (_mamba2_layer if arch.mamba.get("version") == 2 else _mamba_layer)(r, arch, w, i, rows, new, past, dt)
+        elif arch.family == "bloom":
+            _bloom_layer(r, arch, w, i, rows, new, past, dt, kv_dt)
+        elif arch.family == "falcon" and arch.pos == "alibi":
+            _falcon_alibi_layer(r, arch, w, i, rows, new, past, dt, kv_dt)
         elif arch.parallel:
             _parallel_layer(r, arch, w, i, rows, new, past, dt, kv_dt, masked, decode and opts["batched_mm"])
         elif arch.post_norm or arch.family == "stablelm":
@@ -568,7 +722,7 @@ def _forward(r: _Replay, arch: LlmArch, w: Workload, new: int, past: int, dt: in
         r.a("logits32", kept * arch.vocab * FP32)  # older LlamaForCausalLM: logits.float()
         r.f("logits")
         r.rename("logits32", "logits")
-    r.f("final", hidden, "embeds", "pos", "embeds.sum", "embeds.ln", "cos", "sin", "mask.bool",
+    r.f("final", hidden, "embeds", "pos", "embeds.sum", "embeds.ln", "cos", "sin", "mask.bool", "alibi", "mask.alibi",
         *[f"mask.{k}" for k in kinds])
     r.a("next_logits", b * arch.vocab * FP32)  # generate copies the last logits to float32
     r.f("logits")
@@ -706,6 +860,159 @@ def _mamba_layer(r: _Replay, arch: LlmArch, w: Workload, i: int, rows: int, new:
     r.a("o", rows * h * dt)
     r.f("y")
     r.a("h2", rows * h * (FP32 if m.get("residual_fp32") else dt))
+    r.f("o", "res32")
+
+
+def _segment_sum(r: _Replay, name: str, outer: int, chunk: int) -> None:
+    """segment_sum (modeling_mamba2.py L73-90) of `outer` rows of `chunk` float32 values, then torch.exp (the
+    caller's): masked_fill of the expanded input, cumsum, masked_fill again (each outer x chunk x chunk), with
+    chunk x chunk boolean masks (ones, tril, ~). Leaves `name` (the exp)."""
+    square = outer * chunk * chunk * FP32
+    r.a(name + ".tril1", chunk * chunk)
+    r.a(name + ".not", chunk * chunk)
+    r.a(name + ".fill1", square)
+    r.f(name + ".not")
+    r.a(name + ".cumsum", square)
+    r.a(name + ".tril2", chunk * chunk)
+    r.f(name + ".tril1")
+    r.a(name + ".not", chunk * chunk)
+    r.a(name + ".fill2", square)
+    r.f(name + ".not", name + ".cumsum", name + ".fill1", name + ".tril2")
+    r.a(name, square)
+    r.f(name + ".fill2")
+
+
+def _mamba2_chunk_scan(r: _Replay, m: dict, b: int, L: int) -> None:
+    """The pure-PyTorch chunked scan of modeling_mamba2.py (transformers 5.17, L255-345; what runs without the
+    mamba-ssm kernels), in float32. dt + dt_bias, softplus, clamp; x, B, C to float32 (B, C repeated per head);
+    D_residual = D * pad(x); x * dt, A * dt; pad + reshape into chunks (F.pad copies even with zero padding);
+    A_cumsum; L = exp(segment_sum(A)); G = (C * B).sum(-1) through a b x chunks x l x l x heads x state product;
+    M = (G * L).sum(-1); Y_diag = (M * x).sum(3) through a b x chunks x l x l x heads x head_dim product; decay
+    states, B_decay, states (b x chunks x l x heads x head_dim x state product), the inter-chunk recurrence,
+    C_times_states (kept until the function returns), Y_off, output + D_residual. Leaves "scan" (the padded
+    output) and "states.new" (the final state's storage)."""
+    nh, hd, n, g, l = m["heads"], m["head_dim"], m["d_state"], m["n_groups"], m["chunk"]
+    di = nh * hd
+    Lp = -(-L // l) * l
+    c = Lp // l
+    rows = b * L
+    r.a("dt.b", rows * nh * 2)  # dt (a slice of the bf16 in_proj output) + dt_bias
+    r.a("dt.sp", rows * nh * 2)
+    r.f("dt.b")
+    r.a("dt", rows * nh * 2)  # clamp
+    r.f("dt.sp")
+    r.a("x32", rows * di * FP32)
+    for t in ("B", "C"):
+        r.a(t + "32g", rows * g * n * FP32)
+        r.a(t + "32", rows * nh * n * FP32)  # repeat_interleave per head
+        r.f(t + "32g")
+    r.a("pad.d", b * Lp * di * FP32)
+    r.a("Dres", b * Lp * di * FP32)
+    r.f("pad.d")
+    r.a("dt32", rows * nh * FP32)
+    r.a("xdt", rows * di * FP32)
+    r.f("dt32", "x32")
+    r.a("dt32", rows * nh * FP32)
+    r.a("Adt", rows * nh * FP32)
+    r.f("dt32")
+    for t, width in (("x", di), ("A", nh), ("B", nh * n), ("C", nh * n)):
+        r.a(t + ".c", b * Lp * width * FP32)  # reshape_into_chunks: pad (a copy), then a view
+    r.f("xdt", "Adt", "B32", "C32")
+    r.a("Acum", b * Lp * nh * FP32)
+    _segment_sum(r, "Lmat", b * nh * c, l)
+    square = b * c * l * l * nh * FP32
+    r.a("G.prod", square * n)
+    r.a("G", square)
+    r.f("G.prod")
+    r.a("M.prod", square)
+    r.a("M", square)
+    r.f("M.prod")
+    r.a("Yd.prod", square * hd)
+    r.a("Ydiag", b * Lp * di * FP32)
+    r.f("Yd.prod")
+    r.a("dec.sub", b * Lp * nh * FP32)
+    r.a("decay", b * Lp * nh * FP32)
+    r.f("dec.sub")
+    r.a("Bdecay", b * Lp * nh * n * FP32)
+    state = b * nh * hd * n * FP32
+    r.a("st.prod", b * Lp * di * n * FP32)
+    r.a("states", c * state)
+    r.f("st.prod")
+    r.a("states.prev", state)  # zeros_like(states[:, :1])
+    r.a("states.cat", (c + 1) * state)
+    r.f("states")
+    r.a("dchunk.pad", b * nh * (c + 1) * FP32)
+    _segment_sum(r, "dchunk", b * nh, c + 1)
+    r.f("dchunk.pad")
+    r.a("ns.prod", (c + 1) * (c + 1) * state)
+    r.a("states.new", (c + 1) * state)
+    r.f("ns.prod", "states.cat")
+    r.a("sdo", b * Lp * nh * FP32)  # exp(A_cumsum)
+    r.a("Cts", b * Lp * di * n * FP32)  # C_times_states, referenced until the return
+    r.a("Yoff.sum", b * Lp * di * FP32)
+    r.a("Yoff", b * Lp * di * FP32)
+    r.f("Yoff.sum")
+    r.a("out0", b * Lp * di * FP32)
+    r.a("scan", b * Lp * di * FP32)  # + D_residual
+    r.f("out0", "dt", "Dres", "x.c", "A.c", "B.c", "C.c", "Acum", "Lmat", "G", "M", "Ydiag", "decay", "Bdecay",
+        "states.prev", "dchunk", "sdo", "Cts", "Yoff")
+
+
+def _mamba2_layer(r: _Replay, arch: LlmArch, w: Workload, i: int, rows: int, new: int, past: int, dt: int) -> None:
+    """Mamba2Block of transformers 5.17 (modeling_mamba2.py) on the pure-PyTorch path (no mamba-ssm /
+    causal-conv1d kernels, as `preflight measure` runs it). Prefill: RMSNorm; residual to float32
+    (residual_in_fp32); in_proj -> gate | x, B, C | dt (one tensor, split into views); the conv state (b x
+    conv_dim x d_conv) and the float32 recurrent state (b x heads x head_dim x state) join the cache;
+    causal_conv1d_fn's reference: conv1d over L + d_conv - 1 positions, SiLU of the first L; the chunked scan
+    (_mamba2_chunk_scan); MambaRMSNormGated in float32 (gate.to(float32), silu, product, variance, weight);
+    out_proj of the cast; residual + output in float32. Decode (one token): causal_conv1d_update and
+    selective_state_update's references, a few state-sized float32 temporaries. Leaves "h2"."""
+    m, h, b = arch.mamba, arch.hidden, w.batch
+    nh, hd, n, g = m["heads"], m["head_dim"], m["d_state"], m["n_groups"]
+    di = nh * hd
+    conv_dim = di + 2 * g * n
+    fp32_res = bool(m.get("residual_fp32"))
+    carried32 = fp32_res and i > 0  # the previous block's output is float32: norm(x.to(dtype)) casts a copy
+    if carried32:
+        r.a("x.in", rows * h * dt)
+    _norm(r, "x", rows, h, dt, "rms")
+    r.f("x.in")
+    if fp32_res and not carried32:
+        r.a("res32", rows * h * FP32)  # residual.to(float32) (a no-op once the residual is float32)
+    r.a("xz", rows * (di + conv_dim + nh) * dt)
+    r.a("A", nh * FP32)
+    if f"conv{i}" not in r.live:
+        r.a(f"conv{i}", b * conv_dim * m["d_conv"] * dt)
+    if new == 1:
+        r.a("conv.cat", b * conv_dim * (m["d_conv"] + 1) * dt)
+        r.a("conv.act", b * conv_dim * dt)
+        r.f("conv.cat")
+        r.a("step", 4 * b * nh * hd * n * FP32)  # dA, dB, dBx, the updated state
+        r.a("y32", rows * di * FP32)
+        r.f("step")
+        r.rename("y32", "scan")
+    else:
+        r.a("conv.out", b * conv_dim * (new + m["d_conv"] - 1) * dt)
+        r.a("conv.act", rows * conv_dim * dt)
+        r.f("conv.out")
+        _mamba2_chunk_scan(r, m, b, new)
+        if f"ssm{i}" not in r.live:
+            r.a(f"ssm{i}", b * nh * hd * n * FP32)  # update_recurrent_state: zeros_like, then copied into
+    r.a("gate32", rows * di * FP32)
+    r.a("gate.silu", rows * di * FP32)
+    r.f("gate32")
+    r.a("gated", rows * di * FP32)
+    r.f("gate.silu")
+    r.a("g.pow", rows * di * FP32)
+    r.a("g.var", rows * FP32)
+    r.f("g.pow")
+    r.a("g.norm", rows * di * FP32)
+    r.a("g.out", rows * di * FP32)
+    r.f("g.norm", "gated", "g.var")
+    r.a("y", rows * di * dt)  # scan_output.to(dtype)
+    r.a("o", rows * h * dt)
+    r.f("y", "A", "xz", "conv.act", "g.out", "scan", "states.new", "x")
+    r.a("h2", rows * h * (FP32 if fp32_res else dt))
     r.f("o", "res32")
 
 
