@@ -88,6 +88,7 @@ class LlmArch:
     mixers: list[str] = field(default_factory=list)  # per layer "attn" | "mamba" (empty: all attn)
     mamba: dict[str, int] = field(default_factory=dict)
     assumed: bool = False           # --assume-llama-like on an unknown model_type
+    eos_token: bool = True          # an eos_token_id (generate()'s min-length logits processors need one)
     layer_kinds: list[str] = field(default_factory=list)  # "full" | "sliding" per layer
     sliding_window: int | None = None
     # MoE
@@ -146,6 +147,10 @@ def _int(cfg: dict, name: str, *alts: str, required: bool = True) -> int | None:
         raise ModelSourceError(f"config.json field {name!r} must be a non-negative integer, got {v!r}")
     return int(v)
 
+
+# model types whose config class has no default eos_token_id (transformers 5.17, AutoConfig.for_model(type)):
+# without one in config.json, generate() builds no min-length logits processors
+NO_DEFAULT_EOS = ("dbrx", "gpt_oss", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe")
 
 # class defaults of a language model nested as text_config whose published file omits its sizes (llava-hf's
 # Llava 1.5 configs keep only vocab_size / max_position_embeddings / rms_norm_eps of a Llama): LlamaConfig in
@@ -249,6 +254,7 @@ def parse_llm(config: dict, assume_llama_like: bool = True) -> LlmArch:
     if mt == "olmo":
         arch.norm = "ln_noparam"
     arch.layer_kinds, arch.sliding_window = _layer_kinds(cfg, mt, layers)
+    arch.eos_token = cfg["eos_token_id"] is not None if "eos_token_id" in cfg else mt not in NO_DEFAULT_EOS
     _moe(cfg, mt, arch)
     if mt in OWN_LAYOUT:
         families.apply(mt, cfg, arch)

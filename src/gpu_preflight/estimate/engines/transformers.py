@@ -33,6 +33,7 @@ KEEPS_ATTN_OUTPUT = ("gpt2", "gpt_bigcode")
 # FalconModel builds its causal mask as a b x L x L boolean tensor for SDPA too (masking_utils, prefill)
 SDPA_BOOL_MASK = ("falcon",)  # no _supports_sdpa in transformers 5.17: from_config falls back to eager
 INVISIBLE_TO_TRACE = ("w:", "cublas.", "k:")  # replay names left out of activation_requested_peak_bytes
+LOGITS_FLOAT = ("mamba", "mamba2", "falcon_mamba")  # their *ForCausalLM returns lm_head(...).float()
 
 
 @dataclass
@@ -718,16 +719,48 @@ def _forward(r: _Replay, arch: LlmArch, w: Workload, new: int, past: int, dt: in
     _norm(r, "final", rows, h, dt, nk)
     kept = rows if opts["full_logits"] else b  # logits_to_keep=1 (transformers >= 4.45): last position only
     r.a("logits", kept * arch.vocab * dt)
-    if opts["full_logits"]:
-        r.a("logits32", kept * arch.vocab * FP32)  # older LlamaForCausalLM: logits.float()
+    if opts["full_logits"] or arch.family in LOGITS_FLOAT:
+        r.a("logits32", kept * arch.vocab * FP32)  # older LlamaForCausalLM, Mamba*ForCausalLM: logits.float()
         r.f("logits")
         r.rename("logits32", "logits")
     r.f("final", hidden, "embeds", "pos", "embeds.sum", "embeds.ln", "cos", "sin", "mask.bool", "alibi", "mask.alibi",
         *[f"mask.{k}" for k in kinds])
-    r.a("next_logits", b * arch.vocab * FP32)  # generate copies the last logits to float32
-    r.f("logits")
+    _generation_step(r, arch, w)
+
+
+def _generation_step(r: _Replay, arch: LlmArch, w: Workload) -> None:
+    """What GenerationMixin._sample does with a step's logits (generation/utils.py L3040-3093, transformers 5.17),
+    called as `preflight measure` calls it (greedy, min_new_tokens = output_len, an eos token): the last
+    position copied to float32 (`next_token_logits`, referenced until the next step's copy replaces it); the
+    logits processors generate() builds for that call, MinLengthLogitsProcessor (min_length = prompt +
+    min_new_tokens) and MinNewTokensLengthLogitsProcessor (logits_process.py L154-160, L226-234): each an
+    arange(vocab) int64, isin -> bool, scores.clone() and torch.where -> a new float32 b x vocab tensor; the
+    processed scores stay referenced until the next step's replace them; argmax; `del outputs` then frees the
+    step's logits. So every decode forward runs with two b x vocab float32 tensors alive. No repetition
+    penalty and no sampling warpers: GenerationConfig's defaults (repetition_penalty 1.0) with do_sample=False
+    build neither."""
+    b, v = w.batch, arch.vocab
+    r.a("ntl.new", b * v * FP32)
+    r.f("ntl")
+    r.rename("ntl.new", "ntl")
+    scores = "ntl"
+    if arch.eos_token:
+        r.a("lp1.arange", v * 8)
+        r.a("lp1.isin", v)
+        r.a("lp1.clone", b * v * FP32)
+        r.a("lp1.where", b * v * FP32)
+        r.f("lp1.clone", "lp1.arange", "lp1.isin")
+        r.a("lp2.clone", b * v * FP32)
+        r.a("lp2.arange", v * 8)
+        r.a("lp2.isin", v)
+        r.a("lp2.where", b * v * FP32)
+        r.f("lp2.clone", "lp2.arange", "lp2.isin", "lp1.where")
+        scores = "lp2.where"
     r.a("next_tokens", b * 8)
-    r.f("next_logits")
+    if scores != "ntl":
+        r.f("scores")
+        r.rename(scores, "scores")
+    r.f("next_tokens", "logits")
 
 
 def _parallel_layer(r: _Replay, arch: LlmArch, w: Workload, i: int, rows: int, new: int, past: int, dt: int,
@@ -1018,10 +1051,12 @@ def _mamba2_layer(r: _Replay, arch: LlmArch, w: Workload, i: int, rows: int, new
 
 def _decode_may_matter(arch: LlmArch, w: Workload, dt: int, kv_dt: int, prefill_extra: int) -> bool:
     """Whether decode can come near the prefill peak: the cache grows by output_len tokens, each
-    step copies one layer's K/V (torch.cat), and MoE decode gathers expert weights per token."""
+    step copies one layer's K/V (torch.cat), MoE decode gathers expert weights per token, and up to six
+    b x vocab float32 tensors of the logits processors are alive at a step's end (_generation_step)."""
     per_tok = sum(kv_bytes_per_token(arch, kv_dt))
     growth = w.batch * w.output_len * per_tok
-    step = w.batch * (w.input_len + w.output_len) * max(kv_bytes_per_token(arch, kv_dt)) + w.batch * arch.vocab * 8
+    step = (w.batch * (w.input_len + w.output_len) * max(kv_bytes_per_token(arch, kv_dt) or [0])
+            + w.batch * arch.vocab * (6 * FP32 + dt) + arch.vocab * 9)
     if arch.is_moe:
         step += w.batch * arch.experts_per_token * 3 * arch.hidden * arch.moe_intermediate * dt
     prefill_cache = w.batch * w.input_len * per_tok
