@@ -32,7 +32,8 @@ EAGER_ONLY = ("gptj", "bloom")
 KEEPS_ATTN_OUTPUT = ("gpt2", "gpt_bigcode")
 # FalconModel builds its causal mask as a b x L x L boolean tensor for SDPA too (masking_utils, prefill)
 SDPA_BOOL_MASK = ("falcon",)  # no _supports_sdpa in transformers 5.17: from_config falls back to eager
-INVISIBLE_TO_TRACE = ("w:", "cublas.", "k:")  # replay names left out of activation_requested_peak_bytes
+# replay names left out of activation_requested_peak_bytes ("in:": generate()'s inputs, made before a trace starts)
+INVISIBLE_TO_TRACE = ("w:", "cublas.", "k:", "in:")
 LOGITS_FLOAT = ("mamba", "mamba2", "falcon_mamba")  # their *ForCausalLM returns lm_head(...).float()
 
 
@@ -236,7 +237,7 @@ def _attention(r: _Replay, arch: LlmArch, w: Workload, i: int, rows: int, new: i
         r.f("probs")
     elif w.attn == "eager":
         scores = b * nh * new * kv_len
-        if arch.kv_heads < nh and not arch.mla:
+        if 1 < arch.kv_heads < nh and not arch.mla:  # repeat_kv of a single KV head is a view (stride 0)
             r.a("krep", b * nh * kv_len * hd * dt)
             r.a("vrep", b * nh * kv_len * hd * dt)
         r.a("scores", scores * dt)
@@ -255,7 +256,7 @@ def _attention(r: _Replay, arch: LlmArch, w: Workload, i: int, rows: int, new: i
         r.f("probs", "krep", "vrep")
     else:
         # SDPA gets enable_gqa only without a mask; with one, repeat_kv materializes K and V
-        if masked and arch.kv_heads < nh and not arch.mla:
+        if masked and 1 < arch.kv_heads < nh and not arch.mla:  # (one KV head: repeat_kv is a view)
             r.a("krep", b * nh * kv_len * hd * dt)
             r.a("vrep", b * nh * kv_len * hd * dt)
         r.a("attn", rows * nh * (arch.v_head_dim if arch.mla else hd) * dt)
@@ -662,6 +663,8 @@ def _forward(r: _Replay, arch: LlmArch, w: Workload, new: int, past: int, dt: in
     decode = new == 1
     nk = arch.norm if arch.norm == "ln" else "rms"
     r.a("embeds", rows * (arch.embed_dim or h) * dt)
+    if getattr(w, "vision", None) is not None and not decode:  # estimate/vision.py VlmWorkload: the vision tower
+        w.vision.replay(r, w, dt)
     if arch.pos == "learned":  # wpe / embed_positions lookup, then inputs_embeds + position_embeds
         r.a("pos", rows * h * dt)
         r.a("embeds.sum", rows * h * dt)
@@ -723,7 +726,7 @@ def _forward(r: _Replay, arch: LlmArch, w: Workload, new: int, past: int, dt: in
         r.a("logits32", kept * arch.vocab * FP32)  # older LlamaForCausalLM, Mamba*ForCausalLM: logits.float()
         r.f("logits")
         r.rename("logits32", "logits")
-    r.f("final", hidden, "embeds", "pos", "embeds.sum", "embeds.ln", "cos", "sin", "mask.bool", "alibi", "mask.alibi",
+    r.f("final", hidden, "embeds", "pos", "embeds.sum", "embeds.ln", "cos", "sin", "mask.bool", "alibi", "mask.alibi", "img_feat",
         *[f"mask.{k}" for k in kinds])
     _generation_step(r, arch, w)
 
