@@ -1,7 +1,7 @@
 """Issue 19 architectures measured on the H200 against the estimator (no GPU needed).
 
 Reads calibration/raw/arch-h200*.jsonl (bench/calibrate.py bench/matrix_arch.json, one child per model),
-compares every finished phase with the estimate (gpu_preflight.measure.calibration.compare_arch_records),
+compares every finished phase with the estimate (gpu_preflight.measurement.calibration.compare_arch_records),
 reports training and held-out models separately against the issue's bar (weights within 1 %, peak process
 memory within 5 %), and lists the runs that crashed with what the estimate says about them.
 
@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from gpu_preflight.measure.calibration import (ARCH_PEAK_BAR, ARCH_WEIGHTS_BAR, arch_crashes,  # noqa: E402
+from gpu_preflight.measurement.calibration import (ARCH_PEAK_BAR, ARCH_WEIGHTS_BAR, arch_crashes,  # noqa: E402
                                                arch_files, compare_arch_records, load_records, summarize_arch)
 
 BEGIN, END = "<!-- archs:begin -->", "<!-- archs:end -->"
@@ -77,7 +77,7 @@ def markdown(root: str) -> str:
             "decoder architecture caches every head, GPT-J's kept projections and float32 path, Mamba's fallback "
             "scan. Changed after comparing with these records: Falcon multi-query's SDPA runs on torch's math "
             "backend (float32 scores; the training model Falcon-7B was -37 % before) and BLOOM's eager attention "
-            "(held out, so reported as seen). Both are in `estimate/engines/transformers.py` with the transformers "
+            "(held out, so reported as seen). Both are in `estimators/engines/transformers.py` with the transformers "
             "5.17 lines they follow.", ""]
     misses = [r for r in rows if not (r["weights_error"] is not None and abs(r["weights_error"]) <= ARCH_WEIGHTS_BAR
                                       and abs(r["process_error"]) <= ARCH_PEAK_BAR)]

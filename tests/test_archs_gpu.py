@@ -13,10 +13,10 @@ import os
 import pytest
 
 from gpu_preflight.cli import main
-from gpu_preflight.estimate.arch import parse_llm
-from gpu_preflight.estimate.engines.transformers import Workload
-from gpu_preflight.estimate.plan import position_check
-from gpu_preflight.measure.calibration import (arch_crashes, arch_files, arch_matrix, compare_arch_records,
+from gpu_preflight.estimators.arch import parse_llm
+from gpu_preflight.estimators.engines.transformers import Workload
+from gpu_preflight.estimators.plan import position_check
+from gpu_preflight.measurement.calibration import (arch_crashes, arch_files, arch_matrix, compare_arch_records,
                                                load_records, summarize_arch)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
