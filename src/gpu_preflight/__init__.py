@@ -7,6 +7,8 @@ The public API (docs/api.md) is imported lazily, so `import gpu_preflight` stays
     est.fits, est.peak_process_bytes, est.to_json()
 """
 
+from typing import Any
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -22,7 +24,7 @@ _ERRORS = {"PreflightError", "UsageError", "ModelSourceError", "SnapshotError", 
            "DeviceUnavailable"}
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name == "phase":  # markers for scripts run under `preflight watch` (a no-op otherwise)
         from gpu_preflight.watcher.phase import phase
 
@@ -38,5 +40,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'gpu_preflight' has no attribute {name!r}")
 
 
-def __dir__():
+def __dir__() -> list[str]:
     return sorted(list(globals()) + __all__)

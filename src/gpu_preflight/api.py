@@ -50,7 +50,8 @@ class _Result:
 
     def to_json(self) -> dict[str, Any]:
         """The command's `--json` output, as a fresh dict."""
-        return _thawed(self.data)
+        out: dict[str, Any] = _thawed(self.data)
+        return out
 
     def __getitem__(self, key: str) -> Any:
         return self.data[key]
@@ -74,7 +75,7 @@ class Estimate(_Result):
 
     @property
     def engine(self) -> str:
-        return self.data["engine"]
+        return str(self.data["engine"])
 
     @property
     def peak_process_bytes(self) -> int:
@@ -96,7 +97,7 @@ class Estimate(_Result):
         return 4 if self.fits is None else 0 if self.fits else 2
 
 
-def _option_value(opt, name: str, value: Any) -> Any:
+def _option_value(opt: Any, name: str, value: Any) -> Any:
     if opt.action == "store_true":
         if not isinstance(value, bool):
             raise UsageError(f"{name} must be True or False, not {value!r}")
@@ -135,7 +136,7 @@ def estimate(model: str, *, engine: str | None = None, gpus: str | Sequence[str]
     return Estimate(_frozen(report))
 
 
-def given_options(options: Mapping[str, Any], engines=None) -> dict[str, Any]:
+def given_options(options: Mapping[str, Any], engines: Any = None) -> dict[str, Any]:
     """Keyword options (`max_model_len=8192`) as the parsed `given` dict run_estimate takes: each
     value parsed by its option's own type, an undeclared name a UsageError."""
     from gpu_preflight.estimators.engines import all_engines
@@ -151,7 +152,8 @@ def given_options(options: Mapping[str, Any], engines=None) -> dict[str, Any]:
 
 
 def run_estimate(model: str, *, engine: str | None, gpu_specs: list[str], torch: str | None, revision: str | None,
-                 offline: bool | None, given: dict[str, Any], engines=None, resolve=None) -> dict[str, Any]:
+                 offline: bool | None, given: dict[str, Any], engines: Any = None,
+                 resolve: Any = None) -> dict[str, Any]:
     """The one code path behind `estimate()` and `preflight estimate`: load the model, pick the
     engine, refuse options it does not declare, build the report."""
     source = load_source(model, revision=revision, offline=offline)
@@ -160,7 +162,7 @@ def run_estimate(model: str, *, engine: str | None, gpu_specs: list[str], torch:
     return report_for(plan)
 
 
-def load_source(model: str, *, revision: str | None, offline: bool | None):
+def load_source(model: str, *, revision: str | None, offline: bool | None) -> Any:
     """The ModelSource of what the user typed (models.load_model_source; a Hub GGUF file
     org/name/file.gguf: its header by HTTP range requests)."""
     from gpu_preflight.models import gguf_remote, load_model_source
@@ -177,13 +179,13 @@ class EstimatePlan:
     source: Any
     engine: Any
     opts: Mapping[str, Any]
-    targets: tuple
+    targets: tuple[Any, ...]
     torch: str | None
     kind: str
 
 
-def prepare_estimate(source, *, engine: str | None, gpu_specs: list[str], torch: str | None,
-                     given: dict[str, Any], engines=None, resolve=None) -> EstimatePlan:
+def prepare_estimate(source: Any, *, engine: str | None, gpu_specs: list[str], torch: str | None,
+                     given: dict[str, Any], engines: Any = None, resolve: Any = None) -> EstimatePlan:
     """Pick the engine for a loaded ModelSource, refuse options it does not declare, resolve the
     targets (this machine's GPUs when `gpu_specs` is empty)."""
     from gpu_preflight.estimators.engines import all_engines, default_engine, find_engine, model_kind
@@ -209,7 +211,7 @@ def report_for(plan: EstimatePlan, opts: Mapping[str, Any] | None = None, *, poi
     of a sweep). `point_only`: the caller needs the peak, breakdown and verdicts at this workload
     only; an engine may then skip its searches (largest context / batch) and suggestions."""
     source, targets = plan.source, list(plan.targets)
-    common = {"torch": plan.torch}
+    common: dict[str, Any] = {"torch": plan.torch}
     if point_only:
         common["point_only"] = True
     report = plan.engine.run(source, dict(plan.opts if opts is None else opts), targets, common)
@@ -263,7 +265,7 @@ def curve_for(plan: EstimatePlan, *, given: dict[str, Any], spec: str | None = N
     return out
 
 
-def _targets(specs: list[str]):
+def _targets(specs: list[str]) -> list[Any]:
     from gpu_preflight.estimators.plan import targets_from_machine, targets_from_specs
 
     if specs:
@@ -308,7 +310,7 @@ class Report(_Result):
         return self.data.get("recommended_install")
 
 
-def build_report(kind: str, snap: dict, only: list[str] | None = None) -> dict[str, Any]:
+def build_report(kind: str, snap: dict[str, Any], only: list[str] | None = None) -> dict[str, Any]:
     """Checks + recommendation + the `gpu-preflight.report` dict: what doctor and compat print."""
     from gpu_preflight.checks import run_checks
     from gpu_preflight.checks.context import driver_version, gpu_views
@@ -440,7 +442,7 @@ class Measurement(_Result):
 
     @property
     def ok(self) -> bool:
-        return self.data["status"] == "ok" and self.data["exit_code"] == 0
+        return bool(self.data["status"] == "ok" and self.data["exit_code"] == 0)
 
     @property
     def exit_code(self) -> int:
@@ -482,7 +484,8 @@ def run_measure(model: str, *, dtype: str = "bfloat16", batch: int = 1, input_le
     # The GPU first: without one, installing torch would not help.
     nv = probe_nvml(ProbeContext())
     if not nv["available"].get(False) or not nv["gpus"].get():
-        raise DeviceUnavailable(f"no NVIDIA GPU to measure on: {nv.get('error').get() if nv.get('error') else 'none found'}",
+        error = nv.get("error")
+        raise DeviceUnavailable(f"no NVIDIA GPU to measure on: {error.get() if error is not None else 'none found'}",
                                 hint="run `preflight doctor`; to estimate without a GPU use `preflight estimate`")
     if not python and (importlib.util.find_spec("torch") is None or importlib.util.find_spec("transformers") is None):
         raise DependencyMissing("measuring needs torch and transformers in this Python environment",

@@ -5,12 +5,17 @@
 functions are re-exported here; `collect` is imported lazily (it pulls in the probes).
 """
 
-from gpu_preflight.snapshots.schema import (  # noqa: F401
+from typing import Any
+
+from gpu_preflight.snapshots.schema import (
     SCHEMA, SCHEMA_VERSION, Snapshot, dumps, fact, from_json, gpus, load, loads, to_json,
 )
 
+__all__ = ["SCHEMA", "SCHEMA_VERSION", "Snapshot", "dumps", "fact", "from_json", "gpus", "load", "loads", "to_json",
+           "collect"]
 
-def __getattr__(name: str):
+
+def __getattr__(name: str) -> Any:
     if name == "collect":
         from gpu_preflight.snapshots.collector import collect
 
