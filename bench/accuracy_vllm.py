@@ -15,7 +15,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "src"))
 
-from gpu_preflight.measure.calibration_vllm import load, summarize  # noqa: E402
+from gpu_preflight.measurement.calibration_vllm import load, summarize  # noqa: E402
 
 BEGIN, END = "<!-- vllm:begin -->", "<!-- vllm:end -->"
 
@@ -81,8 +81,13 @@ def markdown() -> str:
            "estimate, KV layout incl. sliding-window groups, MLA and Mamba / linear-attention state pages, defaults, "
            "refusal text) are read from that release's wheel (`src/gpu_preflight/data/vllm.json` names the files).",
            "- Constants that source cannot give: the non-PyTorch memory (0.13 GiB at TP 1, 0.55 GiB per GPU at TP > 1, "
-           "llm-d H100 logs) and the first CUDA-graph capture (fitted above). The 38 bytes per logit of the PyTorch "
-           "sort sampler are still partly read, not measured: `bench/vllm_sampler_probe.py` measures them on a GPU.",
+           "llm-d H100 logs) and the first CUDA-graph capture (fitted above).",
+           "- The dummy sampler's bytes per logit are measured: `bench/vllm_sampler_probe.py` on an NVIDIA H200 (torch "
+           "2.11, `calibration/vllm/sampler-h200.jsonl`, 256 and 1024 rows, five vocabularies, bf16 and fp16) gives "
+           "38.00-38.27 for the PyTorch sort path and 14.00-14.34 for what the Triton top-k/top-p kernel leaves, the "
+           "figures PyTorch's sort (SortStable.cu, CUB's third key/value buffers) and vLLM's sampler give from source. "
+           "Still read from source only: FlashInfer's 14, PyTorch's other sort for 2-127 rows (50), and the Triton "
+           "kernel's cached per-SM buffer (SMs x vocab x 4 bytes, not modelled).",
            "- Not modelled: the vision encoder's profile of multimodal checkpoints (those logs check the layout only), "
            "the weights of Mamba / linear-attention layers (counted as attention layers), MXFP4 padding of the Triton "
            f"kernels on Hopper (gpt-oss-20b: {_gib(oss.get('pred_weights_gib'))} GiB predicted, "

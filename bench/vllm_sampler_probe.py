@@ -34,7 +34,9 @@ import platform
 import sys
 import time
 
-ROWS = (256, 1024)
+# 1 and 2-127 rows take PyTorch's other CUDA sort algorithms (SortStable.cu segmented_sort_large_segments /
+# segmented_sort_pairs_by_full_sort; data/vllm.json sort bytes_2_to_127_rows), 128 rows or more segmented_sort_pairs
+ROWS = (1, 64, 256, 1024)
 VOCABS = (32000, 128256, 151936, 201088, 262144)
 DTYPES = ("bfloat16", "float16")
 PATHS = ("v1_sort", "v1_no_sort", "v2", "sort_only", "topk_only", "softmax_only")

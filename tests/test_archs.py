@@ -14,10 +14,10 @@ import pytest
 
 from gpu_preflight.cli import main
 from gpu_preflight.errors import ModelSourceError
-from gpu_preflight.estimate import meta_count
-from gpu_preflight.estimate.arch import UnknownArchitecture, parse_llm
-from gpu_preflight.estimate.engines import transformers as T
-from gpu_preflight.estimate.weights import weight_tensors
+from gpu_preflight.estimators import meta_count
+from gpu_preflight.estimators.arch import UnknownArchitecture, parse_llm
+from gpu_preflight.estimators.engines import transformers as T
+from gpu_preflight.estimators.weights import weight_tensors
 from gpu_preflight.models.catalog import load_catalog
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -162,8 +162,12 @@ TRACED = {"gpt2": ({"model_type": "gpt2", "n_embd": 1024, "n_layer": 2, "n_head"
 
 
 @pytest.mark.parametrize("name", sorted(TRACED))
-def test_activations_follow_the_traced_forward(name):
+def test_activations_follow_the_traced_forward(name, monkeypatch):
     cfg, traced_mib = TRACED[name]
+    # the CPU trace sees torch's SDPA as one op (its output): the math backend's internals (Falcon multi-query,
+    # checked against the H200 in tests/test_archs_gpu.py) are left out here
+    monkeypatch.setattr(T, "_sdpa_math",
+                        lambda r, a, w, rows, new, kv, dt: r.a("attn", rows * a.heads * a.head_dim * dt))
     est = T.estimate_transformers(parse_llm(cfg), T.Workload(batch=4, input_len=512, output_len=4), (9, 0))
     assert abs(est.activation_requested_peak_bytes / MIB - traced_mib) / traced_mib < 0.01
 

@@ -10,11 +10,11 @@ import json
 import pytest
 
 from gpu_preflight.cli import main
-from gpu_preflight.estimate.arch import parse_llm
-from gpu_preflight.estimate.engines import transformers_quant as tq
-from gpu_preflight.estimate.engines.transformers import Workload, _Replay, estimate_transformers
-from gpu_preflight.estimate.plan import quant_config
-from gpu_preflight.estimate.weights import _linear, weight_tensors
+from gpu_preflight.estimators.arch import parse_llm
+from gpu_preflight.estimators.engines import transformers_quant as tq
+from gpu_preflight.estimators.engines.transformers import Workload, _Replay, estimate_transformers
+from gpu_preflight.estimators.plan import quant_config
+from gpu_preflight.estimators.weights import _linear, weight_tensors
 
 
 def parts(method, n_in, n_out, q=None, dt=2):
@@ -223,6 +223,46 @@ def test_load_order_follows_the_sorted_checkpoint_keys():
                                                     "norm.weight"]
 
 
+def test_load_order_puts_a_llama_layers_attention_after_its_mlp():
+    # transformers 5.17 core_model_loading.py sorts checkpoint keys with dot_natural_key: inside
+    # model.layers.N: input_layernorm < mlp.down_proj < mlp.gate_proj < mlp.up_proj < post_attention_layernorm <
+    # self_attn.k_proj < self_attn.o_proj < self_attn.q_proj < self_attn.v_proj
+    names = ["layers.0.q_proj.weight", "layers.0.k_proj.weight", "layers.0.v_proj.weight", "layers.0.o_proj.weight",
+             "layers.0.gate_proj.weight", "layers.0.up_proj.weight", "layers.0.down_proj.weight",
+             "layers.0.norm0.weight", "layers.0.norm1.weight"]
+    assert sorted(names, key=tq.load_order_key) == [
+        "layers.0.norm0.weight", "layers.0.down_proj.weight", "layers.0.gate_proj.weight", "layers.0.up_proj.weight",
+        "layers.0.norm1.weight", "layers.0.k_proj.weight", "layers.0.o_proj.weight", "layers.0.q_proj.weight",
+        "layers.0.v_proj.weight"]
+    # GPT-NeoX names its attention "attention" (gpt_neox.layers.N.attention.* < mlp.*)
+    assert sorted(["layers.0.fc_in.weight", "layers.0.qkv_proj.weight"],
+                  key=lambda n: tq.load_order_key(n, attention_first=True))[0] == "layers.0.qkv_proj.weight"
+
+
+def test_warmup_block_less_the_reserved_but_unused_memory():
+    # modeling_utils.py caching_allocator_warmup: byte_count - unused if that is still > unused; else unused + 1
+    # when more than 1.5 GiB is missing; else nothing; then torch.empty(byte_count // 2, float16)
+    assert tq.warmup_request_bytes(1001) == 1000
+    assert tq.warmup_request_bytes(10 << 20, 1 << 20) == 9 << 20
+    assert tq.warmup_request_bytes(3 << 20, 2 << 20) == 0
+    assert tq.warmup_request_bytes(5 << 30, 3 << 30) == (3 << 30)  # 3 GiB + 1, rounded down to even
+
+
+def test_int4_tile_packed_load_by_hand():
+    # int4_tile_packed_to_4d_tensor.py from_hp, 4096 -> 14336 (no padding), e = 58,720,256 elements: bf16 source
+    # (2e), F.pad copy (2e), scale and zero point (32 groups x 14336 x 2 bytes each), then the int32 codes (4e)
+    # with q[:, ::2] << 4 (2e) and | q[:, 1::2] (2e) alive at once; the peak. Then uint8 (e/2), the int4pack
+    # output (e/2), and pack_tinygemm_scales_and_zeros: cat + contiguous (2 x 917,504 bytes each)
+    q = quant_config("int4wo")
+    q["quant_type"]["default"]["_data"]["int4_packing_format"] = "tile_packed_to_4d"
+    ts = _linear("layers.0.mlp", 4096, 14336, 2, False, "int4wo", True, q)
+    r = _Replay()
+    tq.replay_load(r, ts, "int4wo", q, 2, warmup=False)
+    e, qparam = 4096 * 14336, 32 * 14336 * 2
+    assert r.al.peak_allocated == 12 * e + 2 * qparam
+    assert r.al.allocated == e // 2 + 2 * qparam
+
+
 def test_quantized_estimate_reports_the_load_phase():
     cfg = {**MOE, "model_type": "llama", "num_local_experts": 0, "num_hidden_layers": 2}
     w = Workload(batch=1, input_len=64, output_len=4)
@@ -358,4 +398,49 @@ def test_gpu_probe_dry_run_and_comparison(tmp_path):
     out = subprocess.run([sys.executable, str(root / "bench" / "quant_accuracy.py"), str(tmp_path / "quant.jsonl")],
                          check=True, capture_output=True, text=True, timeout=300).stdout
     # the CPU storage of every measured case equals the layout table
-    assert out.count("(+0.0 %)") >= 3 and "tiny-llama int8wo" in out
+    assert out.count("(+0.00 %)") >= 3 and "tiny-llama int8wo" in out
+
+
+# ---- the committed H200 measurement (calibration/raw/quant-h200.jsonl) ----
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+H200 = ROOT / "calibration" / "raw" / "quant-h200.jsonl"
+
+
+def _harness():
+    spec = importlib.util.spec_from_file_location("quant_accuracy", ROOT / "bench" / "quant_accuracy.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def h200_rows():
+    qa = _harness()
+    env, rows, errors = qa.measured_rows(str(H200))
+    return qa, env, rows, errors
+
+
+def test_h200_measurement_is_complete(h200_rows):
+    _, env, rows, errors = h200_rows
+    assert env["gpu"] == "NVIDIA H200" and env["torchao"] == "0.18.0" and env["transformers"] == "5.17.0"
+    assert len(rows) == 15 and not errors
+    assert {r["method"] for r in rows} == {"none", "int8wo", "int4wo", "fp8wo", "fp8dq"}
+
+
+def test_h200_quantized_loading_within_the_documented_bars(h200_rows):
+    """Every case against the bars docs/accuracy.md states (bench/quant_accuracy.py BARS); the load-order fix
+    took the load peaks from +0.3..+1.1 % to exact, so the 0.25 % bar would catch it coming back."""
+    qa, _, rows, _ = h200_rows
+    misses = [(r["case"], k, round(r[k][2], 3)) for r in rows for k in qa.KEYS + qa.RESERVED_KEYS
+              if r[k] is not None and abs(r[k][2]) > qa.BARS[k]]
+    assert not misses
+    assert all(r["storage_bytes"][0] == r["storage_bytes"][1] for r in rows)
+
+
+def test_h200_fresh_process_replay_is_within_the_same_bars(h200_rows):
+    # what `preflight estimate` computes (no probe state): allocated figures of the quantized cases
+    qa, _, rows, _ = h200_rows
+    for r in rows:
+        for k in qa.KEYS:
+            assert abs(r["fresh:" + k][2]) <= qa.BARS[k], (r["case"], k)

@@ -12,8 +12,8 @@ import pytest
 
 from gpu_preflight.cli import main
 from gpu_preflight.errors import UsageError
-from gpu_preflight.estimate.arch import parse_llm
-from gpu_preflight.estimate.engines import vllm as V
+from gpu_preflight.estimators.arch import parse_llm
+from gpu_preflight.estimators.engines import vllm as V
 from gpu_preflight.models import load_model_source
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -132,6 +132,54 @@ def test_default_utilization_and_sampler_per_release():
     triton = est("qwen3-8b", version="0.18.0", gpu_memory_utilization=0.9)
     vocab = 151936
     assert sort.activation_bytes - triton.activation_bytes == (38 - 14) * 1024 * vocab
+
+
+SAMPLER_H200 = ROOT / "calibration" / "vllm" / "sampler-h200.jsonl"
+# the probe path that measures each constant of data/vllm.json sampler_bytes_per_logit
+PROBE_PATH = {"sort": ("v1_sort", "sort_only"), "triton": ("v1_no_sort",), "v2": ("v2",)}
+
+
+def _sampler_rows():
+    lines = [json.loads(x) for x in SAMPLER_H200.read_text().splitlines() if x.strip()]
+    return lines[0]["environment"], [x for x in lines if "path" in x]
+
+
+def test_sampler_measurement_is_the_committed_h200_run():
+    env, rows = _sampler_rows()
+    assert env["gpu"] == "NVIDIA H200" and env["torch"].startswith("2.11") and env["driver"] == "580.159.04"
+    assert len(rows) == 120 and all(r["measured"] for r in rows)
+    assert {r["vocab"] for r in rows} == {32000, 128256, 151936, 201088, 262144} and {r["rows"] for r in rows} == {256, 1024}
+
+
+@pytest.mark.parametrize("path", ["sort", "triton", "v2"])
+def test_sampler_constants_agree_with_the_h200_measurement(path):
+    """data/vllm.json's bytes per logit against calibration/vllm/sampler-h200.jsonl: the measured peak is the
+    constant plus the caching allocator's rounding (a block keeps a tail of up to 1 MiB it does not split off;
+    about six tensors are alive at the peak), and exactly the constant at the largest shape (1024 x 262144
+    logits: to 0.01 byte per logit), for bf16 and fp16 logits alike."""
+    const = V.releases()["sampler_bytes_per_logit"][path]["bytes"]
+    _, rows = _sampler_rows()
+    measured = [r for r in rows if r["path"] in PROBE_PATH[path]]
+    assert len(measured) == 20 * len(PROBE_PATH[path])
+    for r in measured:
+        assert const <= r["bytes_per_logit"] <= const * 1.025, r  # 2.048 for 2-byte logits at the smallest shape
+        assert r["peak_bytes"] - const * r["rows"] * r["vocab"] <= 6 << 20, r  # at most 1 MiB per live tensor
+        if r["rows"] * r["vocab"] == 1024 * 262144:
+            assert abs(r["bytes_per_logit"] - const) < 0.01, r
+    # the record says where the constant comes from
+    assert "calibration/vllm/sampler-h200.jsonl" in V.releases()["sampler_bytes_per_logit"][path]["measured"]
+
+
+def test_sort_sampler_below_128_rows_uses_pytorchs_full_sort():
+    # SortStable.cu: 2-127 rows -> segmented_sort_pairs_by_full_sort: int2 (index, segment) x 2 (16) + radix_sort_pairs'
+    # own keys output (4) + CUB's third key / value buffers (4 + 8) + outputs (4 + 8) + bf16 logits and float32 copy
+    # (2 + 4) = 50 bytes per logit; 1 row (segmented_sort_large_segments) and >= 128 rows (segmented_sort_pairs): 38
+    a = arch("qwen3-8b")
+    vocab = 151936  # already a multiple of 64
+    assert V.sampler_peak_bytes(a, 64, "sort") == 64 * vocab * 50
+    assert V.sampler_peak_bytes(a, 1, "sort") == vocab * 38 and V.sampler_peak_bytes(a, 128, "sort") == 128 * vocab * 38
+    assert V.sampler_peak_bytes(a, 64, "triton") == 64 * vocab * 14
+    assert "UNMEASURED" in V.releases()["sampler_bytes_per_logit"]["sort"]["how_2_to_127_rows"]
 
 
 def test_default_batch_limits_depend_on_the_gpu_and_release():
@@ -292,7 +340,7 @@ def test_versions_resolve_to_the_release_read_at_or_before_them():
 # ---- the calibration bars on the committed logs (docs/accuracy.md) ----
 
 def test_calibration_bars_on_published_logs():
-    from gpu_preflight.measure.calibration_vllm import fit_first_capture, summarize
+    from gpu_preflight.measurement.calibration_vllm import fit_first_capture, summarize
 
     s = summarize(ROOT)
     train, held = s["budget"]["training"], s["budget"]["held_out"]

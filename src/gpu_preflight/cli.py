@@ -24,7 +24,7 @@ import sys
 from gpu_preflight import __version__
 from gpu_preflight.errors import PreflightError
 
-COMMANDS = ("doctor", "snapshot", "compat", "explain", "estimate", "measure", "watch", "fleet")
+COMMANDS = ("doctor", "snapshot", "compat", "explain", "estimate", "measure", "watch", "fleet", "serve")
 
 EXIT_OK, EXIT_WARN, EXIT_FAIL, EXIT_ERROR = 0, 1, 2, 3
 

@@ -1,6 +1,6 @@
 """`preflight estimate MODEL`: peak GPU memory before download, what fits, and what to change.
 
-The flags of each engine come from its declaration (`estimate/engines/*.py`, `ENGINES`); this
+The flags of each engine come from its declaration (`estimators/engines/*.py`, `ENGINES`); this
 module adds the common ones, picks the engine (from --engine, or the default for the model's
 kind), and refuses any engine flag the chosen engine does not declare.
 """
@@ -10,12 +10,12 @@ from __future__ import annotations
 import sys
 
 COMMON_DESTS = {"model", "engine", "gpu", "torch", "revision", "offline", "list_models", "json", "debug",
-                "command", "func"}
+                "command", "func", "plot", "plot_sweep", "plot_calibration"}
 EXIT_NO_TARGET = 4  # no target GPU: nothing was judged (documented in README "Exit codes")
 
 
 def _positive(text: str) -> int:  # kept for other verbs' parsers
-    from gpu_preflight.estimate.engines.base import positive_int
+    from gpu_preflight.estimators.engines.base import positive_int
 
     return positive_int(text)
 
@@ -33,7 +33,7 @@ def register(sub) -> None:
     if getattr(p, "is_stub", False):  # another verb runs: skip importing every engine
         return
     from gpu_preflight.commands._common import version  # shared flag validator (stdlib only)
-    from gpu_preflight.estimate.engines import all_engines
+    from gpu_preflight.estimators.engines import all_engines
 
     engines = all_engines()
     p.add_argument("model", nargs="?", help="model folder, config.json, .gguf, catalog name or org/name[@rev]")
@@ -48,6 +48,7 @@ def register(sub) -> None:
     p.add_argument("--offline", action="store_true", help="never contact the Hugging Face Hub")
     p.add_argument("--list-models", action="store_true", help="list the built-in catalog and exit")
     p.add_argument("--json", action="store_true", help="print the JSON report (docs/json-schema.md)")
+    add_plot_options(p)
     add_engine_options(p, engines)
     p.set_defaults(func=run)
 
@@ -55,7 +56,7 @@ def register(sub) -> None:
 def add_engine_options(p, engines) -> None:
     """One argparse option per distinct flag, shown in the group of the first engine declaring it.
     Defaults are None (= not given): the chosen engine applies its own default after parsing."""
-    from gpu_preflight.estimate.engines.base import owners as engine_owners
+    from gpu_preflight.estimators.engines.base import owners as engine_owners
 
     owners = engine_owners(engines)
     seen: set[str] = set()
@@ -94,12 +95,51 @@ def run(args) -> int:
         raise UsageError("no model given", hint="e.g. preflight estimate qwen2.5-7b-instruct --gpu rtx-4090 "
                                                 "(--list-models shows the built-in names)")
     given = {k: v for k, v in vars(args).items() if k not in COMMON_DESTS}
-    report = run_estimate(args.model, engine=args.engine, gpu_specs=args.gpu, torch=args.torch,
-                          revision=args.revision, offline=True if args.offline else None, given=given)
+    if args.plot or args.plot_sweep or args.plot_calibration:
+        report = _estimate_and_plot(args, given)
+    else:
+        report = run_estimate(args.model, engine=args.engine, gpu_specs=args.gpu, torch=args.torch,
+                              revision=args.revision, offline=True if args.offline else None, given=given)
     _emit(report, args.json)
     if not report["fits"]:
         return EXIT_NO_TARGET
+    if report.get("failures"):  # it fits, but does not run as given (a context past the model's positions)
+        return 2
     return 0 if report["fits"][0]["fits"] else 2
+
+
+# ---- --plot: the memory curve (estimators/sweep.py, render/plot.py, docs/plots.md) ----
+
+def add_plot_options(p) -> None:
+    g = p.add_argument_group("memory curve (any engine)")
+    g.add_argument("--plot", metavar="FILE", help="also draw the peak as the workload grows: FILE.html (interactive, "
+                   "works offline), FILE.svg, or FILE.png (needs matplotlib)")
+    g.add_argument("--plot-sweep", metavar="[Q=]FROM:TO[:N]", help="what to sweep and over which values: Q is "
+                   "context, side, frames or batch (default: context for LLMs, the image side or frames for "
+                   "pipelines, micro-batch for training); e.g. 1024:65536, side=512:2048:13, batch=1,2,4,8")
+    g.add_argument("--plot-calibration", metavar="DIR", help="repository (or calibration folder) whose measured "
+                   "runs to overlay (default: the source tree's, when this runs from one)")
+
+
+def _estimate_and_plot(args, given: dict) -> dict:
+    """One loaded model: the report at the user's workload, then the curve around it."""
+    from gpu_preflight.api import curve_for, load_source, prepare_estimate, report_for
+    from gpu_preflight.errors import UsageError
+    from gpu_preflight.render.plot import plot_format, write_plot
+
+    if not args.plot:
+        raise UsageError("--plot-sweep and --plot-calibration apply only with --plot FILE",
+                         hint="add --plot memory.html")
+    plot_format(args.plot)  # a bad file name fails before any work
+    source = load_source(args.model, revision=args.revision, offline=True if args.offline else None)
+    plan = prepare_estimate(source, engine=args.engine, gpu_specs=args.gpu, torch=args.torch, given=given)
+    report = report_for(plan)
+    curve = curve_for(plan, given=given, spec=args.plot_sweep, base=report, calibration=args.plot_calibration)
+    write_plot(curve, args.plot)
+    measured = len(curve["measured"]["points"])
+    sys.stderr.write(f"plot: {args.plot} ({curve['quantity']['name']}, {len(curve['points'])} points"
+                     f"{f', {measured} measured' if measured else ''}; {curve['measured']['note']})\n")
+    return report
 
 
 def _emit(report: dict, as_json: bool) -> None:

@@ -32,6 +32,7 @@ def render_estimate(r: dict[str, Any], style: Style) -> str:
     width = max(len(k) for k in r["breakdown"]) + 2
     for k, v in r["breakdown"].items():
         lines.append(f"  {k:<{width}}{gib(v):>12}")
+    lines += [style.wrap(f"{style.glyph('fail')} {f}", 2) for f in r.get("failures") or []]
     lines += _targets(r, style)
     ctx, mb = r.get("max_context_tokens"), r.get("max_batch")
     if ctx or mb:
@@ -45,7 +46,8 @@ def render_estimate(r: dict[str, Any], style: Style) -> str:
     elif first and not first["fits"]:
         lines.append("Even batch 1 with a short prompt does not fit the first target.")
     if r.get("suggestions"):
-        lines.append(style.paint("What would make it fit:", "bold"))
+        header = "What would make it run:" if r.get("failures") else "What would make it fit:"
+        lines.append(style.paint(header, "bold"))
         for s in r["suggestions"]:
             mark = style.glyph("ok" if s["fits"] else "fail")
             per_s = " per GPU" if count > 1 or s.get("flag", "").startswith("--gpu ") else ""
@@ -107,7 +109,7 @@ def _assumptions(r: dict[str, Any], style: Style) -> list[str]:
 
 
 def render_pipeline(r: dict[str, Any], style: Style) -> str:
-    from gpu_preflight.estimate.annotate import pipeline_peak_breakdown
+    from gpu_preflight.estimators.annotate import pipeline_peak_breakdown
 
     w = r["workload"]
     peak = r["peak_phase"]
