@@ -18,9 +18,9 @@ import sys
 
 import pytest
 
-from gpu_preflight.estimate import vision
-from gpu_preflight.estimate.arch import parse_llm
-from gpu_preflight.estimate.engines import transformers as T
+from gpu_preflight.estimators import vision
+from gpu_preflight.estimators.arch import parse_llm
+from gpu_preflight.estimators.engines import transformers as T
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIX = os.path.join(ROOT, "tests", "fixtures", "multimodal")
@@ -163,7 +163,7 @@ TRACED_VLM = {("gemma3", 2, 64, 1, None, "sdpa"): 16.32, ("gemma3", 1, 300, 2, N
 @pytest.mark.skipif(not HAVE_TORCH, reason="the image plan's class defaults come from transformers")
 @pytest.mark.parametrize("case", sorted(TRACED_VLM, key=str))
 def test_vision_language_activations_follow_the_traced_forward(case):
-    from gpu_preflight.estimate import meta_count
+    from gpu_preflight.estimators import meta_count
 
     name, b, n_in, images, size, attn = case
     cfg = _fixture(name)
@@ -204,8 +204,8 @@ def _matrix_models():
 
 
 def _layout(cfg):
-    from gpu_preflight.estimate import encdec
-    from gpu_preflight.estimate.arch import model_kind
+    from gpu_preflight.estimators import encdec
+    from gpu_preflight.estimators.arch import model_kind
 
     if model_kind(cfg) in ("seq2seq", "speech_seq2seq"):
         a = dataclasses.asdict(encdec.parse_encdec(cfg))

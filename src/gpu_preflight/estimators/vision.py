@@ -304,7 +304,7 @@ def _clip_tower_and_projector(r, p: ImagePlan, n_img: int, ht: int, dt: int, att
 
 def vlm_workload(w, phase: VisionPhase, input_len: int):
     """The decoder workload with the image tokens in the prompt and the vision tower replayed in its prefill."""
-    from gpu_preflight.estimate.engines.transformers import Workload
+    from gpu_preflight.estimators.engines.transformers import Workload
 
     @dataclasses.dataclass
     class VlmWorkload(Workload):
@@ -369,7 +369,7 @@ def vlm_report(source, o: dict[str, Any], w, targets: list, common: dict[str, An
 def vision_phase(full: dict, plan: ImagePlan, images: int, text_cfg: dict) -> VisionPhase:
     """The VisionPhase of a model: `full` is config.json with transformers' class defaults (meta_count.full_config),
     which says whether a SigLIP tower has its MAP head (vision_use_head)."""
-    from gpu_preflight.estimate.arch import parse_llm
+    from gpu_preflight.estimators.arch import parse_llm
 
     vc = full.get("vision_config") or {}
     use_head = plan.model_type in ("gemma3", "paligemma") and bool(vc.get("vision_use_head", True))
@@ -378,8 +378,8 @@ def vision_phase(full: dict, plan: ImagePlan, images: int, text_cfg: dict) -> Vi
 
 def _vision_above_text(text_cfg: dict, w2) -> int:
     """Activation bytes the vision tower adds to the decoder's peak (replays with and without it)."""
-    from gpu_preflight.estimate.arch import parse_llm
-    from gpu_preflight.estimate.engines.transformers import Workload, estimate_transformers
+    from gpu_preflight.estimators.arch import parse_llm
+    from gpu_preflight.estimators.engines.transformers import Workload, estimate_transformers
 
     arch = parse_llm(text_cfg)
     plain = Workload(**{f.name: getattr(w2, f.name) for f in dataclasses.fields(Workload)})

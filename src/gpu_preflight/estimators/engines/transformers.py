@@ -210,55 +210,12 @@ def _sdpa_math(r: _Replay, arch: LlmArch, w: Workload, rows: int, new: int, kv_l
     r.f("attn32", "sm", "q.s", "q32", "k32", "v32", "probs", "m.add")
 
 
-def _attention_bloom(r: _Replay, arch: LlmArch, w: Workload, i: int, rows: int, new: int, past: int,
-                     dt: int, kv_dt: int) -> None:
-    """BloomAttention.forward (modeling_bloom.py, transformers 5.17; eager only). Fused query_key_value
-    (line 257); the cache update concatenates K and V (262); the query, a transposed view of the fused
-    output, is reshaped to (b * heads) batches: a copy (265); alibi.baddbmm gives the scaled scores
-    (270), which stay referenced until the function returns; + the causal mask: a new tensor (280);
-    F.softmax(..., dtype=float32).to(bf16) (283): for a bfloat16 input ATen's softmax first converts
-    it to float32 (its half_to_float path is for float16 only: aten/src/ATen/native/SoftMax.cpp), so
-    a float32 copy and the float32 output live together; bmm with V (292); _merge_heads copies
-    (295); dense (307); dropout_add returns residual + output, a new tensor (309). The probabilities
-    are returned (310) and BloomModel's loop keeps the previous block's `outputs` until the next block
-    returns (lines 522-531): one layer's probabilities stay live during the next layer. Leaves "o"."""
-    b, nh, hd, h = w.batch, arch.heads, arch.head_dim, arch.hidden
-    total = past + new
-    scores = b * nh * new * total
-    if i == 0:
-        r.f(*[n for n in list(r.live) if n.startswith("bloom.probs")])  # the previous forward's outputs
-    r.f(f"bloom.probs{i - 2}")  # released when block i - 1 returned
-    r.a("qkv", rows * 3 * h * dt)
-    for kv in ("K", "V"):  # DynamicLayer.update: torch.cat([cache, new]) -> a new tensor
-        r.a(f"{kv}{i}.new", b * total * nh * hd * kv_dt)
-        r.f(f"{kv}{i}")
-        r.rename(f"{kv}{i}.new", f"{kv}{i}")
-    if new > 1:
-        r.a("q", rows * h * dt)
-    r.a("scores", scores * dt)
-    r.a("scores.m", scores * dt)
-    r.a("sm.in32", scores * FP32)
-    r.a("sm.out", scores * FP32)
-    r.f("sm.in32")
-    r.a(f"bloom.probs{i}", scores * dt)
-    r.f("sm.out")
-    r.a("ctx", rows * h * dt)
-    r.a("ctx.t", rows * h * dt)  # context_layer, referenced until the function returns
-    r.f("ctx")
-    r.a("o.dense", rows * h * dt)
-    r.a("o", rows * h * dt)
-    r.f("o.dense", "qkv", "q", "scores", "scores.m", "ctx.t")
-
-
 def _attention(r: _Replay, arch: LlmArch, w: Workload, i: int, rows: int, new: int, past: int,
                dt: int, kv_dt: int, masked: bool) -> None:
     b, nh, hd = w.batch, arch.heads, arch.head_dim
     total = past + new
     window = arch.sliding_window if arch.layer_kinds[i] == "sliding" else None
     kept = min(total, window) if window and new == 1 else total
-    if arch.family == "bloom":
-        _attention_bloom(r, arch, w, i, rows, new, past, dt, kv_dt)
-        return
     if arch.mla:
         qk, vd = arch.qk_head_dim, arch.v_head_dim
         r.a("q", rows * nh * qk * dt)
