@@ -595,12 +595,22 @@ class WatchResult(_Result):
         return tuple(analysis.get("peaks") or ())
 
 
-def watch(command: Sequence[str], *, out: str | None = None, json_path: str | None = None,
+def watch(command: Sequence[str] | None = None, *, out: str | None = None, json_path: str | None = None,
           html: str | None = None, png: str | None = None, interval_ms: float = 100.0, model: str | None = None,
-          gpu_indices: Sequence[int] | None = None, quiet: bool = True) -> WatchResult:
-    """Run `command` (an argument list, never a shell string), sample its GPU memory through NVML
-    and return its record; report files are written where asked (`out` folder, or single files).
-    Inside the command, `gpu_preflight.phase("name")` marks phases."""
+          gpu_indices: Sequence[int] | None = None, quiet: bool = True) -> Any:
+    """Two forms.
+
+    `watch(["python", "train.py"], ...)` runs the command (an argument list, never a shell string),
+    samples its GPU memory through NVML and returns its `WatchResult`; report files are written
+    where asked (`out` folder, or single files), as `preflight watch` does.
+
+    `with watch() as w: ...` watches this Python process itself while the block runs; afterwards
+    `w.result` is a `WatchResult` with the peak per GPU (and the phase named by
+    `gpu_preflight.phase("name")` at that moment)."""
+    if command is None:
+        if out or json_path or html or png or model:
+            raise UsageError("report files and model belong to the command form: watch([...], out=...)")
+        return _Session(interval_ms, list(gpu_indices) if gpu_indices is not None else None)
     from gpu_preflight.watcher.outputs import resolve
     from gpu_preflight.watcher.runner import WatchEnv, WatchOptions, run_watch
 
@@ -613,3 +623,20 @@ def watch(command: Sequence[str], *, out: str | None = None, json_path: str | No
     result = run_watch(opts, WatchEnv(handle_signals=False))
     return WatchResult(_frozen(result.record))
 
+
+class _Session:
+    """The context-manager form of `watch()`: `result` is set when the block ends."""
+
+    def __init__(self, interval_ms: float, gpu_indices: list[int] | None) -> None:
+        from gpu_preflight.watcher.session import WatchSession
+
+        self._session = WatchSession(interval_ms, gpu_indices)
+        self.result: WatchResult | None = None
+
+    def __enter__(self) -> _Session:
+        self._session.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._session.__exit__(*exc)
+        self.result = WatchResult(_frozen(self._session.record or {}))

@@ -4,6 +4,7 @@
     with gpu_preflight.phase("load DiT"):
         pipe = load_pipeline()
 
+Inside `with gpu_preflight.watch():` (the in-process form) markers name the session's phases.
 When the watcher runs the script it sets PREFLIGHT_WATCH_CHANNEL to a file path (or `fd:N`);
 each marker appends one JSON line `{"t": unix_time, "phase": name, "event": "start"|"end",
 "pid": pid}` there, and the report shows GPU memory per phase. Outside the watcher this is a
@@ -19,9 +20,20 @@ import time
 from typing import Iterator
 
 CHANNEL_ENV = "PREFLIGHT_WATCH_CHANNEL"
+_session = None  # an in-process `with gpu_preflight.watch():` block (watcher/session.py), if any
+
+
+def set_session(session) -> None:  # noqa: ANN001 - a WatchSession or None; kept import-free
+    global _session
+    _session = session
 
 
 def _write(name: str, event: str) -> None:
+    if _session is not None and event in ("start", "end"):
+        try:
+            _session.mark(str(name) if event == "start" else None)
+        except Exception:  # noqa: BLE001 - a marker must never break the job it describes
+            pass
     channel = os.environ.get(CHANNEL_ENV)
     if not channel:
         return
