@@ -706,7 +706,7 @@ def _forward(r: _Replay, arch: LlmArch, w: Workload, new: int, past: int, dt: in
     decode = new == 1
     nk = arch.norm if arch.norm == "ln" else "rms"
     r.a("embeds", rows * (arch.embed_dim or h) * dt)
-    if getattr(w, "vision", None) is not None and not decode:  # estimate/vision.py VlmWorkload: the vision tower
+    if getattr(w, "vision", None) is not None and not decode:  # estimators/vision.py VlmWorkload: the vision tower
         w.vision.replay(r, w, dt)
     if arch.pos == "learned":  # wpe / embed_positions lookup, then inputs_embeds + position_embeds
         r.a("pos", rows * h * dt)
