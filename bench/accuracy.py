@@ -14,7 +14,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "src"))
 
-from gpu_preflight.measure.calibration import compare_records, load_records  # noqa: E402
+from gpu_preflight.measurement.calibration import compare_records, load_records  # noqa: E402
 
 
 def _summary(rows: list[dict]) -> str:
@@ -55,7 +55,7 @@ def markdown(rows: list[dict]) -> str:
     out += ["", "## How the estimate is made, and the one fitted constant", "",
             "The weights are the exact tensors transformers allocates (parameter counts match the built models "
             "exactly for all 20 configurations). One prefill forward and sampled decode steps are replayed as "
-            "allocations and frees through a model of PyTorch's caching allocator (`estimate/allocator.py`), which "
+            "allocations and frees through a model of PyTorch's caching allocator (`estimators/allocator.py`), which "
             "gives torch's allocated and reserved peaks. The process adds a CUDA context + library overhead that "
             "cannot be derived: 0.680 GiB, measured as NVML process bytes minus torch reserved bytes in "
             "`calibration/raw/llm-h100-a.jsonl` (0.670-0.701 GiB over its 23 workloads). That is the only fitted "
@@ -88,7 +88,7 @@ def markdown(rows: list[dict]) -> str:
 
 
 def diffusion_markdown() -> list[str]:
-    from gpu_preflight.measure.calibration_diffusion import compare, default_paths, run_peaks
+    from gpu_preflight.measurement.calibration_diffusion import compare, default_paths, run_peaks
 
     paths = default_paths(ROOT)
     if not paths:
@@ -107,7 +107,7 @@ def diffusion_markdown() -> list[str]:
            "trust_remote_code); the comparison leaves Jina CLIP out of the estimate too. Video: `bench/matrix_video.json`, "
            "Sonic's SVD-XT structure in float16 (its audio modules, face detector and frame interpolation are custom "
            "code, not built, and left out of the comparison), 25 or 14 frames per call, decode chunks of 8 or 4.", "",
-           "Fitted constants (each from one case, `estimate/engines/diffusers.py` names it; all other cases are held out): "
+           "Fitted constants (each from one case, `estimators/engines/diffusers.py` names it; all other cases are held out): "
            "the activation width of a FLUX, SD3 and Lumina2 block and of the SDXL UNet, the VAE decoder's bytes per "
            "pixel, the Gemma encoder width, the video UNet's bytes per latent pixel and frame, the temporal VAE's bytes per "
            "pixel and frame, and the allocator's reserve over the denoise and decode transients.", "",

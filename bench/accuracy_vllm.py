@@ -15,7 +15,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "src"))
 
-from gpu_preflight.measure.calibration_vllm import load, summarize  # noqa: E402
+from gpu_preflight.measurement.calibration_vllm import load, summarize  # noqa: E402
 
 BEGIN, END = "<!-- vllm:begin -->", "<!-- vllm:end -->"
 

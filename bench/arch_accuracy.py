@@ -1,7 +1,7 @@
 """Issue 19 architectures measured on the H200 against the estimator (no GPU needed).
 
 Reads calibration/raw/arch-h200*.jsonl (bench/calibrate.py bench/matrix_arch.json, one child per model),
-compares every finished phase with the estimate (gpu_preflight.measure.calibration.compare_arch_records),
+compares every finished phase with the estimate (gpu_preflight.measurement.calibration.compare_arch_records),
 reports training and held-out models separately against the issue's bar (weights within 1 %, peak process
 memory within 5 %), and lists the runs that crashed with what the estimate says about them.
 
@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from gpu_preflight.measure.calibration import (ARCH_PEAK_BAR, ARCH_WEIGHTS_BAR, ENCDEC_SEEN,  # noqa: E402
+from gpu_preflight.measurement.calibration import (ARCH_PEAK_BAR, ARCH_WEIGHTS_BAR, ENCDEC_SEEN,  # noqa: E402
                                                arch_crashes, arch_files, compare_arch_records,
                                                compare_encdec_records, encdec_files, encdec_skipped, load_records,
                                                summarize_arch)
@@ -79,7 +79,7 @@ def markdown(root: str) -> str:
             "decoder architecture caches every head, GPT-J's kept projections and float32 path, Mamba's fallback "
             "scan. Changed after comparing with these records: Falcon multi-query's SDPA runs on torch's math "
             "backend (float32 scores; the training model Falcon-7B was -37 % before) and BLOOM's eager attention "
-            "(held out, so reported as seen). Both are in `estimate/engines/transformers.py` with the transformers "
+            "(held out, so reported as seen). Both are in `estimators/engines/transformers.py` with the transformers "
             "5.17 lines they follow.", ""]
     misses = [r for r in rows if not (r["weights_error"] is not None and abs(r["weights_error"]) <= ARCH_WEIGHTS_BAR
                                       and abs(r["process_error"]) <= ARCH_PEAK_BAR)]
@@ -125,7 +125,7 @@ def markdown(root: str) -> str:
 
 
 def encdec_markdown(root: str) -> list[str]:
-    """The encoder-decoders of the multimodal matrix against estimate/encdec.py."""
+    """The encoder-decoders of the multimodal matrix against estimators/encdec.py."""
     files = encdec_files(root)
     if not files:
         return []
@@ -134,10 +134,10 @@ def encdec_markdown(root: str) -> list[str]:
     out = ["#### Encoder-decoders", "",
            f"From {', '.join('calibration/raw/' + os.path.basename(f) for f in files)} (`bench/calibrate.py "
            "bench/matrix_arch.json --list multimodal_models`, same machine and stack), compared with "
-           "`estimate/encdec.py` (transformers' generate(): the encoder once, cross-attention K / V cached per "
-           "decoder layer). The configs were written from the model cards and not checked against the published "
-           "config.json (`verified: false` in the matrix); the measured and the estimated model are built from the "
-           "same config, so the comparison holds either way. The replay was written from CPU allocation traces "
+           "`estimators/encdec.py` (transformers' generate(): the encoder once, cross-attention K / V cached per "
+           "decoder layer). The configs were written from the model cards and compared key by key with published "
+           "config.json files afterwards (calibration/arch-config-corrections.md: no numeric value differs); the "
+           "measured and the estimated model are built from the same config either way. The replay was written from CPU allocation traces "
            "before these records; \"held out, seen\" marks a model whose replay changed after this comparison.", "",
            "| set | models | cases | weights within 1 % | peak within 5 % | median abs peak error | worst |",
            "|---|---|---|---|---|---|---|"]

@@ -128,7 +128,7 @@ def main() -> int:
             json.dump(spec, fh)
         t = time.perf_counter()
         try:
-            proc = subprocess.run([sys.executable, "-m", "gpu_preflight.measure.child", fh.name, args.out],
+            proc = subprocess.run([sys.executable, "-m", "gpu_preflight.measurement.child", fh.name, args.out],
                                   env=env, timeout=min(args.per_model_timeout_s, left), capture_output=True, text=True)
             status = f"exit {proc.returncode}"
             if proc.returncode:

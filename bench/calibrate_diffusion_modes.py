@@ -4,8 +4,8 @@ dropped text encoders) for several pipelines on the local GPU, within a wall-clo
     python bench/calibrate_diffusion_modes.py bench/matrix_diffusion_modes.json OUT.jsonl --budget-s 330
     python bench/calibrate_diffusion_modes.py bench/matrix_diffusion_modes.json /tmp/t.jsonl --tiny --device cpu
 
-Each pipeline runs in a fresh child (`python -m gpu_preflight.measure.child`, which hands a spec
-with "setups" to measure/diffusion_modes.py); every finished phase is one JSON line in OUT, so a
+Each pipeline runs in a fresh child (`python -m gpu_preflight.measurement.child`, which hands a spec
+with "setups" to measurement/diffusion_modes.py); every finished phase is one JSON line in OUT, so a
 crash or a timeout keeps what was measured. A pipeline gets at most its "max_s" of the budget (its
 child skips the setups that would not finish and is killed 20 s after its deadline); a pipeline
 whose share is under 20 s is skipped. --tiny shrinks every component to the matrix's "tiny"
@@ -133,7 +133,7 @@ def main() -> int:
             json.dump(spec, fh)
         t = time.perf_counter()
         try:
-            proc = subprocess.run([sys.executable, "-m", "gpu_preflight.measure.child", fh.name, args.out],
+            proc = subprocess.run([sys.executable, "-m", "gpu_preflight.measurement.child", fh.name, args.out],
                                   env=env, timeout=share + 20, capture_output=True, text=True)
             status = f"exit {proc.returncode}"
             if proc.returncode:

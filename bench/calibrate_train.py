@@ -1,5 +1,5 @@
 """Training-memory measurements: every model of a matrix in a fresh child process
-(gpu_preflight.measure.train_child), all its cases in that process, one JSON line per finished
+(gpu_preflight.measurement.train_child), all its cases in that process, one JSON line per finished
 phase appended to OUT. Resumable (models already done in OUT are skipped) and bounded by a
 wall-clock budget: no model starts when less than --min-left-s remains, and each child gets the
 deadline so it stops starting cases in time.
@@ -160,7 +160,7 @@ def main() -> int:
             json.dump(spec, fh)
         t = time.perf_counter()
         try:
-            proc = subprocess.run([sys.executable, "-m", "gpu_preflight.measure.train_child", fh.name, args.out],
+            proc = subprocess.run([sys.executable, "-m", "gpu_preflight.measurement.train_child", fh.name, args.out],
                                   env=env, timeout=max(left, 5), capture_output=True, text=True, check=False)
             status = f"exit {proc.returncode}"
             if proc.returncode:

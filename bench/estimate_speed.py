@@ -35,8 +35,8 @@ def fresh(argv: list[str], runs: int) -> float:
 
 
 def sharded_folder(path: str, config: dict, shards: int = 100) -> None:
-    from gpu_preflight.estimate.arch import parse_llm
-    from gpu_preflight.estimate.weights import weight_tensors
+    from gpu_preflight.estimators.arch import parse_llm
+    from gpu_preflight.estimators.weights import weight_tensors
 
     tensors = weight_tensors(parse_llm(config))
     per = -(-len(tensors) // shards)
@@ -70,8 +70,8 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=9)
     args = ap.parse_args()
-    from gpu_preflight.estimate.engines.transformers import Workload
-    from gpu_preflight.estimate.plan import estimate_llm, targets_from_specs
+    from gpu_preflight.estimators.engines.transformers import Workload
+    from gpu_preflight.estimators.plan import estimate_llm, targets_from_specs
     from gpu_preflight.models import load_model_source
 
     targets = targets_from_specs(["rtx-4090"])

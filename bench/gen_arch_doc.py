@@ -3,7 +3,7 @@
 Usage: python bench/gen_arch_doc.py [--markdown docs/architectures.md]
 
 Categories:
-- family table: layout table in estimate/arch.py + families.py (weights exact, activations replayed
+- family table: layout table in estimators/arch.py + families.py (weights exact, activations replayed
   per family; works without transformers);
 - meta device, decoder: not in a table; with transformers installed its weights are counted exactly
   on the meta device and its decoder activations are assumed Llama-like (stated in the report);
@@ -33,8 +33,8 @@ REFUSED = "refused (not a generative language model)"
 def coverage() -> list[dict]:
     from transformers.models.auto import configuration_auto, modeling_auto
 
-    from gpu_preflight.estimate.arch import KNOWN_TYPES, SEQ2SEQ_TYPES, SPEECH_SEQ2SEQ_TYPES
-    from gpu_preflight.estimate.vision import MODELLED
+    from gpu_preflight.estimators.arch import KNOWN_TYPES, SEQ2SEQ_TYPES, SPEECH_SEQ2SEQ_TYPES
+    from gpu_preflight.estimators.vision import MODELLED
 
     causal = set(modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES) | set(
         getattr(modeling_auto, "MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES", {}))

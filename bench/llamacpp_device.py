@@ -330,7 +330,7 @@ def import_gguf():
 def write_gguf(path: Path, shape_name: str, quant: str) -> dict:
     """A GGUF with the model's real tensor shapes and llama-quantize's types; the data is all zeros
     (a sparse file), which changes nothing about memory."""
-    from gpu_preflight.estimate.engines.llama_cpp import shape_from_config
+    from gpu_preflight.estimators.engines.llama_cpp import shape_from_config
     from gpu_preflight.models.gguf_quant import FTYPES, gguf_tensors, quantize
 
     gguf = import_gguf()

@@ -4,10 +4,10 @@
     python bench/modes_accuracy.py --write    # ... and replace that section in docs/accuracy.md
 
 Measured: calibration/raw/diffusion-modes-*.jsonl (bench/calibrate_diffusion_modes.py). No GPU constant
-of estimate/engines/diffusers.py was fitted to these runs (its per-family constants come from the H100
+of estimators/engines/diffusers.py was fitted to these runs (its per-family constants come from the H100
 runs of calibration/raw/diffusion-h100.jsonl): every GPU case is held out. The two host-RAM constants
 (HOST_PROCESS_BYTES) are fitted on sdxl-base-1.0's runs only (HOST_TRAINING_RUNS in
-measure/calibration_diffusion.py); the other pipelines are held out and reported apart.
+measurement/calibration_diffusion.py); the other pipelines are held out and reported apart.
 Published: calibration/published/diffusers-figures.json, also held out.
 """
 
@@ -21,7 +21,7 @@ from collections import defaultdict
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "src"))
 
-from gpu_preflight.measure.calibration_diffusion import (  # noqa: E402
+from gpu_preflight.measurement.calibration_diffusion import (  # noqa: E402
     HOST_TRAINING_RUNS,
     compare_mode_runs,
     compare_published,
@@ -93,7 +93,7 @@ def section(root: str = ROOT) -> str:
         "Regenerate this section with `python bench/modes_accuracy.py --write`.",
         "",
         "What each mode keeps on the GPU and in host RAM is modelled from the source of diffusers 0.42.1, "
-        "accelerate 1.15.0 and torch (the list with file names is the docstring of `estimate/engines/diffusers.py`); "
+        "accelerate 1.15.0 and torch (the list with file names is the docstring of `estimators/engines/diffusers.py`); "
         "the element counts each mode needs (nn.Linear weights and rows, what fp8 layerwise casting casts, the "
         "largest module with parameters of its own, the block-level groups, the pinned-memory rounding) are counted "
         "per component on the meta device (`bench/component_structure.py`, stored under `components.*.structure` in "
@@ -113,7 +113,7 @@ def section(root: str = ROOT) -> str:
         "peak is shorter than that: SD3.5's decode, 1.57 GiB sampled vs 1.75 GiB). GPU memory a setup finds "
         "allocated beyond what the child's other setups start with (the cuBLAS workspace) was left by an earlier "
         "setup and is subtracted: once, NewBie's block-level group offload after the torchao setup, 3.29 GiB (the "
-        "child's undo kept the quantized transformer alive; measure/diffusion_modes.py).",
+        "child's undo kept the quantized transformer alive; measurement/diffusion_modes.py).",
         "- **Host, process peak**: what a machine's RAM must hold: the child's RSS peak while building (every weight "
         "in host RAM, the child's first build only: a rebuild carries the undone setup's leftovers), while a streamed "
         "group offload is set up (it pins its copies before the pageable ones are dropped) and during the run, vs "

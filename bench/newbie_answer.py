@@ -5,7 +5,7 @@
 Every GPU peak, host RSS and time in the card tables is a measurement (calibration/raw/
 diffusion-modes-*.jsonl, written by bench/calibrate_diffusion_modes.py on the GPU machine): the
 process peak of the run's phases (NVML, or torch's reserved peak + the process's non-torch bytes
-when the 2 ms sampler missed it: measure/calibration_diffusion.py measured_process_bytes), the
+when the 2 ms sampler missed it: measurement/calibration_diffusion.py measured_process_bytes), the
 host RSS peak (loading included), seconds per denoising step (the last timed step) and the seconds
 a mode spends moving weights per image (its phases' time minus the steps). A combination that was
 not measured is not offered. Jina CLIP v2 (custom code, never run by gpu-preflight) could not be
@@ -21,9 +21,9 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "src"))
 
-from gpu_preflight.compat import facts  # noqa: E402
-from gpu_preflight.measure.calibration import load_records  # noqa: E402
-from gpu_preflight.measure.calibration_diffusion import (  # noqa: E402
+from gpu_preflight.compatibility import facts  # noqa: E402
+from gpu_preflight.measurement.calibration import load_records  # noqa: E402
+from gpu_preflight.measurement.calibration_diffusion import (  # noqa: E402
     annotate_mode_records,
     compare_mode_runs,
     default_mode_paths,

@@ -1,8 +1,8 @@
 """Record every tensor allocation and free of a transformers forward / generate() on the CPU.
 
-Checks the activation replay of estimate/engines/transformers.py without a GPU: the model is built
+Checks the activation replay of estimators/engines/transformers.py without a GPU: the model is built
 from a config.json (random weights, transformers' own classes, no remote code) with the same builder
-`preflight measure` uses (measure/child.py), then generate() runs under a TorchDispatchMode that sees
+`preflight measure` uses (measurement/child.py), then generate() runs under a TorchDispatchMode that sees
 the output of every aten op. A new storage is an allocation; its release is seen through a weak
 reference to the storage (torch keeps one Python object per storage for as long as the storage
 lives, views included), so the trace follows what the caching allocator would be asked for on a GPU.
@@ -147,7 +147,7 @@ def run(config: dict, workload: dict, dtype: str = "bfloat16", attn: str = "sdpa
     """Trace generate() of the model built from `config` on the CPU; figures in bytes."""
     import torch
 
-    from gpu_preflight.measure import child
+    from gpu_preflight.measurement import child
 
     torch.manual_seed(0)
     spec = {"model": {"id": "trace", "config": config, **(extra or {})}, "dtype": dtype, "attn": attn,

@@ -29,9 +29,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from gpu_preflight.watch import proctree  # noqa: E402
-from gpu_preflight.watch.outputs import resolve  # noqa: E402
-from gpu_preflight.watch.runner import WatchEnv, WatchOptions, run_watch  # noqa: E402
+from gpu_preflight.watcher import proctree  # noqa: E402
+from gpu_preflight.watcher.outputs import resolve  # noqa: E402
+from gpu_preflight.watcher.runner import WatchEnv, WatchOptions, run_watch  # noqa: E402
 
 
 class FakeNvml:
@@ -108,7 +108,7 @@ def main() -> int:
     args = ap.parse_args()
     gpu = args.gpu
     if gpu in ("auto", "real"):
-        from gpu_preflight.watch.gpu import open_gpu_source
+        from gpu_preflight.watcher.gpu import open_gpu_source
 
         src, reason = open_gpu_source()
         if src is None:

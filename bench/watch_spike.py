@@ -109,7 +109,7 @@ def child(args: argparse.Namespace) -> int:
 # -- the parent: watch the child, judge each spike ----------------------------------------
 
 def judge(rec: dict, size: int) -> list[dict]:
-    from gpu_preflight.watch import analysis
+    from gpu_preflight.watcher import analysis
 
     t = rec["series"]["t"]
     gpus = rec["series"]["gpus"]
@@ -134,9 +134,9 @@ def judge(rec: dict, size: int) -> list[dict]:
 
 
 def parent(args: argparse.Namespace) -> int:
-    from gpu_preflight.watch.gpu import open_gpu_source
-    from gpu_preflight.watch.outputs import resolve
-    from gpu_preflight.watch.runner import WatchEnv, WatchOptions, run_watch
+    from gpu_preflight.watcher.gpu import open_gpu_source
+    from gpu_preflight.watcher.outputs import resolve
+    from gpu_preflight.watcher.runner import WatchEnv, WatchOptions, run_watch
 
     src, reason = open_gpu_source()
     if src is None:

@@ -34,8 +34,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from gpu_preflight.watch import diagnose  # noqa: E402
-from gpu_preflight.watch.stream import OutputPump  # noqa: E402
+from gpu_preflight.watcher import diagnose  # noqa: E402
+from gpu_preflight.watcher.stream import OutputPump  # noqa: E402
 
 LINE = b"step 123 loss 0.12345 lr 0.0001 tokens/s 12345.6 eta 00:12:34 mem 1.2 GiB cuda:0 Epoch [3/10] ....\n"
 CHILD = r"""

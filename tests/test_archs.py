@@ -14,10 +14,10 @@ import pytest
 
 from gpu_preflight.cli import main
 from gpu_preflight.errors import ModelSourceError
-from gpu_preflight.estimate import meta_count
-from gpu_preflight.estimate.arch import UnknownArchitecture, parse_llm
-from gpu_preflight.estimate.engines import transformers as T
-from gpu_preflight.estimate.weights import weight_tensors
+from gpu_preflight.estimators import meta_count
+from gpu_preflight.estimators.arch import UnknownArchitecture, parse_llm
+from gpu_preflight.estimators.engines import transformers as T
+from gpu_preflight.estimators.weights import weight_tensors
 from gpu_preflight.models.catalog import load_catalog
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

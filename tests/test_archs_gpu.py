@@ -13,10 +13,10 @@ import os
 import pytest
 
 from gpu_preflight.cli import main
-from gpu_preflight.estimate.arch import parse_llm
-from gpu_preflight.estimate.engines.transformers import Workload
-from gpu_preflight.estimate.plan import position_check
-from gpu_preflight.measure.calibration import (arch_crashes, arch_files, arch_matrix, compare_arch_records,
+from gpu_preflight.estimators.arch import parse_llm
+from gpu_preflight.estimators.engines.transformers import Workload
+from gpu_preflight.estimators.plan import position_check
+from gpu_preflight.measurement.calibration import (arch_crashes, arch_files, arch_matrix, compare_arch_records,
                                                compare_encdec_records, encdec_files, encdec_matrix, load_records,
                                                summarize_arch)
 
@@ -206,7 +206,7 @@ def test_the_four_crashed_models_ran_within_their_tables_in_the_second_call():
     assert all(abs(r["process_error"]) <= PEAK_BAR and abs(r["weights_error"]) <= WEIGHTS_BAR for r in rows)
 
 
-# ---- encoder-decoders (calibration/raw/arch-mm-h200.jsonl) through estimate/encdec.py ----
+# ---- encoder-decoders (calibration/raw/arch-mm-h200.jsonl) through estimators/encdec.py ----
 
 ENCDEC_GAPS = {"bart-large": "allocated peak exact (-0.11 %); the replay's allocator keeps 0.17 GiB cached where the "
                              "run kept 0.06 GiB (+6.5 to +6.8 % process)"}
@@ -241,7 +241,7 @@ def test_t5_self_attention_is_the_math_backend_on_cuda(encdec_rows):
     """Without the math-backend replay the allocated peak is 38 % under what the H200 allocated."""
     import dataclasses
 
-    from gpu_preflight.estimate import encdec as E
+    from gpu_preflight.estimators import encdec as E
 
     t5 = next(r for r in encdec_rows if r["model"] == "flan-t5-base" and r["phase"] == "prefill")
     cfg = encdec_matrix(ROOT)["flan-t5-base"]["config"]

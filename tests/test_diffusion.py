@@ -6,10 +6,10 @@ import os
 import statistics
 import pytest
 
-from gpu_preflight.measure.calibration_diffusion import compare, default_paths, run_peaks
+from gpu_preflight.measurement.calibration_diffusion import compare, default_paths, run_peaks
 from gpu_preflight.cli import main
 from gpu_preflight.errors import UsageError
-from gpu_preflight.estimate.engines.diffusers import ImageWorkload, estimate_pipeline
+from gpu_preflight.estimators.engines.diffusers import ImageWorkload, estimate_pipeline
 from gpu_preflight.models.catalog import load_catalog
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository: calibration/, bench/

@@ -13,8 +13,8 @@ import statistics
 
 import pytest
 
-from gpu_preflight.estimate.engines.diffusers import HOST_PROCESS_BYTES
-from gpu_preflight.measure.calibration_diffusion import (
+from gpu_preflight.estimators.engines.diffusers import HOST_PROCESS_BYTES
+from gpu_preflight.measurement.calibration_diffusion import (
     HOST_TRAINING_PIPELINE,
     HOST_TRAINING_RUNS,
     compare_mode_runs,

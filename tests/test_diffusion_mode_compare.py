@@ -1,11 +1,11 @@
-"""The mode comparison's bookkeeping (measure/calibration_diffusion.py) on small synthetic records, and
+"""The mode comparison's bookkeeping (measurement/calibration_diffusion.py) on small synthetic records, and
 the estimator's loading peak under layerwise casting."""
 
 import json
 import os
 
-from gpu_preflight.estimate.engines.diffusers import ImageWorkload, estimate_pipeline, mode_evidence
-from gpu_preflight.measure.calibration_diffusion import _catalog, annotate_mode_records
+from gpu_preflight.estimators.engines.diffusers import ImageWorkload, estimate_pipeline, mode_evidence
+from gpu_preflight.measurement.calibration_diffusion import _catalog, annotate_mode_records
 
 G = 1 << 30
 WS = 34603008  # what a clean setup finds allocated: the cuBLAS workspace (+1 MiB), as in the H200 records
@@ -28,7 +28,7 @@ def _records(tmp_path, children):
         lines.extend(recs)
     path = tmp_path / "diffusion-modes-x.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in lines) + "\n")
-    from gpu_preflight.measure.calibration import load_records
+    from gpu_preflight.measurement.calibration import load_records
 
     return load_records([str(path)])
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from gpu_preflight.cli import main
-from gpu_preflight.estimate.engines.diffusers import ImageWorkload, estimate_pipeline
+from gpu_preflight.estimators.engines.diffusers import ImageWorkload, estimate_pipeline
 from gpu_preflight.models.catalog import load_catalog
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -252,7 +252,7 @@ def test_lumina2_refiners_leave_their_score_blocks_cached():
 
 
 def test_host_process_peak_is_the_larger_of_loading_and_generating():
-    from gpu_preflight.estimate.engines.diffusers import HOST_PROCESS_BYTES
+    from gpu_preflight.estimators.engines.diffusers import HOST_PROCESS_BYTES
 
     e = entry("flux.1-dev")
     resident = estimate_pipeline(e, ImageWorkload())

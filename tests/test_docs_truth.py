@@ -44,7 +44,7 @@ def test_dotted_names_in_the_estimate_flow_exist():
     for ref in refs:
         parts = ref.replace("/", ".").split(".")
         found = False
-        for prefix in ("gpu_preflight.", "gpu_preflight.estimate.", "gpu_preflight.estimate.engines."):
+        for prefix in ("gpu_preflight.", "gpu_preflight.estimators.", "gpu_preflight.estimators.engines."):
             for cut in range(len(parts), 0, -1):
                 try:
                     obj = importlib.import_module(prefix + ".".join(parts[:cut]))

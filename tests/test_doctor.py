@@ -11,10 +11,10 @@ import os
 
 import pytest
 
-from gpu_preflight import snapshot
+from gpu_preflight import snapshots
 from gpu_preflight.checks import exit_code, run_checks
 from gpu_preflight.cli import main
-from gpu_preflight.snapshot.field import Fact
+from gpu_preflight.snapshots.field import Fact
 from gpu_preflight.render.findings import render_text, report_json
 from gpu_preflight.render.style import Style
 
@@ -22,7 +22,7 @@ FIX = os.path.join(os.path.dirname(__file__), "fixtures", "snapshots")
 
 
 def load(name="h100-torch2.11-deep.json"):
-    return snapshot.load(os.path.join(FIX, name))
+    return snapshots.load(os.path.join(FIX, name))
 
 
 def by_code(findings):
@@ -215,7 +215,7 @@ def test_doctor_from_snapshot_cli(capsys):
 def test_golden_text_render(monkeypatch):
     monkeypatch.setenv("NO_COLOR", "1")
     snap = load()
-    from gpu_preflight.compat.described import summary
+    from gpu_preflight.compatibility.described import summary
 
     report = report_json("doctor", run_checks(snap), None, summary(snap))
 

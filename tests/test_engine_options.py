@@ -6,7 +6,7 @@ import json
 import pytest
 
 from gpu_preflight.cli import main
-from gpu_preflight.estimate.engines import all_engines
+from gpu_preflight.estimators.engines import all_engines
 
 
 def run(capsys, *argv):

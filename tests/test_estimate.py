@@ -8,12 +8,12 @@ import statistics
 
 import pytest
 
-from gpu_preflight.measure.calibration import cal_dir, compare_records, load_records
+from gpu_preflight.measurement.calibration import cal_dir, compare_records, load_records
 from gpu_preflight.cli import main
 from gpu_preflight.errors import ModelSourceError
-from gpu_preflight.estimate.allocator import Allocator, round_size, segment_size
-from gpu_preflight.estimate.arch import parse_llm
-from gpu_preflight.estimate.weights import parameter_count, weight_tensors
+from gpu_preflight.estimators.allocator import Allocator, round_size, segment_size
+from gpu_preflight.estimators.arch import parse_llm
+from gpu_preflight.estimators.weights import parameter_count, weight_tensors
 from gpu_preflight.models.catalog import load_catalog
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository: calibration/, bench/
@@ -92,7 +92,7 @@ def test_allocator_rules():
 
 def test_gqa_kv_cache_bytes_by_hand():
     # Llama-3.1-8B: 32 layers x 8 KV heads x 128 dims x K and V x 2 bytes = 131072 bytes per token
-    from gpu_preflight.estimate.engines.transformers import kv_bytes_per_token
+    from gpu_preflight.estimators.engines.transformers import kv_bytes_per_token
 
     a = parse_llm(load_catalog().find("llama-3.1-8b-instruct").config)
     assert sum(kv_bytes_per_token(a, 2)) == 131072
@@ -202,7 +202,7 @@ def test_gguf_is_dequantized_for_transformers(tmp_path, capsys):
 
 
 def test_gptq_layer_bytes_by_hand():
-    from gpu_preflight.estimate.weights import _linear
+    from gpu_preflight.estimators.weights import _linear
 
     q = {"quant_method": "gptq", "bits": 4, "group_size": 128}
     parts = {t.name.split(".")[-1]: t.bytes for t in _linear("q_proj", 4096, 4096, 2, False, "gptq", True, q)}

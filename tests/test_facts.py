@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from gpu_preflight.compat import facts
+from gpu_preflight.compatibility import facts
 from gpu_preflight.errors import UsageError
 
 DATA = facts.DATA_DIR

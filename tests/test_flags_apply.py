@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from gpu_preflight.cli import main
-from gpu_preflight.snapshot.field import known
+from gpu_preflight.snapshots.field import known
 
 
 def run(capsys, *argv):

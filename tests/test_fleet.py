@@ -18,12 +18,12 @@ import pytest
 
 from gpu_preflight.checks import run_checks
 from gpu_preflight.cli import main
-from gpu_preflight.fleet.files import load_paths
-from gpu_preflight.fleet.judge import judge
+from gpu_preflight.cluster.files import load_paths
+from gpu_preflight.cluster.judge import judge
 from gpu_preflight.probes.context import ProbeContext
 from gpu_preflight.probes.interconnect import probe_interconnect
-from gpu_preflight.snapshot import schema
-from gpu_preflight.snapshot.field import Fact
+from gpu_preflight.snapshots import schema
+from gpu_preflight.snapshots.field import Fact
 
 FIX = Path(__file__).parent / "fixtures" / "snapshots"
 BASE = json.loads((FIX / "h100-torch2.11.json").read_text())
@@ -114,7 +114,7 @@ def test_usage_errors(capsys, tmp_path):
 def test_judging_is_fast_for_a_thousand_nodes(tmp_path):
     """The bar is 1,000 snapshots in under 2 s (bench/fleet_speed.py measures it); here a loose
     bound so a slow CI box does not flake, while a per-node rerun of the checks would blow it."""
-    from gpu_preflight.fleet.nodes import Node
+    from gpu_preflight.cluster.nodes import Node
 
     nodes = []
     for i in range(1000):
@@ -286,7 +286,7 @@ def test_ray_fleet_timeout_reports_every_silent_node(cluster, capsys):
 
 def test_collective_across_ray_nodes_with_gloo(cluster):
     pytest.importorskip("torch", reason="the collective test needs torch")
-    from gpu_preflight.fleet import ray as fleet_ray
+    from gpu_preflight.cluster import ray as fleet_ray
 
     nodes = fleet_ray.collect(cluster.address, timeout_s=60)
     result = fleet_ray.collective_across(nodes, backend="gloo", timeout_s=90, megabytes=8)

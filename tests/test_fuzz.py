@@ -85,8 +85,8 @@ def _small(config: dict) -> bool:
 
 @given(base=st.sampled_from(BASES), changes=st.dictionaries(st.sampled_from(KEYS), NASTY, min_size=1, max_size=3))
 def test_llm_configs_are_validated_or_estimated(base, changes):
-    from gpu_preflight.estimate.engines.transformers import Workload
-    from gpu_preflight.estimate.plan import estimate_llm, targets_from_specs
+    from gpu_preflight.estimators.engines.transformers import Workload
+    from gpu_preflight.estimators.plan import estimate_llm, targets_from_specs
     from gpu_preflight.models.base import ModelSource
     from gpu_preflight.models.limits import validate_source
 
@@ -122,8 +122,8 @@ COMPONENT_KEYS = sorted({k for c in (VAE, DIT, UNET, TE) for k in c if k != "_cl
 @given(denoiser=st.sampled_from(["transformer", "unet"]), part=st.sampled_from(["vae", "denoiser", "text_encoder"]),
        changes=st.dictionaries(st.sampled_from(COMPONENT_KEYS), NASTY, min_size=1, max_size=3))
 def test_pipeline_configs_are_validated_or_estimated(denoiser, part, changes):
-    from gpu_preflight.estimate.engines.diffusers import ImageWorkload, pipeline_entry, pipeline_report
-    from gpu_preflight.estimate.plan import targets_from_specs
+    from gpu_preflight.estimators.engines.diffusers import ImageWorkload, pipeline_entry, pipeline_report
+    from gpu_preflight.estimators.plan import targets_from_specs
     from gpu_preflight.models.base import ModelSource
     from gpu_preflight.models.limits import validate_source
 
@@ -197,7 +197,7 @@ SNAP_VALUES = st.one_of(NASTY, st.just("DELETE"), st.sampled_from([
 @given(where=st.lists(st.sampled_from(SNAP_PATHS), min_size=1, max_size=3), values=st.lists(SNAP_VALUES, min_size=3,
                                                                                            max_size=3))
 def test_snapshots_are_refused_or_judged_consistently(where, values):
-    from gpu_preflight import snapshot
+    from gpu_preflight import snapshots
     from gpu_preflight.commands._common import emit_report
 
     snap = copy.deepcopy(SNAPSHOTS[where[0][0]])
@@ -214,7 +214,7 @@ def test_snapshots_are_refused_or_judged_consistently(where, values):
             continue  # an earlier change removed this path
     text = json.dumps(snap)
     try:
-        loaded = snapshot.loads(text, "box.json")
+        loaded = snapshots.loads(text, "box.json")
     except PreflightError as exc:
         assert "\n" not in exc.message
         return
@@ -331,14 +331,14 @@ TRIGGERS = ["RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB", "NCC
        ending=st.sampled_from(["\n", "\r\n", "\r"]), cuts=st.lists(st.integers(0, 4000), max_size=8),
        case=st.sampled_from(["keep", "upper", "lower"]))
 def test_a_trigger_line_is_found_however_the_output_is_cut(before, after, trigger, ending, cuts, case):
-    from gpu_preflight.watch.diagnose import TRIGGER_LOWER, may_hold_trigger
-    from gpu_preflight.watch.stream import OutputPump
+    from gpu_preflight.watcher.diagnose import TRIGGER_LOWER, may_hold_trigger
+    from gpu_preflight.watcher.stream import OutputPump
 
     line = {"keep": trigger, "upper": trigger.upper(), "lower": trigger.lower()}[case]
     data = (ending.join(before + [line] + after) + ending).encode()
     hits: list[str] = []
     pump = OutputPump({}, {}, TRIGGER_LOWER, on_line=lambda s, t, text: hits.append(text),
-                      prefilter=may_hold_trigger)  # as watch/runner.py builds it
+                      prefilter=may_hold_trigger)  # as watcher/runner.py builds it
     pump._carry = {"stdout": b""}
     points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
     for a, b in zip(points, points[1:]):
@@ -350,14 +350,14 @@ def test_a_trigger_line_is_found_however_the_output_is_cut(before, after, trigge
 
 @given(data=st.binary(max_size=300))
 def test_the_fast_trigger_matches_the_case_insensitive_one(data):
-    from gpu_preflight.watch.diagnose import TRIGGER, TRIGGER_LOWER
+    from gpu_preflight.watcher.diagnose import TRIGGER, TRIGGER_LOWER
 
     assert bool(TRIGGER_LOWER.search(data.lower())) == bool(TRIGGER.search(data))
 
 
 @given(data=st.binary(max_size=400))
 def test_the_prefilter_never_hides_what_the_regex_finds(data):
-    from gpu_preflight.watch.diagnose import TRIGGER_LOWER, may_hold_trigger
+    from gpu_preflight.watcher.diagnose import TRIGGER_LOWER, may_hold_trigger
 
     if TRIGGER_LOWER.search(data.lower()):
         assert may_hold_trigger(data)
@@ -366,7 +366,7 @@ def test_the_prefilter_never_hides_what_the_regex_finds(data):
 @given(before=st.binary(max_size=200), after=st.binary(max_size=200), word=st.sampled_from(_TRIGGER_WORDS),
        upper=st.lists(st.booleans(), min_size=40, max_size=40))
 def test_a_trigger_word_in_any_case_passes_the_prefilter(before, after, word, upper):
-    from gpu_preflight.watch.diagnose import may_hold_trigger
+    from gpu_preflight.watcher.diagnose import may_hold_trigger
 
     mixed = bytes(c - 32 if 97 <= c <= 122 and upper[i % 40] else c for i, c in enumerate(word))
     assert may_hold_trigger(before + mixed + after)

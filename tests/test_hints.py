@@ -47,9 +47,9 @@ KNOWN = {canonicalize_name(Requirement(r).name) for r in CORE} | {
 
 # Places allowed to spell "pip install" themselves: the torch install commands built from the
 # torch table for a (possibly described) machine, and check docstrings that quote an example.
-ALLOWED = {"hints.py": None, "compat/facts.py": "torch", "checks/stack.py": "docstring",
+ALLOWED = {"hints.py": None, "compatibility/facts.py": "torch", "checks/stack.py": "docstring",
            "probes/torchmeta.py": "comment", "data/README.md": "doc",
-           "estimate/engines/vllm.py": "a fact about vLLM's packaging in an assumption, not a hint"}
+           "estimators/engines/vllm.py": "a fact about vLLM's packaging in an assumption, not a hint"}
 
 
 def check_command(cmd: str, allow_dist_extra: bool = False) -> list[Requirement]:
@@ -200,7 +200,7 @@ def test_hub_missing_prints_the_hub_hint(monkeypatch):
 def test_watch_reports_print_the_real_packages(monkeypatch):
     import builtins
 
-    from gpu_preflight.watch import render_html, render_png
+    from gpu_preflight.watcher import render_html, render_png
 
     real = builtins.__import__
 
@@ -219,13 +219,13 @@ def test_watch_reports_print_the_real_packages(monkeypatch):
 
 
 def test_newer_snapshot_prints_the_upgrade_hint(tmp_path):
-    from gpu_preflight import snapshot
+    from gpu_preflight import snapshots
     from gpu_preflight.errors import SnapshotError
 
     p = tmp_path / "new.json"
     p.write_text(json.dumps({"schema": "gpu-preflight.snapshot", "schema_version": 999}), encoding="utf-8")
     with pytest.raises(SnapshotError) as exc:
-        snapshot.load(str(p))
+        snapshots.load(str(p))
     assert exc.value.hint == hints.upgrade_hint()
     assert "pip install -U gpu-preflight" not in exc.value.hint or hints.installation()["from"] == "index"
 
@@ -254,7 +254,7 @@ def test_missing_nvml_module_names_its_package(monkeypatch):
 
 
 def test_torch_install_commands_of_every_release_parse():
-    from gpu_preflight.compat import facts
+    from gpu_preflight.compatibility import facts
 
     n = 0
     for release in facts.torch_releases():

@@ -1,5 +1,5 @@
-"""Imports point one way (docs/ARCHITECTURE.md): probes -> snapshot -> compat / checks / models /
-estimate -> measure / watch -> render -> commands -> cli. Every import in src/ is read from the
+"""Imports point one way (docs/ARCHITECTURE.md): probes -> snapshots -> compatibility / checks / models /
+estimators -> measurement / watcher -> render -> commands -> cli. Every import in src/ is read from the
 AST, lazy ones inside functions included, so a shortcut back up the layers fails here."""
 
 from __future__ import annotations
@@ -15,16 +15,16 @@ FORBIDDEN = {
     "hints": {"*"},
     "fileio": {"*"},  # bounded reads of user files: imports only errors
     "safetext": {"*"},  # escaping text from files for the terminal: imports nothing
-    "probes": TOP | {"render", "compat", "checks", "models", "estimate", "measure", "watch"},
-    "snapshot": TOP | {"render", "compat", "checks", "models", "estimate", "measure", "watch"},
-    "compat": TOP | {"render", "probes", "checks", "models", "estimate", "measure", "watch"},
-    "checks": TOP | {"render", "probes", "models", "estimate", "measure", "watch", "fleet"},
-    "models": TOP | {"render", "probes", "snapshot", "compat", "checks", "estimate", "measure", "watch"},
-    "estimate": TOP | {"render", "probes", "checks", "measure", "watch"},
-    "measure": TOP | {"render", "checks", "watch"},
-    "watch": TOP | {"render", "checks", "estimate", "measure"},
-    "fleet": TOP | {"render", "models", "estimate", "measure", "watch"},
-    "render": TOP | {"probes", "measure"},
+    "probes": TOP | {"render", "compatibility", "checks", "models", "estimators", "measurement", "watcher"},
+    "snapshots": TOP | {"render", "compatibility", "checks", "models", "estimators", "measurement", "watcher"},
+    "compatibility": TOP | {"render", "probes", "checks", "models", "estimators", "measurement", "watcher"},
+    "checks": TOP | {"render", "probes", "models", "estimators", "measurement", "watcher", "cluster"},
+    "models": TOP | {"render", "probes", "snapshots", "compatibility", "checks", "estimators", "measurement", "watcher"},
+    "estimators": TOP | {"render", "probes", "checks", "measurement", "watcher"},
+    "measurement": TOP | {"render", "checks", "watcher"},
+    "watcher": TOP | {"render", "checks", "estimators", "measurement"},
+    "cluster": TOP | {"render", "models", "estimators", "measurement", "watcher"},
+    "render": TOP | {"probes", "measurement"},
     "api": TOP,  # the public Python API: the commands call it (it builds the JSON reports with render/)
     "commands": {"cli"},
     "serve": {"cli", "commands"},
@@ -32,10 +32,7 @@ FORBIDDEN = {
 ALLOWED_ANYWHERE = {"errors", "hints", "__version__"}
 # Known back-imports, each with what would remove it. The test fails when one disappears, so the
 # list only shrinks.
-KNOWN = {
-    ("checks/fleet.py", "fleet"): "reads fleet/deep.py's link-speed table (NVLINK_TOTAL_GB_S, PCIE_LANE_GB_S, "
-                                  "expected_link_gb_s, SLOW_FRACTION): facts that belong in compat/",
-}
+KNOWN: dict[tuple[str, str], str] = {}
 
 
 def layer_of(path: Path) -> str:
@@ -87,8 +84,8 @@ def test_every_layer_has_a_rule():
 
 def test_the_rule_catches_a_back_import(tmp_path, monkeypatch):
     fake = tmp_path / "gpu_preflight"
-    (fake / "estimate").mkdir(parents=True)
-    (fake / "estimate" / "x.py").write_text("def f():\n    from gpu_preflight.checks.context import gpu_views\n")
+    (fake / "estimators").mkdir(parents=True)
+    (fake / "estimators" / "x.py").write_text("def f():\n    from gpu_preflight.checks.context import gpu_views\n")
     monkeypatch.setattr(sys.modules[__name__], "SRC", fake)
-    assert list(imported_layers(fake / "estimate" / "x.py")) == [(2, "checks")]
-    assert "checks" in FORBIDDEN[layer_of(fake / "estimate" / "x.py")]
+    assert list(imported_layers(fake / "estimators" / "x.py")) == [(2, "checks")]
+    assert "checks" in FORBIDDEN[layer_of(fake / "estimators" / "x.py")]

@@ -15,9 +15,9 @@ from models_helpers import ARRAY, STRING, U32, gguf_bytes, gguf_str  # noqa: F40
 
 from gpu_preflight.cli import main
 from gpu_preflight.errors import ModelSourceError, UsageError
-from gpu_preflight.estimate.engines import llama_cpp as lc
-from gpu_preflight.estimate.engines.llama_cpp_graph import Graph, T, _Dyn, allocate
-from gpu_preflight.measure import calibration_llamacpp as cal
+from gpu_preflight.estimators.engines import llama_cpp as lc
+from gpu_preflight.estimators.engines.llama_cpp_graph import Graph, T, _Dyn, allocate
+from gpu_preflight.measurement import calibration_llamacpp as cal
 from gpu_preflight.models import gguf_quant as gq
 from gpu_preflight.models import gguf_remote
 
@@ -427,4 +427,4 @@ def test_hub_gguf_through_the_cli(hub, capsys, monkeypatch):
 def test_accuracy_doc_section_is_the_generators_output():
     text = (ROOT / "docs" / "accuracy.md").read_text(encoding="utf-8")
     section = cal.markdown_section(ROOT).strip("\n")
-    assert section in text, "regenerate: python -m gpu_preflight.measure.calibration_llamacpp"
+    assert section in text, "regenerate: python -m gpu_preflight.measurement.calibration_llamacpp"

@@ -16,10 +16,10 @@ import sys
 import pytest
 
 from gpu_preflight.cli import main
-from gpu_preflight.estimate import encdec as E
-from gpu_preflight.estimate import meta_count, vision
-from gpu_preflight.estimate.arch import model_kind
-from gpu_preflight.estimate.engines.transformers import Workload
+from gpu_preflight.estimators import encdec as E
+from gpu_preflight.estimators import meta_count, vision
+from gpu_preflight.estimators.arch import model_kind
+from gpu_preflight.estimators.engines.transformers import Workload
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIX = os.path.join(ROOT, "tests", "fixtures", "multimodal")
@@ -141,13 +141,13 @@ def test_vlm_estimate_counts_the_tower_and_image_tokens(tmp_path, capsys):
                                         ("qwen2vl", {"images": 2, "image_size": "300x200"})])
 def test_measurement_child_runs_on_the_cpu(tmp_path, name, extra):
     """The child `preflight measure` runs: encoder inputs / pixel values of the asked size; a VLM refuses
-    image tokens that do not match its features, so this also checks estimate/vision.py's counts."""
+    image tokens that do not match its features, so this also checks estimators/vision.py's counts."""
     spec = {"model": {"id": name, "config": cfg(name)}, "dtype": "float32", "attn": "sdpa", "device": "cpu",
             "workloads": [{"name": "w", "batch": 1, "input_len": 8, "output_len": 2, **extra}]}
     sp, out = tmp_path / "spec.json", tmp_path / "out.jsonl"
     sp.write_text(json.dumps(spec))
     env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "src"))
-    proc = subprocess.run([sys.executable, "-m", "gpu_preflight.measure.child", str(sp), str(out)], env=env,
+    proc = subprocess.run([sys.executable, "-m", "gpu_preflight.measurement.child", str(sp), str(out)], env=env,
                           capture_output=True, text=True, timeout=300)
     recs = [json.loads(x) for x in out.read_text().splitlines()]
     assert proc.returncode == 0, recs[-1]

@@ -1,4 +1,4 @@
-"""`preflight estimate --plot`: the curve (estimate/sweep.py) against the estimator at its own points,
+"""`preflight estimate --plot`: the curve (estimators/sweep.py) against the estimator at its own points,
 the SVG/HTML structure, the measured overlay, the flags. No browser needed."""
 
 import builtins
@@ -11,8 +11,8 @@ import pytest
 from gpu_preflight import api
 from gpu_preflight.cli import main
 from gpu_preflight.errors import DependencyMissing, UsageError
-from gpu_preflight.estimate.sweep import parse_spec, spaced, QUANTITIES, stack_of
-from gpu_preflight.measure.calibration_points import find_root
+from gpu_preflight.estimators.sweep import parse_spec, spaced, QUANTITIES, stack_of
+from gpu_preflight.measurement.calibration_points import find_root
 from gpu_preflight.render.plot import json_for_script, render_html, render_svg, write_plot
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

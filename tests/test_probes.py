@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from gpu_preflight.snapshot.field import Fact
+from gpu_preflight.snapshots.field import Fact
 from gpu_preflight.probes import cudadrv, host, nvml, system_cuda, torchmeta
 from gpu_preflight.probes.context import ProbeContext, ProbeTimeout, RunResult
 from nvml_fakes import (  # shared with the watch tests

@@ -10,11 +10,11 @@ import json
 import pytest
 
 from gpu_preflight.cli import main
-from gpu_preflight.estimate.arch import parse_llm
-from gpu_preflight.estimate.engines import transformers_quant as tq
-from gpu_preflight.estimate.engines.transformers import Workload, _Replay, estimate_transformers
-from gpu_preflight.estimate.plan import quant_config
-from gpu_preflight.estimate.weights import _linear, weight_tensors
+from gpu_preflight.estimators.arch import parse_llm
+from gpu_preflight.estimators.engines import transformers_quant as tq
+from gpu_preflight.estimators.engines.transformers import Workload, _Replay, estimate_transformers
+from gpu_preflight.estimators.plan import quant_config
+from gpu_preflight.estimators.weights import _linear, weight_tensors
 
 
 def parts(method, n_in, n_out, q=None, dt=2):

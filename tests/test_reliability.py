@@ -172,14 +172,14 @@ def test_1024_gpus_are_judged_within_the_bounds(tmp_path):
 
 def test_every_catalog_model_and_recorded_snapshot_passes_validation():
     """No false alarms on real configs: the limits sit far above every published model."""
-    from gpu_preflight import snapshot
+    from gpu_preflight import snapshots
     from gpu_preflight.models import load_model_source
     from gpu_preflight.models.catalog import default_catalog
 
     for entry in default_catalog().entries:
         load_model_source(entry.id)
     for path in (FIXTURES / "snapshots").glob("*.json"):
-        snapshot.load(str(path))
+        snapshots.load(str(path))
 
 
 @pytest.mark.parametrize(("change", "needle"), [
@@ -212,12 +212,12 @@ def test_limits_accept_the_largest_legal_values_and_nulls():
 
 
 def test_snapshot_validation_refuses_with_the_path():
-    from gpu_preflight import snapshot
+    from gpu_preflight import snapshots
 
     snap = json.loads(SNAPSHOT.read_text())
     snap["nvml"]["gpus"]["value"][0]["memory_total_bytes"]["value"] = "80 GB"
     with pytest.raises(SnapshotError) as info:
-        snapshot.loads(json.dumps(snap), "box.json")
+        snapshots.loads(json.dumps(snap), "box.json")
     assert info.value.message.startswith("box.json: nvml.gpus[0].memory_total_bytes is the string '80 GB'; expected")
 
 
@@ -238,7 +238,7 @@ def test_fileio_bounds(tmp_path):
 # --- findings: ok and the exit code never disagree --------------------------------------------
 
 def test_a_crashing_check_makes_ok_false_and_exit_3(monkeypatch):
-    from gpu_preflight import checks, snapshot
+    from gpu_preflight import checks, snapshots
     from gpu_preflight.render.findings import report_json
 
     checks.all_checks()
@@ -250,13 +250,13 @@ def test_a_crashing_check_makes_ok_false_and_exit_3(monkeypatch):
 
     monkeypatch.setitem(checks.REGISTRY, code, checks.Check(original.code, original.name, original.area,
                                                             original.title, boom))
-    findings = checks.run_checks(snapshot.load(str(SNAPSHOT)))
+    findings = checks.run_checks(snapshots.load(str(SNAPSHOT)))
     report = report_json("doctor", findings, None, {})
     assert report["exit_code"] == 3 and report["worst"] == "error" and report["ok"] is False
 
     monkeypatch.setitem(checks.REGISTRY, code, checks.Check(original.code, original.name, original.area,
                                                             original.title, lambda snap: "not a finding"))
-    findings = checks.run_checks(snapshot.load(str(SNAPSHOT)))
+    findings = checks.run_checks(snapshots.load(str(SNAPSHOT)))
     bad = [f for f in findings if f.code == code]
     assert bad[0].status == "error" and "returned str" in bad[0].message
 
@@ -286,8 +286,8 @@ def test_sanitize_escapes_every_control_character():
 def _watch(tmp_path, json_path=None, out_dir=None, html=None, renderers=False, cmd=None, talk=None):
     import io
 
-    from gpu_preflight.watch.outputs import resolve
-    from gpu_preflight.watch.runner import WatchEnv, WatchOptions, run_watch
+    from gpu_preflight.watcher.outputs import resolve
+    from gpu_preflight.watcher.runner import WatchEnv, WatchOptions, run_watch
 
     marker = tmp_path / "ran"
     cmd = cmd or [sys.executable, "-c", f"open({str(marker)!r}, 'w').close()"]
@@ -375,7 +375,7 @@ def test_ten_parallel_watch_runs_keep_ten_records(tmp_path):
 
 def test_a_second_watch_on_the_same_stream_is_refused(tmp_path):
     from gpu_preflight.errors import UsageError
-    from gpu_preflight.watch.outputs import open_stream
+    from gpu_preflight.watcher.outputs import open_stream
 
     held = open_stream(tmp_path / "watch.jsonl")
     try:
@@ -389,7 +389,7 @@ def test_a_second_watch_on_the_same_stream_is_refused(tmp_path):
 def test_disk_full_keeps_the_json_and_the_summary_lists_only_what_was_written(tmp_path, monkeypatch):
     import io
 
-    from gpu_preflight.watch import outputs, render_html
+    from gpu_preflight.watcher import outputs, render_html
 
     def full_disk(record, path):
         def write(f):
@@ -411,7 +411,7 @@ def test_disk_full_keeps_the_json_and_the_summary_lists_only_what_was_written(tm
 
 
 def test_atomic_write_failure_leaves_the_target_and_no_temp(tmp_path):
-    from gpu_preflight.watch.outputs import atomic_write
+    from gpu_preflight.watcher.outputs import atomic_write
 
     target = tmp_path / "r.json"
     target.write_text("old")
@@ -428,7 +428,7 @@ def test_atomic_write_failure_leaves_the_target_and_no_temp(tmp_path):
 # --- watch: output scanning --------------------------------------------------------------------
 
 def test_trigger_trie_matches_what_the_case_insensitive_regex_matches():
-    from gpu_preflight.watch.diagnose import TRIGGER, TRIGGER_LOWER, TRIGGER_WORDS
+    from gpu_preflight.watcher.diagnose import TRIGGER, TRIGGER_LOWER, TRIGGER_WORDS
 
     for word in TRIGGER_WORDS:
         for text in (word, word.upper(), word.title(), b"x " + word.swapcase() + b" y"):
@@ -439,7 +439,7 @@ def test_trigger_trie_matches_what_the_case_insensitive_regex_matches():
 def test_the_prefilter_passes_every_trigger_word_in_any_case():
     """diagnose.may_hold_trigger (the pump's prefilter) against TRIGGER_WORDS in lower, upper, title, swapped and
     alternating case, alone and inside a log line."""
-    from gpu_preflight.watch.diagnose import TRIGGER_WORDS, may_hold_trigger
+    from gpu_preflight.watcher.diagnose import TRIGGER_WORDS, may_hold_trigger
 
     for word in TRIGGER_WORDS:
         alternating = bytes(c ^ 32 if 97 <= c <= 122 and i % 2 else c for i, c in enumerate(word))
@@ -449,7 +449,7 @@ def test_the_prefilter_passes_every_trigger_word_in_any_case():
 
 
 def test_the_prefilter_lets_ordinary_output_skip_the_regex():
-    from gpu_preflight.watch.diagnose import PREFILTER_STAGES, may_hold_trigger
+    from gpu_preflight.watcher.diagnose import PREFILTER_STAGES, may_hold_trigger
 
     for text in (b"step 123 loss 0.12345 lr 0.0001 tokens/s 12345.6 eta 00:12:34 mem 1.2 GiB cuda:0 Epoch [3/10]\n",
                  b'{"iter": 1234, "loss": 0.123, "grad_norm": 1.5, "lr": 3e-4, "tok_s": 12345, "mem_gib": 12.5}\n',
@@ -461,8 +461,8 @@ def test_the_prefilter_lets_ordinary_output_skip_the_regex():
 
 def test_a_mixed_case_trigger_cut_across_slices_is_found_with_the_prefilter():
     """The prefilter sees whole lines (the pump joins a line cut across reads and slices before asking)."""
-    from gpu_preflight.watch.diagnose import TRIGGER_LOWER, may_hold_trigger
-    from gpu_preflight.watch.stream import OutputPump
+    from gpu_preflight.watcher.diagnose import TRIGGER_LOWER, may_hold_trigger
+    from gpu_preflight.watcher.stream import OutputPump
 
     line = b"RuntimeError: cUdA OuT oF mEmOrY. Tried to allocate 2.00 GiB"
     data = b"step 1 loss 0.5\n" * 500 + line + b"\n" + b"step 2 loss 0.4\n" * 500
@@ -480,8 +480,8 @@ def test_a_mixed_case_trigger_cut_across_slices_is_found_with_the_prefilter():
 
 
 def test_backlog_overflow_is_counted_and_the_newest_output_still_scanned():
-    from gpu_preflight.watch.diagnose import TRIGGER_LOWER
-    from gpu_preflight.watch.stream import OutputPump
+    from gpu_preflight.watcher.diagnose import TRIGGER_LOWER
+    from gpu_preflight.watcher.stream import OutputPump
 
     hits = []
     pump = OutputPump({}, {}, TRIGGER_LOWER, on_line=lambda s, t, line: hits.append(line), backlog_bytes=1 << 20)
@@ -502,8 +502,8 @@ def test_scanning_is_fast():
     2-vCPU EPYC). Here a loose 80 MB/s so a busy CI machine passes."""
     import time
 
-    from gpu_preflight.watch.diagnose import TRIGGER_LOWER, may_hold_trigger
-    from gpu_preflight.watch.stream import OutputPump
+    from gpu_preflight.watcher.diagnose import TRIGGER_LOWER, may_hold_trigger
+    from gpu_preflight.watcher.stream import OutputPump
 
     pump = OutputPump({}, {}, TRIGGER_LOWER, on_line=lambda *a: None, prefilter=may_hold_trigger)
     pump._carry = {"stdout": b""}

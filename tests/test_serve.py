@@ -12,7 +12,7 @@ import pytest
 
 from gpu_preflight.cli import main
 from gpu_preflight.errors import UsageError
-from gpu_preflight.estimate.engines import all_engines
+from gpu_preflight.estimators.engines import all_engines
 from gpu_preflight.models.catalog import default_catalog
 from gpu_preflight.serve.app import App
 from gpu_preflight.serve.server import PreflightServer, check_bind, host_header_ok
@@ -72,7 +72,7 @@ def test_api_lists_come_from_the_registries():
         [(e.name, [o.dest for o in e.options]) for e in all_engines()]
     models = json.loads(app.handle("GET", "/api/catalog").body)["models"]
     assert sorted(m["id"] for m in models) == sorted(e.id for e in default_catalog().entries)
-    from gpu_preflight.compat import facts
+    from gpu_preflight.compatibility import facts
 
     gpus = json.loads(app.handle("GET", "/api/gpus").body)["gpus"]
     assert len(gpus) == len(facts.gpus()) and {"rtx-4090", "h100-sxm-80gb"} <= {g["id"] for g in gpus}

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from gpu_preflight import snapshot
+from gpu_preflight import snapshots
 from gpu_preflight.errors import SnapshotError
-from gpu_preflight.snapshot.field import Fact
+from gpu_preflight.snapshots.field import Fact
 from gpu_preflight.probes import torchmeta
 from gpu_preflight.probes.context import ProbeContext, RunResult
 from test_probes import (CPUINFO, MEMINFO, NVCC_OUT, OPEN, OS_RELEASE, REQUIRES_CU128, VERSION_JSON,
@@ -58,11 +58,11 @@ def hand_built() -> dict:
 
 def test_round_trip_keeps_every_value_and_reason():
     snap = hand_built()
-    assert snapshot.loads(snapshot.dumps(snap)) == hand_built()
+    assert snapshots.loads(snapshots.dumps(snap)) == hand_built()
 
 
 def test_serialized_form_is_the_documented_one():
-    data = json.loads(snapshot.dumps(hand_built()))
+    data = json.loads(snapshots.dumps(hand_built()))
     gpu = data["nvml"]["gpus"]["value"][0]
     assert gpu["name"] == {"value": "NVIDIA H100 80GB HBM3", "source": "nvml"}
     assert gpu["retired_pages_pending"] == {"value": None, "source": "nvml",
@@ -74,7 +74,7 @@ def test_serialized_form_is_the_documented_one():
 
 
 def test_loaded_values_are_facts_with_reasons():
-    snap = snapshot.loads(snapshot.dumps(hand_built()))
+    snap = snapshots.loads(snapshots.dumps(hand_built()))
     assert snap["nvml"]["nvml_version"] == Fact(None, "nvml", "NVMLError_FunctionNotFound: Function Not Found")
     assert snap["env"]["CUDA_HOME"] == Fact("", "environment")
     assert snap["env"]["CUDA_VISIBLE_DEVICES"].ok
@@ -86,12 +86,12 @@ def test_loaded_values_are_facts_with_reasons():
 
 def raises(text: str, where: str = "box.json") -> SnapshotError:
     with pytest.raises(SnapshotError) as info:
-        snapshot.loads(text, where=where)
+        snapshots.loads(text, where=where)
     return info.value
 
 
 def test_truncated_json_is_refused():
-    err = raises(snapshot.dumps(hand_built())[:200])
+    err = raises(snapshots.dumps(hand_built())[:200])
     assert err.message.startswith("box.json is not valid JSON (")
     assert "truncated" in err.hint
     assert "preflight snapshot > box.json" in err.hint
@@ -121,7 +121,7 @@ def test_schema_version_must_be_an_integer():
 def test_missing_file_is_refused(tmp_path):
     path = str(tmp_path / "nope.json")
     with pytest.raises(SnapshotError) as info:
-        snapshot.load(path)
+        snapshots.load(path)
     assert info.value.message == f"cannot read snapshot {path}: No such file or directory"
     assert "check the path" in info.value.hint
 
@@ -130,32 +130,32 @@ def test_load_names_the_file_in_errors(tmp_path):
     path = tmp_path / "cut.json"
     path.write_text('{"schema": "gpu-preflight.snapsh')
     with pytest.raises(SnapshotError) as info:
-        snapshot.load(str(path))
+        snapshots.load(str(path))
     assert info.value.message.startswith(f"{path} is not valid JSON")
     assert info.value.hint
 
 
 def test_fact_lookups():
     snap = hand_built()
-    assert snapshot.fact(snap, "a.b.c") == Fact(None, "snapshot", "a.b.c is not in this snapshot")
-    assert snapshot.fact(snap, "nvml.nope") == Fact(None, "snapshot", "nvml.nope is not in this snapshot")
-    assert snapshot.fact(snap, "nvml.driver_version") == Fact("570.86.10", "nvml")
+    assert snapshots.fact(snap, "a.b.c") == Fact(None, "snapshot", "a.b.c is not in this snapshot")
+    assert snapshots.fact(snap, "nvml.nope") == Fact(None, "snapshot", "nvml.nope is not in this snapshot")
+    assert snapshots.fact(snap, "nvml.driver_version") == Fact("570.86.10", "nvml")
     # through an unavailable fact: its own reason, not "not in this snapshot"
-    assert snapshot.fact(snap, "cuda_driver.cu_init.code") == Fact(None, "cuda driver api", TIMED_OUT)
+    assert snapshots.fact(snap, "cuda_driver.cu_init.code") == Fact(None, "cuda driver api", TIMED_OUT)
     # into the value of a known fact
-    assert snapshot.fact(snap, "torch_deep.result.warnings") == Fact([], "snapshot")
-    assert snapshot.fact(snap, "torch_deep.result.missing") == Fact(
+    assert snapshots.fact(snap, "torch_deep.result.warnings") == Fact([], "snapshot")
+    assert snapshots.fact(snap, "torch_deep.result.missing") == Fact(
         None, "snapshot", "torch_deep.result.missing is not in this snapshot")
-    assert snapshot.fact(snap, "schema_version") == Fact(1, "snapshot")
-    assert snapshot.fact({}, "nvml.gpus") == Fact(None, "snapshot", "nvml.gpus is not in this snapshot")
+    assert snapshots.fact(snap, "schema_version") == Fact(1, "snapshot")
+    assert snapshots.fact({}, "nvml.gpus") == Fact(None, "snapshot", "nvml.gpus is not in this snapshot")
 
 
 def test_gpus_helper():
     snap = hand_built()
-    assert [g["name"] for g in snapshot.gpus(snap)] == [Fact("NVIDIA H100 80GB HBM3", "nvml")]
+    assert [g["name"] for g in snapshots.gpus(snap)] == [Fact("NVIDIA H100 80GB HBM3", "nvml")]
     snap["nvml"]["gpus"] = Fact(None, "nvml", "NVML library not found")
-    assert snapshot.gpus(snap) == []
-    assert snapshot.gpus({}) == []
+    assert snapshots.gpus(snap) == []
+    assert snapshots.gpus({}) == []
 
 
 # ---------------------------------------------------------------- recorded H100 (ground truth)
@@ -164,11 +164,11 @@ def test_gpus_helper():
 @pytest.mark.parametrize("name", ["h100-torch2.11.json", "h100-torch2.11-deep.json"])
 def test_recorded_h100_snapshot(name):
     path = FIXTURES / name
-    snap = snapshot.load(str(path))
-    f = lambda p: snapshot.fact(snap, p)  # noqa: E731
+    snap = snapshots.load(str(path))
+    f = lambda p: snapshots.fact(snap, p)  # noqa: E731
     assert f("nvml.driver_version") == Fact("580.159.04", "nvml")
     assert f("nvml.cuda_driver_version") == Fact(13000, "nvml")
-    gpus = snapshot.gpus(snap)
+    gpus = snapshots.gpus(snap)
     assert len(gpus) == 1
     assert gpus[0]["name"] == Fact("NVIDIA H100 80GB HBM3", "nvml")
     assert gpus[0]["compute_capability"] == Fact("9.0", "nvml")
@@ -178,12 +178,12 @@ def test_recorded_h100_snapshot(name):
     assert f("torch.cuda") == Fact("13.0", "torch/version.py")
     assert f("cuda_driver.cu_init") == Fact({"code": 0, "name": "CUDA_SUCCESS"}, "cuda driver api")
     # re-serializing gives back exactly the recorded JSON
-    assert json.loads(snapshot.dumps(snap)) == json.loads(path.read_text())
+    assert json.loads(snapshots.dumps(snap)) == json.loads(path.read_text())
 
 
 def test_recorded_h100_deep_result():
-    snap = snapshot.load(str(FIXTURES / "h100-torch2.11-deep.json"))
-    deep = snapshot.fact(snap, "torch_deep.result")
+    snap = snapshots.load(str(FIXTURES / "h100-torch2.11-deep.json"))
+    deep = snapshots.fact(snap, "torch_deep.result")
     assert deep.ok and deep.source == "torch (subprocess)"
     assert deep.value["version"] == "2.11.0+cu130"
     assert deep.value["cuda"] == "13.0"
@@ -223,12 +223,12 @@ def test_collect_end_to_end(tmp_path, fake_torch):
     collector = lambda: {"path": "/usr/lib/x86_64-linux-gnu/libcuda.so.570.86.10",  # noqa: E731
                          "driver_version": 12080, "cu_init": 0, "device_count": 2}
     ctx = fake_machine(tmp_path, FakeNvml(two_gpus()), collector, ScriptedRunner(RunResult(0, NVCC_OUT, "")))
-    snap = snapshot.collect(ctx)
-    f = lambda p: snapshot.fact(snap, p)  # noqa: E731
+    snap = snapshots.collect(ctx)
+    f = lambda p: snapshots.fact(snap, p)  # noqa: E731
     assert snap["schema"] == "gpu-preflight.snapshot" and snap["schema_version"] == 1
     assert snap["origin"] == "probe"
     assert f("nvml.driver_version") == Fact("570.86.10", "nvml")
-    assert [g["name"].value for g in snapshot.gpus(snap)] == ["NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-40GB"]
+    assert [g["name"].value for g in snapshots.gpus(snap)] == ["NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-40GB"]
     assert f("cuda_driver.cu_init") == Fact({"code": 0, "name": "CUDA_SUCCESS"}, "cuda driver api")
     assert f("kernel_module.version") == Fact("570.86.10", "/proc/driver/nvidia/version")
     assert f("user_space.libcuda_files") == Fact([{"dir": "/usr/lib/x86_64-linux-gnu", "version": "570.86.10"}],
@@ -245,9 +245,9 @@ def test_collect_end_to_end(tmp_path, fake_torch):
     assert f("torch.cuda") == Fact("12.8", "torch/version.py")
     assert "torch_deep" not in snap
 
-    text = snapshot.dumps(snap)
-    assert snapshot.loads(text) == snap
-    assert snapshot.dumps(snapshot.loads(text)) == text
+    text = snapshots.dumps(snap)
+    assert snapshots.loads(text) == snap
+    assert snapshots.dumps(snapshots.loads(text)) == text
     assert dict(os.environ) == before  # probes never change os.environ
 
 
@@ -264,19 +264,19 @@ def test_collect_on_a_broken_machine_never_raises(tmp_path, fake_torch):
     write(tmp_path, "/proc/driver/nvidia/version", "\x00\x01garbage")
     try:
         start = time.monotonic()
-        snap = snapshot.collect(ctx)
+        snap = snapshots.collect(ctx)
         elapsed = time.monotonic() - start
     finally:
         release.set()
     assert elapsed < 1.0
-    f = lambda p: snapshot.fact(snap, p)  # noqa: E731
+    f = lambda p: snapshots.fact(snap, p)  # noqa: E731
     assert f("nvml.available") == Fact(False, "nvml")
     assert f("nvml.driver_version").unavailable.startswith("Driver/library version mismatch")
-    assert snapshot.gpus(snap) == []
+    assert snapshots.gpus(snap) == []
     assert f("cuda_driver.cu_init") == Fact(None, "cuda driver api",
                                             "cuInit timed out after 0.2 s (GPU or driver not responding)")
     assert f("toolkit.nvcc_version") == Fact(None, "nvcc --version", "PermissionError: [Errno 13] Permission denied")
     assert f("host.ram_total_bytes").unavailable.startswith("FileNotFoundError: ")
     assert f("kernel_module.version").unavailable.startswith("ValueError: unrecognized /proc/driver/nvidia/version")
-    text = snapshot.dumps(snap)
-    assert snapshot.loads(text) == copy.deepcopy(snap)
+    text = snapshots.dumps(snap)
+    assert snapshots.loads(text) == copy.deepcopy(snap)

@@ -1,4 +1,4 @@
-"""The training estimate (estimate/engines/training.py): counts checked against hand-derived bytes,
+"""The training estimate (estimators/engines/training.py): counts checked against hand-derived bytes,
 the CLI contract, the search, and (when torch, transformers and peft are installed) real training
 steps on the CPU compared with the replay."""
 
@@ -9,8 +9,8 @@ import sys
 import pytest
 
 from gpu_preflight.cli import main
-from gpu_preflight.estimate.arch import parse_llm
-from gpu_preflight.estimate.engines import training as T
+from gpu_preflight.estimators.arch import parse_llm
+from gpu_preflight.estimators.engines import training as T
 from gpu_preflight.models.catalog import default_catalog
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -226,8 +226,8 @@ def test_real_training_steps_on_the_cpu_match_the_replay():
     embeddings): the bytes of live tensor storages per phase against the replay without allocator."""
     import torch
 
-    from gpu_preflight.measure import train_child as tc
-    from gpu_preflight.measure.calibration_train import compare
+    from gpu_preflight.measurement import train_child as tc
+    from gpu_preflight.measurement.calibration_train import compare
 
     config = {"model_type": "qwen2", "hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2,
               "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 1024, "tie_word_embeddings": True,
@@ -290,7 +290,7 @@ def test_torch_adds_a_linear_weights_two_gradients_out_of_place():
 
 @pytest.fixture(scope="module")
 def h200_rows():
-    from gpu_preflight.measure.calibration_train import compare, load
+    from gpu_preflight.measurement.calibration_train import compare, load
 
     path = os.path.join(ROOT, "calibration", "raw", "train-h200.jsonl")
     return compare(load([path]), ROOT)
@@ -325,7 +325,7 @@ def test_h200_allocated_peaks_within_two_percent(h200_rows):
 
 
 def test_the_training_overhead_constant_is_the_median_of_the_cases_not_held_out(h200_rows):
-    from gpu_preflight.measure.calibration_train import overhead_fit, overhead_samples
+    from gpu_preflight.measurement.calibration_train import overhead_fit, overhead_samples
 
     assert T.TRAIN_OVERHEAD[(9, "2.11")]["bytes"] == overhead_fit(h200_rows)
     spread = overhead_samples(h200_rows, held=False)
@@ -335,8 +335,8 @@ def test_the_training_overhead_constant_is_the_median_of_the_cases_not_held_out(
 
 
 def test_docs_accuracy_shows_the_current_h200_comparison(h200_rows):
-    from gpu_preflight.measure.calibration_train import markdown
+    from gpu_preflight.measurement.calibration_train import markdown
 
     table = markdown(h200_rows, "x").split("\n", 2)[2]
     with open(os.path.join(ROOT, "docs", "accuracy.md"), encoding="utf-8") as fh:
-        assert table.strip() in fh.read(), "regenerate with python -m gpu_preflight.measure.calibration_train"
+        assert table.strip() in fh.read(), "regenerate with python -m gpu_preflight.measurement.calibration_train"

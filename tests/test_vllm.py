@@ -12,8 +12,8 @@ import pytest
 
 from gpu_preflight.cli import main
 from gpu_preflight.errors import UsageError
-from gpu_preflight.estimate.arch import parse_llm
-from gpu_preflight.estimate.engines import vllm as V
+from gpu_preflight.estimators.arch import parse_llm
+from gpu_preflight.estimators.engines import vllm as V
 from gpu_preflight.models import load_model_source
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -363,7 +363,7 @@ def test_versions_resolve_to_the_release_read_at_or_before_them():
 # ---- the calibration bars on the committed logs (docs/accuracy.md) ----
 
 def test_calibration_bars_on_published_logs():
-    from gpu_preflight.measure.calibration_vllm import fit_first_capture, summarize
+    from gpu_preflight.measurement.calibration_vllm import fit_first_capture, summarize
 
     s = summarize(ROOT)
     train, held = s["budget"]["training"], s["budget"]["held_out"]

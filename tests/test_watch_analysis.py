@@ -7,10 +7,10 @@ import json
 import pytest
 
 import gpu_preflight
-from gpu_preflight.watch import analysis, diagnose, render_html, render_png, render_text
-from gpu_preflight.watch.outputs import resolve
-from gpu_preflight.watch.phase import CHANNEL_ENV, phase
-from gpu_preflight.watch.record import finalize
+from gpu_preflight.watcher import analysis, diagnose, render_html, render_png, render_text
+from gpu_preflight.watcher.outputs import resolve
+from gpu_preflight.watcher.phase import CHANNEL_ENV, phase
+from gpu_preflight.watcher.record import finalize
 
 GiB = 1024**3
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from gpu_preflight.watch.record import load_stream
+from gpu_preflight.watcher.record import load_stream
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="process handling tested on Linux")
 
@@ -223,7 +223,7 @@ def test_help_is_documented_and_module_is_light(tmp_path):
                  b"--quiet", b"exit status", b"gpu_preflight.phase"):
         assert flag in r.stdout
     code = ("import sys, gpu_preflight.commands.watch\n"
-            "heavy = [m for m in sys.modules if m.startswith('gpu_preflight.watch') or "
+            "heavy = [m for m in sys.modules if m.startswith('gpu_preflight.watcher') or "
             "m.split('.')[0] in ('plotly', 'matplotlib', 'psutil', 'pynvml')]\nprint(heavy)")
     r = subprocess.run([PY, "-c", code], capture_output=True, timeout=30)
     assert r.stdout.strip() == b"[]"

@@ -20,7 +20,7 @@ GiB = 1024**3
 
 
 def descendants(root: int) -> list[int]:
-    from gpu_preflight.watch.proctree import ProcfsTree
+    from gpu_preflight.watcher.proctree import ProcfsTree
 
     return sorted(ProcfsTree().tree(root))
 

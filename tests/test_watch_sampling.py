@@ -8,8 +8,8 @@ import sys
 import pytest
 
 from gpu_preflight.errors import UsageError
-from gpu_preflight.watch.outputs import resolve
-from gpu_preflight.watch.runner import WatchEnv, WatchOptions, run_watch
+from gpu_preflight.watcher.outputs import resolve
+from gpu_preflight.watcher.runner import WatchEnv, WatchOptions, run_watch
 from test_watch_fakes import GiB, FakeNvml, NVMLError_LibraryNotFound, child_script
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc")

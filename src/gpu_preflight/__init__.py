@@ -7,25 +7,26 @@ The public API (docs/api.md) is imported lazily, so `import gpu_preflight` stays
     est.fits, est.peak_process_bytes, est.to_json()
 """
 
+from typing import Any
+
 __version__ = "0.1.0"
 
 __all__ = [
-    "estimate", "compat", "doctor", "snapshot", "explain", "fleet", "measure", "watch", "phase",
-    "Estimate", "TargetFit", "Report", "Finding", "CheckDoc", "FleetReport", "Snapshot",
+    "estimate", "curve", "compat", "doctor", "snapshot", "explain", "fleet", "measure", "watch", "phase",
+    "Estimate", "Curve", "TargetFit", "Report", "Finding", "CheckDoc", "FleetReport", "Snapshot", "Measurement",
+    "WatchResult",
     "PreflightError", "UsageError", "ModelSourceError", "SnapshotError", "DependencyMissing", "DeviceUnavailable",
 ]
 
-# Names of subpackages (estimate, compat, snapshot, measure, watch, fleet) cannot be served here yet:
-# importing the subpackage binds its name on this package. Until they are renamed, those functions
-# are reached as gpu_preflight.api.estimate(...) etc.
-_API = {"doctor", "explain", "Estimate", "TargetFit", "Report", "Finding", "CheckDoc", "FleetReport", "Snapshot"}
+_API = {"estimate", "curve", "compat", "doctor", "snapshot", "explain", "fleet", "measure", "watch", "Estimate", "Curve",
+        "TargetFit", "Report", "Finding", "CheckDoc", "FleetReport", "Snapshot", "Measurement", "WatchResult"}
 _ERRORS = {"PreflightError", "UsageError", "ModelSourceError", "SnapshotError", "DependencyMissing",
            "DeviceUnavailable"}
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name == "phase":  # markers for scripts run under `preflight watch` (a no-op otherwise)
-        from gpu_preflight.watch.phase import phase
+        from gpu_preflight.watcher.phase import phase
 
         return phase
     if name in _API:
@@ -39,5 +40,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'gpu_preflight' has no attribute {name!r}")
 
 
-def __dir__():
+def __dir__() -> list[str]:
     return sorted(list(globals()) + __all__)

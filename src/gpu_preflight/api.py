@@ -50,7 +50,8 @@ class _Result:
 
     def to_json(self) -> dict[str, Any]:
         """The command's `--json` output, as a fresh dict."""
-        return _thawed(self.data)
+        out: dict[str, Any] = _thawed(self.data)
+        return out
 
     def __getitem__(self, key: str) -> Any:
         return self.data[key]
@@ -74,7 +75,7 @@ class Estimate(_Result):
 
     @property
     def engine(self) -> str:
-        return self.data["engine"]
+        return str(self.data["engine"])
 
     @property
     def peak_process_bytes(self) -> int:
@@ -96,7 +97,7 @@ class Estimate(_Result):
         return 4 if self.fits is None else 0 if self.fits else 2
 
 
-def _option_value(opt, name: str, value: Any) -> Any:
+def _option_value(opt: Any, name: str, value: Any) -> Any:
     if opt.action == "store_true":
         if not isinstance(value, bool):
             raise UsageError(f"{name} must be True or False, not {value!r}")
@@ -125,8 +126,8 @@ def estimate(model: str, *, engine: str | None = None, gpus: str | Sequence[str]
     keyword names (the CLI flag with dashes as underscores: `max_model_len=8192`, `batch=4`,
     `quantize="4bit"`); an option the engine does not declare raises UsageError.
     """
-    from gpu_preflight.estimate.engines import all_engines
-    from gpu_preflight.estimate.engines.base import resolve_options
+    from gpu_preflight.estimators.engines import all_engines
+    from gpu_preflight.estimators.engines.base import resolve_options
 
     engines = all_engines()
     report = run_estimate(model, engine=engine, gpu_specs=_gpu_specs(gpus), torch=torch, revision=revision,
@@ -135,10 +136,10 @@ def estimate(model: str, *, engine: str | None = None, gpus: str | Sequence[str]
     return Estimate(_frozen(report))
 
 
-def given_options(options: Mapping[str, Any], engines=None) -> dict[str, Any]:
+def given_options(options: Mapping[str, Any], engines: Any = None) -> dict[str, Any]:
     """Keyword options (`max_model_len=8192`) as the parsed `given` dict run_estimate takes: each
     value parsed by its option's own type, an undeclared name a UsageError."""
-    from gpu_preflight.estimate.engines import all_engines
+    from gpu_preflight.estimators.engines import all_engines
 
     declared = {o.dest: o for e in engines or all_engines() for o in e.options}
     given: dict[str, Any] = {}
@@ -151,7 +152,8 @@ def given_options(options: Mapping[str, Any], engines=None) -> dict[str, Any]:
 
 
 def run_estimate(model: str, *, engine: str | None, gpu_specs: list[str], torch: str | None, revision: str | None,
-                 offline: bool | None, given: dict[str, Any], engines=None, resolve=None) -> dict[str, Any]:
+                 offline: bool | None, given: dict[str, Any], engines: Any = None,
+                 resolve: Any = None) -> dict[str, Any]:
     """The one code path behind `estimate()` and `preflight estimate`: load the model, pick the
     engine, refuse options it does not declare, build the report."""
     source = load_source(model, revision=revision, offline=offline)
@@ -160,7 +162,7 @@ def run_estimate(model: str, *, engine: str | None, gpu_specs: list[str], torch:
     return report_for(plan)
 
 
-def load_source(model: str, *, revision: str | None, offline: bool | None):
+def load_source(model: str, *, revision: str | None, offline: bool | None) -> Any:
     """The ModelSource of what the user typed (models.load_model_source; a Hub GGUF file
     org/name/file.gguf: its header by HTTP range requests)."""
     from gpu_preflight.models import gguf_remote, load_model_source
@@ -172,22 +174,22 @@ def load_source(model: str, *, revision: str | None, offline: bool | None):
 @dataclass(frozen=True)
 class EstimatePlan:
     """A loaded model with its engine, resolved options and targets: what run_estimate builds a
-    report from, kept so a sweep (estimate/sweep.py) or the local page can build many reports
+    report from, kept so a sweep (estimators/sweep.py) or the local page can build many reports
     from one loaded model."""
     source: Any
     engine: Any
     opts: Mapping[str, Any]
-    targets: tuple
+    targets: tuple[Any, ...]
     torch: str | None
     kind: str
 
 
-def prepare_estimate(source, *, engine: str | None, gpu_specs: list[str], torch: str | None,
-                     given: dict[str, Any], engines=None, resolve=None) -> EstimatePlan:
+def prepare_estimate(source: Any, *, engine: str | None, gpu_specs: list[str], torch: str | None,
+                     given: dict[str, Any], engines: Any = None, resolve: Any = None) -> EstimatePlan:
     """Pick the engine for a loaded ModelSource, refuse options it does not declare, resolve the
     targets (this machine's GPUs when `gpu_specs` is empty)."""
-    from gpu_preflight.estimate.engines import all_engines, default_engine, find_engine, model_kind
-    from gpu_preflight.estimate.engines.base import owners, resolve_options
+    from gpu_preflight.estimators.engines import all_engines, default_engine, find_engine, model_kind
+    from gpu_preflight.estimators.engines.base import owners, resolve_options
 
     engines = engines or all_engines()
     resolve = resolve or resolve_options
@@ -209,7 +211,7 @@ def report_for(plan: EstimatePlan, opts: Mapping[str, Any] | None = None, *, poi
     of a sweep). `point_only`: the caller needs the peak, breakdown and verdicts at this workload
     only; an engine may then skip its searches (largest context / batch) and suggestions."""
     source, targets = plan.source, list(plan.targets)
-    common = {"torch": plan.torch}
+    common: dict[str, Any] = {"torch": plan.torch}
     if point_only:
         common["point_only"] = True
     report = plan.engine.run(source, dict(plan.opts if opts is None else opts), targets, common)
@@ -217,7 +219,7 @@ def report_for(plan: EstimatePlan, opts: Mapping[str, Any] | None = None, *, poi
     report["source"] = {"origin": source.origin, "url": source.source_url}
     if not targets:
         report["assumptions"].append("no target GPU: this machine has none visible; pass --gpu NAME[:COUNT]")
-    from gpu_preflight.estimate.annotate import annotate
+    from gpu_preflight.estimators.annotate import annotate
 
     return annotate(report)  # tight fits, what limits the context, the pipeline peak's parts
 
@@ -236,7 +238,7 @@ def curve(model: str, *, engine: str | None = None, gpus: str | Sequence[str] | 
     `sweep` ("context", "side=512:2048", "batch=1,2,4,8"; None = the engine's usual quantity and
     range), with the measured runs of calibration/raw overlaid where found (`calibration`: a
     repository root; None = the source tree this package runs from, if any)."""
-    from gpu_preflight.estimate.engines import all_engines
+    from gpu_preflight.estimators.engines import all_engines
 
     engines = all_engines()
     given = given_options(options, engines)
@@ -250,8 +252,8 @@ def curve_for(plan: EstimatePlan, *, given: dict[str, Any], spec: str | None = N
               base: dict[str, Any] | None = None, calibration: str | None = None) -> dict[str, Any]:
     """The curve of a prepared estimate (`base`: its report at the user's workload, when known),
     with the measured runs overlaid."""
-    from gpu_preflight.estimate.sweep import sweep as run_sweep
-    from gpu_preflight.measure.calibration_points import find_root, measured_points
+    from gpu_preflight.estimators.sweep import sweep as run_sweep
+    from gpu_preflight.measurement.calibration_points import find_root, measured_points
 
     out = run_sweep(plan, lambda opts: report_for(plan, opts, point_only=True), given=given, spec=spec, base=base)
     root, how = find_root(calibration)
@@ -263,8 +265,8 @@ def curve_for(plan: EstimatePlan, *, given: dict[str, Any], spec: str | None = N
     return out
 
 
-def _targets(specs: list[str]):
-    from gpu_preflight.estimate.plan import targets_from_machine, targets_from_specs
+def _targets(specs: list[str]) -> list[Any]:
+    from gpu_preflight.estimators.plan import targets_from_machine, targets_from_specs
 
     if specs:
         return targets_from_specs(specs)
@@ -308,14 +310,14 @@ class Report(_Result):
         return self.data.get("recommended_install")
 
 
-def build_report(kind: str, snap: dict, only: list[str] | None = None) -> dict[str, Any]:
+def build_report(kind: str, snap: dict[str, Any], only: list[str] | None = None) -> dict[str, Any]:
     """Checks + recommendation + the `gpu-preflight.report` dict: what doctor and compat print."""
     from gpu_preflight.checks import run_checks
     from gpu_preflight.checks.context import driver_version, gpu_views
-    from gpu_preflight.compat.described import summary
-    from gpu_preflight.compat.recommend import recommend
+    from gpu_preflight.compatibility.described import summary
+    from gpu_preflight.compatibility.recommend import recommend
     from gpu_preflight.render.findings import report_json
-    from gpu_preflight.snapshot.schema import fact
+    from gpu_preflight.snapshots.schema import fact
 
     findings = run_checks(snap, only)
     ccs = [g.cc for g in gpu_views(snap) if g.cc]
@@ -332,14 +334,14 @@ class Snapshot(_Result):
 
 def snapshot(deep: bool = False) -> Snapshot:
     """Probe this machine (never creates a CUDA context unless `deep`)."""
-    import gpu_preflight.snapshot as snap_mod
+    import gpu_preflight.snapshots as snap_mod
 
     return Snapshot(_frozen(snap_mod.to_json(snap_mod.collect(deep=deep))))
 
 
 def doctor(deep: bool = False, snapshot_file: str | None = None) -> Report:
     """Judge this machine (or a snapshot file written by `preflight snapshot`)."""
-    import gpu_preflight.snapshot as snap_mod
+    import gpu_preflight.snapshots as snap_mod
 
     snap = snap_mod.load(snapshot_file) if snapshot_file else snap_mod.collect(deep=deep)
     return Report(_frozen(build_report("doctor", snap)))
@@ -352,7 +354,7 @@ def compat(*, driver: str | None = None, gpu: str | Sequence[str] | None = None,
            python: str | None = None, ram_gb: float | None = None, **more: Any) -> Report:
     """Judge a described machine; without `torch`, `recommended_install` says what to install.
     Extra keywords (e.g. `platform=`) are passed to the description where this release knows them."""
-    from gpu_preflight.compat.described import describe
+    from gpu_preflight.compatibility.described import describe
 
     if not (driver or gpu or torch):
         raise UsageError("describe the machine with at least one of driver, gpu, torch")
@@ -406,7 +408,7 @@ class FleetReport(_Result):
 def fleet(paths: Iterable[str] | None = None, *, ray: str | bool | None = None, deep: bool = False,
           backend: str = "nccl", timeout_s: float = 60.0) -> FleetReport:
     """Judge snapshot files (`paths`) or, with `ray` (True or an address), every node of a Ray cluster."""
-    from gpu_preflight.fleet.judge import judge
+    from gpu_preflight.cluster.judge import judge
 
     paths = list(paths or [])
     if bool(ray) == bool(paths):
@@ -419,14 +421,14 @@ def fleet(paths: Iterable[str] | None = None, *, ray: str | bool | None = None, 
                          hint="or run `preflight snapshot --deep -o NODE.json` on each node")
     cross = None
     if ray:
-        from gpu_preflight.fleet import ray as fleet_ray
+        from gpu_preflight.cluster import ray as fleet_ray
 
         address = None if ray is True or ray == "auto" else str(ray)
         nodes = fleet_ray.collect(address, deep=deep, timeout_s=timeout_s, deep_backend=backend)
         if deep:
             cross = fleet_ray.collective_across(nodes, backend=backend, timeout_s=max(timeout_s, 30))
     else:
-        from gpu_preflight.fleet.files import load_paths
+        from gpu_preflight.cluster.files import load_paths
 
         nodes = load_paths(paths)
     return FleetReport(_frozen(copy.deepcopy(judge(nodes, cross))))
@@ -440,7 +442,7 @@ class Measurement(_Result):
 
     @property
     def ok(self) -> bool:
-        return self.data["status"] == "ok" and self.data["exit_code"] == 0
+        return bool(self.data["status"] == "ok" and self.data["exit_code"] == 0)
 
     @property
     def exit_code(self) -> int:
@@ -473,7 +475,7 @@ def run_measure(model: str, *, dtype: str = "bfloat16", batch: int = 1, input_le
     import tempfile
 
     from gpu_preflight.errors import DependencyMissing, DeviceUnavailable
-    from gpu_preflight.estimate.plan import parse_dtype
+    from gpu_preflight.estimators.plan import parse_dtype
     from gpu_preflight.hints import install_hint
     from gpu_preflight.models import load_model_source
     from gpu_preflight.probes.context import ProbeContext
@@ -482,7 +484,8 @@ def run_measure(model: str, *, dtype: str = "bfloat16", batch: int = 1, input_le
     # The GPU first: without one, installing torch would not help.
     nv = probe_nvml(ProbeContext())
     if not nv["available"].get(False) or not nv["gpus"].get():
-        raise DeviceUnavailable(f"no NVIDIA GPU to measure on: {nv.get('error').get() if nv.get('error') else 'none found'}",
+        error = nv.get("error")
+        raise DeviceUnavailable(f"no NVIDIA GPU to measure on: {error.get() if error is not None else 'none found'}",
                                 hint="run `preflight doctor`; to estimate without a GPU use `preflight estimate`")
     if not python and (importlib.util.find_spec("torch") is None or importlib.util.find_spec("transformers") is None):
         raise DependencyMissing("measuring needs torch and transformers in this Python environment",
@@ -496,7 +499,7 @@ def run_measure(model: str, *, dtype: str = "bfloat16", batch: int = 1, input_le
     if attn == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
         attn = "sdpa"
     if pipeline:
-        from gpu_preflight.estimate.engines.diffusers import pipeline_entry
+        from gpu_preflight.estimators.engines.diffusers import pipeline_entry
 
         entry = pipeline_entry(source)
         d = entry["defaults"]
@@ -514,7 +517,7 @@ def run_measure(model: str, *, dtype: str = "bfloat16", batch: int = 1, input_le
         package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")])))
         try:
-            proc = subprocess.run([python or sys.executable, "-m", "gpu_preflight.measure.child", spec_path, out_path],
+            proc = subprocess.run([python or sys.executable, "-m", "gpu_preflight.measurement.child", spec_path, out_path],
                                   env=env, timeout=timeout_s, capture_output=True, text=True)  # noqa: S603
             status = None if proc.returncode == 0 else f"child exited {proc.returncode}: " + \
                 (proc.stderr.strip().splitlines() or [""])[-1][:300]
@@ -526,8 +529,8 @@ def run_measure(model: str, *, dtype: str = "bfloat16", batch: int = 1, input_le
                 records = [json.loads(line) for line in fh if line.strip().startswith("{")]
     if pipeline:
         return _pipeline_measurement(source.name, entry, spec, records, status, dtype)
-    from gpu_preflight.estimate.engines.transformers import Workload
-    from gpu_preflight.estimate.plan import estimate_llm, targets_from_machine
+    from gpu_preflight.estimators.engines.transformers import Workload
+    from gpu_preflight.estimators.plan import estimate_llm, targets_from_machine
 
     targets = targets_from_machine({"nvml": nv})
     est = estimate_llm(source.config, tensors=source.tensors, workload=Workload(
@@ -552,7 +555,7 @@ def _refuse_other_kind(model: str, pipeline: bool, llm_only: dict[str, Any], pip
 
 def _pipeline_measurement(name: str, entry: dict[str, Any], spec: dict[str, Any], records: list[dict[str, Any]],
                           status: str | None, dtype: str) -> dict[str, Any]:
-    from gpu_preflight.estimate.engines.diffusers import ImageWorkload, estimate_pipeline
+    from gpu_preflight.estimators.engines.diffusers import ImageWorkload, estimate_pipeline
 
     w = spec["workloads"][0]
     est = estimate_pipeline(entry, ImageWorkload(height=w["height"], width=w["width"], batch=w["batch"], dtype=dtype))
@@ -592,14 +595,24 @@ class WatchResult(_Result):
         return tuple(analysis.get("peaks") or ())
 
 
-def watch(command: Sequence[str], *, out: str | None = None, json_path: str | None = None,
+def watch(command: Sequence[str] | None = None, *, out: str | None = None, json_path: str | None = None,
           html: str | None = None, png: str | None = None, interval_ms: float = 100.0, model: str | None = None,
-          gpu_indices: Sequence[int] | None = None, quiet: bool = True) -> WatchResult:
-    """Run `command` (an argument list, never a shell string), sample its GPU memory through NVML
-    and return its record; report files are written where asked (`out` folder, or single files).
-    Inside the command, `gpu_preflight.phase("name")` marks phases."""
-    from gpu_preflight.watch.outputs import resolve
-    from gpu_preflight.watch.runner import WatchEnv, WatchOptions, run_watch
+          gpu_indices: Sequence[int] | None = None, quiet: bool = True) -> Any:
+    """Two forms.
+
+    `watch(["python", "train.py"], ...)` runs the command (an argument list, never a shell string),
+    samples its GPU memory through NVML and returns its `WatchResult`; report files are written
+    where asked (`out` folder, or single files), as `preflight watch` does.
+
+    `with watch() as w: ...` watches this Python process itself while the block runs; afterwards
+    `w.result` is a `WatchResult` with the peak per GPU (and the phase named by
+    `gpu_preflight.phase("name")` at that moment)."""
+    if command is None:
+        if out or json_path or html or png or model:
+            raise UsageError("report files and model belong to the command form: watch([...], out=...)")
+        return _Session(interval_ms, list(gpu_indices) if gpu_indices is not None else None)
+    from gpu_preflight.watcher.outputs import resolve
+    from gpu_preflight.watcher.runner import WatchEnv, WatchOptions, run_watch
 
     if isinstance(command, str) or not command:
         raise UsageError("watch() takes the command as a non-empty list of arguments",
@@ -610,3 +623,20 @@ def watch(command: Sequence[str], *, out: str | None = None, json_path: str | No
     result = run_watch(opts, WatchEnv(handle_signals=False))
     return WatchResult(_frozen(result.record))
 
+
+class _Session:
+    """The context-manager form of `watch()`: `result` is set when the block ends."""
+
+    def __init__(self, interval_ms: float, gpu_indices: list[int] | None) -> None:
+        from gpu_preflight.watcher.session import WatchSession
+
+        self._session = WatchSession(interval_ms, gpu_indices)
+        self.result: WatchResult | None = None
+
+    def __enter__(self) -> _Session:
+        self._session.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._session.__exit__(*exc)
+        self.result = WatchResult(_frozen(self._session.record or {}))

@@ -81,7 +81,7 @@ def run_checks(snap: dict, only: list[str] | None = None) -> list[Finding]:
 
 
 def run_fleet_checks(fleet_view: Any) -> list[Finding]:
-    """The fleet-scope checks over a `fleet.judge.FleetView` (all nodes together)."""
+    """The fleet-scope checks over a `cluster.judge.FleetView` (all nodes together)."""
     return _run([c for c in all_checks() if c.scope == "fleet"], fleet_view)
 
 

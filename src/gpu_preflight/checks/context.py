@@ -6,8 +6,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from gpu_preflight.compat import facts
-from gpu_preflight.snapshot.schema import fact, gpus
+from gpu_preflight.compatibility import facts
+from gpu_preflight.snapshots.schema import fact, gpus
 
 GIB = 1 << 30
 

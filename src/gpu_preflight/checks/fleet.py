@@ -1,6 +1,6 @@
 """Fleet checks PF210-PF212: judged across all nodes at once (scope "fleet"). Each takes a view
 with `.nodes` (each with `.name`, `.answered`, `.error`) and `.stacks` (node name -> `stack()`),
-built by fleet/judge.py; the node checks run on every node's snapshot separately."""
+built by cluster/judge.py; the node checks run on every node's snapshot separately."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections import Counter
 from typing import Any
 
 from gpu_preflight.checks import Finding, check
-from gpu_preflight.snapshot.schema import fact, gpus
+from gpu_preflight.snapshots.schema import fact, gpus
 
 
 def nccl_version(snap: dict) -> str | None:
@@ -218,7 +218,7 @@ def collective_bandwidth(view):
     https://github.com/NVIDIA/nccl-tests/blob/master/doc/PERFORMANCE.md
     https://docs.nvidia.com/deeplearning/nccl/user-guide/docs/troubleshooting.html
     """
-    from gpu_preflight.fleet.deep import SLOW_FRACTION, expected_link_gb_s
+    from gpu_preflight.compatibility.links import SLOW_FRACTION, expected_link_gb_s
 
     title = "All-reduce across GPUs (--deep)"
     out = []

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from gpu_preflight.checks import Finding, check
 from gpu_preflight.checks.context import gpu_views
-from gpu_preflight.snapshot.schema import fact
+from gpu_preflight.snapshots.schema import fact
 
 # NCCL variables that switch a transport off, and what it costs.
 # Source: https://docs.nvidia.com/deeplearning/nccl/user-guide/docs/env.html

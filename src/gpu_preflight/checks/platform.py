@@ -8,9 +8,9 @@ import re
 
 from gpu_preflight.checks import Finding, check
 from gpu_preflight.checks.context import driver_version, gpu_views, jetpack_of, platform_of, torch_view
-from gpu_preflight.compat import facts
-from gpu_preflight.compat.rules import driver_for_cuda
-from gpu_preflight.snapshot.schema import fact
+from gpu_preflight.compatibility import facts
+from gpu_preflight.compatibility.rules import driver_for_cuda
+from gpu_preflight.snapshots.schema import fact
 
 BLACKWELL_OPEN_URL = "https://developer.nvidia.com/blog/nvidia-transitions-fully-towards-open-source-gpu-kernel-modules/"
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import re
 
-from gpu_preflight.compat import facts
+from gpu_preflight.compatibility import facts
 from gpu_preflight.checks import Finding, check
 from gpu_preflight.checks.context import GIB, driver_version, gib, gpu_views, jetpack_of, platform_of, torch_view
-from gpu_preflight.compat.rules import arch_coverage, driver_for_cuda
-from gpu_preflight.compat.recommend import recommend
-from gpu_preflight.snapshot.schema import fact
+from gpu_preflight.compatibility.rules import arch_coverage, driver_for_cuda
+from gpu_preflight.compatibility.recommend import recommend
+from gpu_preflight.snapshots.schema import fact
 
 NVIDIA_DOWNLOAD = "https://www.nvidia.com/Download/index.aspx"
 
@@ -28,7 +28,7 @@ def _python(snap) -> str | None:
 
 def recommendation(snap):
     """The install recommendation for this snapshot's platform, driver, GPUs, Python and glibc."""
-    from gpu_preflight.compat.recommend import recommend as _rec
+    from gpu_preflight.compatibility.recommend import recommend as _rec
 
     views = gpu_views(snap)
     return _rec(driver_version(snap), [g.cc for g in views if g.cc], _python(snap), platform_of(snap),
@@ -36,7 +36,7 @@ def recommendation(snap):
 
 
 def _recommended_fix(snap, why: str) -> str:
-    from gpu_preflight.compat.recommend import driver_knows_gpus
+    from gpu_preflight.compatibility.recommend import driver_knows_gpus
 
     rec = recommendation(snap)
     if rec is None:

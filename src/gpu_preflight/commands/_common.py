@@ -25,11 +25,11 @@ def refuse_python_without_deep(args) -> None:
 def emit_report(kind: str, snap: dict, args, only: list[str] | None = None) -> int:
     from gpu_preflight.checks import run_checks
     from gpu_preflight.checks.context import driver_version, gpu_views
-    from gpu_preflight.compat.described import summary
+    from gpu_preflight.compatibility.described import summary
     from gpu_preflight.checks.stack import recommendation
     from gpu_preflight.render.findings import render_json, render_text, report_json
     from gpu_preflight.render.style import Style
-    from gpu_preflight.snapshot.schema import fact
+    from gpu_preflight.snapshots.schema import fact
 
     findings = run_checks(snap, only)
     ccs = [g.cc for g in gpu_views(snap) if g.cc]

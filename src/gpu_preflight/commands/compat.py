@@ -36,9 +36,9 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from gpu_preflight.compat import facts
+    from gpu_preflight.compatibility import facts
     from gpu_preflight.errors import UsageError
-    from gpu_preflight.compat.described import describe
+    from gpu_preflight.compatibility.described import describe
 
     if args.list_gpus:
         for row in sorted(facts.gpus(), key=lambda r: (r["segment"], r["name"])):

@@ -22,7 +22,7 @@ def register(sub) -> None:
 def run(args) -> int:
     import sys
 
-    import gpu_preflight.snapshot as snapshot
+    import gpu_preflight.snapshots as snapshots
     from gpu_preflight.commands._common import refuse_python_without_deep
 
     refuse_python_without_deep(args)
@@ -34,7 +34,7 @@ def run(args) -> int:
                          hint=f"drop {flag}, or collect a new one with `preflight snapshot --deep -o FILE`")
 
     if args.from_file:
-        snap = snapshot.load(args.from_file)
+        snap = snapshots.load(args.from_file)
         recorded = snap.get("created_utc") or "an unknown time"
         sys.stderr.write(f"preflight: replaying {args.from_file} (recorded {recorded}), not probing this machine\n")
         snap["recorded_origin"] = snap.get("origin")
@@ -45,5 +45,5 @@ def run(args) -> int:
             sys.stderr.write("preflight: --deep: importing torch in a child process and running a test matmul on each "
                              "GPU (takes seconds)...\n")
             sys.stderr.flush()
-        snap = snapshot.collect(deep=args.deep, python=args.python)
+        snap = snapshots.collect(deep=args.deep, python=args.python)
     return emit_report("doctor", snap, args)

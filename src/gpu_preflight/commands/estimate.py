@@ -1,6 +1,6 @@
 """`preflight estimate MODEL`: peak GPU memory before download, what fits, and what to change.
 
-The flags of each engine come from its declaration (`estimate/engines/*.py`, `ENGINES`); this
+The flags of each engine come from its declaration (`estimators/engines/*.py`, `ENGINES`); this
 module adds the common ones, picks the engine (from --engine, or the default for the model's
 kind), and refuses any engine flag the chosen engine does not declare.
 """
@@ -15,7 +15,7 @@ EXIT_NO_TARGET = 4  # no target GPU: nothing was judged (documented in README "E
 
 
 def _positive(text: str) -> int:  # kept for other verbs' parsers
-    from gpu_preflight.estimate.engines.base import positive_int
+    from gpu_preflight.estimators.engines.base import positive_int
 
     return positive_int(text)
 
@@ -33,7 +33,7 @@ def register(sub) -> None:
     if getattr(p, "is_stub", False):  # another verb runs: skip importing every engine
         return
     from gpu_preflight.commands._common import version  # shared flag validator (stdlib only)
-    from gpu_preflight.estimate.engines import all_engines
+    from gpu_preflight.estimators.engines import all_engines
 
     engines = all_engines()
     p.add_argument("model", nargs="?", help="model folder, config.json, .gguf, catalog name or org/name[@rev]")
@@ -56,7 +56,7 @@ def register(sub) -> None:
 def add_engine_options(p, engines) -> None:
     """One argparse option per distinct flag, shown in the group of the first engine declaring it.
     Defaults are None (= not given): the chosen engine applies its own default after parsing."""
-    from gpu_preflight.estimate.engines.base import owners as engine_owners
+    from gpu_preflight.estimators.engines.base import owners as engine_owners
 
     owners = engine_owners(engines)
     seen: set[str] = set()
@@ -108,7 +108,7 @@ def run(args) -> int:
     return 0 if report["fits"][0]["fits"] else 2
 
 
-# ---- --plot: the memory curve (estimate/sweep.py, render/plot.py, docs/plots.md) ----
+# ---- --plot: the memory curve (estimators/sweep.py, render/plot.py, docs/plots.md) ----
 
 def add_plot_options(p) -> None:
     g = p.add_argument_group("memory curve (any engine)")

@@ -16,13 +16,13 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    import gpu_preflight.snapshot as snapshot
+    import gpu_preflight.snapshots as snapshots
     from gpu_preflight.commands._common import refuse_python_without_deep
     from gpu_preflight.errors import PreflightError
 
     refuse_python_without_deep(args)
 
-    text = snapshot.dumps(snapshot.collect(deep=args.deep, python=args.python)) + "\n"
+    text = snapshots.dumps(snapshots.collect(deep=args.deep, python=args.python)) + "\n"
     if args.output:
         try:
             with open(args.output, "w", encoding="utf-8") as fh:

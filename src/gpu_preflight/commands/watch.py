@@ -82,8 +82,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from gpu_preflight.errors import UsageError
-    from gpu_preflight.watch.outputs import resolve
-    from gpu_preflight.watch.runner import WatchEnv, WatchOptions, run_watch
+    from gpu_preflight.watcher.outputs import resolve
+    from gpu_preflight.watcher.runner import WatchEnv, WatchOptions, run_watch
 
     command = list(args.command or [])
     if command and command[0] == "--":

@@ -10,7 +10,7 @@ import ctypes
 import threading
 from typing import Any
 
-from gpu_preflight.snapshot.field import Fact, known, unknown
+from gpu_preflight.snapshots.field import Fact, known, unknown
 
 SOURCE = "cuda driver api"
 

@@ -7,7 +7,7 @@ import platform
 import re
 import sys
 
-from gpu_preflight.snapshot.field import Fact, attempt, known, unknown
+from gpu_preflight.snapshots.field import Fact, attempt, known, unknown
 from gpu_preflight.probes.context import ProbeContext
 
 GPU_ENV_VARS = (

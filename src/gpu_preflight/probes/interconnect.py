@@ -15,7 +15,7 @@ import socket
 from typing import Any
 
 from gpu_preflight.probes.context import ProbeContext, call_with_timeout
-from gpu_preflight.snapshot.field import Fact, describe_exception, known, unknown
+from gpu_preflight.snapshots.field import Fact, describe_exception, known, unknown
 
 SOURCE = "nvml"
 NVLINK_MAX_LINKS = 18  # NVML_NVLINK_MAX_LINKS in nvml.h (Hopper has 18 links)

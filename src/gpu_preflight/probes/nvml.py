@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from gpu_preflight.snapshot.field import Fact, describe_exception, known, unknown
+from gpu_preflight.snapshots.field import Fact, describe_exception, known, unknown
 from gpu_preflight.probes.context import ProbeContext, call_with_timeout
 
 SOURCE = "nvml"

@@ -21,7 +21,7 @@ from importlib import metadata
 from typing import Any
 
 from gpu_preflight.probes.context import ProbeContext
-from gpu_preflight.snapshot.field import Fact, attempt, known, unknown
+from gpu_preflight.snapshots.field import Fact, attempt, known, unknown
 
 EXTENSIONS = ("torchvision", "torchaudio", "xformers", "vllm", "flash-attn", "bitsandbytes", "torch-tensorrt",
               "triton")

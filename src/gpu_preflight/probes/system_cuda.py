@@ -7,7 +7,7 @@ import json
 import os
 import re
 
-from gpu_preflight.snapshot.field import Fact, attempt, known, unknown
+from gpu_preflight.snapshots.field import Fact, attempt, known, unknown
 from gpu_preflight.probes.context import ProbeContext
 
 # Libraries whose presence in an LD_LIBRARY_PATH entry can shadow the ones pip wheels bring.

@@ -6,7 +6,7 @@ import json
 import os
 import sys
 
-from gpu_preflight.snapshot.field import Fact, known, unknown
+from gpu_preflight.snapshots.field import Fact, known, unknown
 from gpu_preflight.probes.context import ProbeContext, ProbeTimeout
 
 SOURCE = "torch (subprocess)"

@@ -6,7 +6,7 @@ import re
 from importlib import metadata
 from typing import Any
 
-from gpu_preflight.snapshot.field import Fact, attempt, known, unknown
+from gpu_preflight.snapshots.field import Fact, attempt, known, unknown
 
 SOURCE = "package metadata"
 RELATED = ("transformers", "diffusers", "accelerate", "flash-attn", "flash_attn", "xformers", "vllm",

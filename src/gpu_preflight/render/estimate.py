@@ -109,7 +109,7 @@ def _assumptions(r: dict[str, Any], style: Style) -> list[str]:
 
 
 def render_pipeline(r: dict[str, Any], style: Style) -> str:
-    from gpu_preflight.estimate.annotate import pipeline_peak_breakdown
+    from gpu_preflight.estimators.annotate import pipeline_peak_breakdown
 
     w = r["workload"]
     peak = r["peak_phase"]

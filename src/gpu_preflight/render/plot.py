@@ -1,4 +1,4 @@
-"""Draw a memory curve (estimate/sweep.py, `gpu-preflight.curve`) as SVG, self-contained HTML or PNG.
+"""Draw a memory curve (estimators/sweep.py, `gpu-preflight.curve`) as SVG, self-contained HTML or PNG.
 
 SVG is written here, without any plotting library: stacked areas per component, one horizontal
 line per target GPU, the point where each stops fitting, the user's own workload, and measured
@@ -319,7 +319,7 @@ def point_text(curve: dict[str, Any], p: dict[str, Any]) -> str:
 
 
 def _legend(curve: dict[str, Any]) -> list[str]:
-    from gpu_preflight.estimate.sweep import crossing_label
+    from gpu_preflight.estimators.sweep import crossing_label
 
     colors = component_colors(curve["components"])
     out = [_text(PANEL, TOP + 4, "peak made of", 15, weight="bold")]
@@ -492,7 +492,7 @@ def require_matplotlib():
 
 def render_png(curve: dict[str, Any], path: str) -> None:
     """An 1800 x 1080 PNG (12 x 7.2 in at 150 dpi) through matplotlib."""
-    from gpu_preflight.estimate.sweep import crossing_label
+    from gpu_preflight.estimators.sweep import crossing_label
 
     plt = require_matplotlib()
     pts = curve["points"]

@@ -9,7 +9,7 @@ JSON API (docs/serve.md):
   POST /api/estimate          the keys of gpu_preflight.api.estimate(); answers exactly `preflight estimate --json`
   POST /api/point             the same keys; the report at this workload without the searches (largest context
                               / batch, suggestions), its stack and the command lines: what the page redraws per change
-  POST /api/curve             the same keys plus "sweep": the memory curve (estimate/sweep.py) and its SVG
+  POST /api/curve             the same keys plus "sweep": the memory curve (estimators/sweep.py) and its SVG
 """
 
 from __future__ import annotations
@@ -150,8 +150,8 @@ class App:
         return {"available": True, "reason": None}
 
     def engines(self) -> dict[str, Any]:
-        from gpu_preflight.estimate.engines import all_engines
-        from gpu_preflight.estimate.sweep import available
+        from gpu_preflight.estimators.engines import all_engines
+        from gpu_preflight.estimators.sweep import available
         from gpu_preflight.serve.commands import ENGINE_COMMAND_KEYS
 
         return {"engines": [{"name": e.name, "kinds": list(e.kinds), "summary": e.summary,
@@ -169,7 +169,7 @@ class App:
                            for e in sorted(default_catalog().entries, key=lambda e: (e.kind, e.id))]}
 
     def gpus(self) -> dict[str, Any]:
-        from gpu_preflight.compat import facts
+        from gpu_preflight.compatibility import facts
 
         return {"gpus": [{"id": g["id"], "name": g["name"], "memory_bytes": facts.gpu_memory_bytes(g),
                           "architecture": g.get("architecture"), "segment": g.get("segment")}
@@ -238,7 +238,7 @@ class App:
 
     def point(self, data: dict[str, Any]) -> dict[str, Any]:
         from gpu_preflight.api import report_for
-        from gpu_preflight.estimate.sweep import stack_of
+        from gpu_preflight.estimators.sweep import stack_of
         from gpu_preflight.serve.commands import command_lines
 
         t0 = time.perf_counter()
@@ -250,7 +250,7 @@ class App:
 
     def curve(self, data: dict[str, Any]) -> dict[str, Any]:
         from gpu_preflight.api import curve_for, report_for
-        from gpu_preflight.estimate.sweep import current_value, default_quantity, parse_spec, swept_dests
+        from gpu_preflight.estimators.sweep import current_value, default_quantity, parse_spec, swept_dests
         from gpu_preflight.render.plot import render_svg
 
         spec = data.get("sweep")
