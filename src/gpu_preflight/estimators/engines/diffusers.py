@@ -40,7 +40,11 @@ What each mode keeps on the GPU, from diffusers 0.42.1 (src/diffusers/...) and a
   score), diffusers' AttnProcessor for UNets (2 x dtype bytes per score); score tensors of different
   sizes in one forward leave cached segments (replayed through estimators/allocator.py).
 - host RAM: the weights each mode holds + the process itself (HOST_PROCESS_BYTES, fitted on SDXL's
-  H200 runs); loading through host RAM holds every weight once.
+  H200 runs); loading through host RAM holds every weight once, layerwise-cast denoisers in their
+  16-bit dtype (enable_layerwise_casting runs on the loaded model). Streamed group offload pins its
+  copies while the modules still reference the pageable weights (ModuleGroup._init_cpu_param_dict):
+  every weight + the pinned copies, counted as held while generating too (an upper bound: the
+  pageable copies are dropped at the first onload, and glibc may or may not return them).
 - VAE tiling (models/autoencoders/autoencoder_kl.py): tiles of the VAE's sample_size pixels (1024
   for the SDXL/FLUX/SD3 VAEs: nothing is tiled up to 1024x1024), overlapping by a quarter; every
   decoded tile is kept until the blend. Slicing decodes a batch one image at a time.
