@@ -35,7 +35,8 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "diffusion": ("diffusers>=0.30",),
     "watch": ("plotly>=5", "matplotlib>=3.7", "psutil>=5.9"),
     "fleet": ("ray>=2.9",),
-    "test": ("pytest>=7", "psutil>=5.9", "huggingface_hub>=0.23", "ray>=2.9", "hypothesis>=6.100", "mypy>=1.8"),
+    "test": ("pytest>=7", "psutil>=5.9", "huggingface_hub>=0.23", "ray>=2.9", "hypothesis>=6.100", "mypy>=1.8",
+             "selenium>=4.20"),
 }
 
 
