@@ -93,8 +93,18 @@ class Estimate(_Result):
 
     @property
     def exit_code(self) -> int:
-        """The CLI's exit code for this report: 0 fits, 2 does not fit, 4 no target."""
-        return 4 if self.fits is None else 0 if self.fits else 2
+        """The CLI's exit code for this report (estimate_exit_code)."""
+        return estimate_exit_code(self.data)
+
+
+def estimate_exit_code(report: Mapping[str, Any]) -> int:
+    """0 fits the first target; 2 does not fit, or cannot run as given (`failures`: a context past
+    a fixed position table); 4 no target GPU was judged."""
+    if not report["fits"]:
+        return 4
+    if report.get("failures"):
+        return 2
+    return 0 if report["fits"][0]["fits"] else 2
 
 
 def _option_value(opt: Any, name: str, value: Any) -> Any:

@@ -86,7 +86,7 @@ def _metavar(o) -> str:
 
 
 def run(args) -> int:
-    from gpu_preflight.api import run_estimate
+    from gpu_preflight.api import estimate_exit_code, run_estimate
     from gpu_preflight.errors import UsageError
 
     if args.list_models:
@@ -101,11 +101,7 @@ def run(args) -> int:
         report = run_estimate(args.model, engine=args.engine, gpu_specs=args.gpu, torch=args.torch,
                               revision=args.revision, offline=True if args.offline else None, given=given)
     _emit(report, args.json)
-    if not report["fits"]:
-        return EXIT_NO_TARGET
-    if report.get("failures"):  # it fits, but does not run as given (a context past the model's positions)
-        return 2
-    return 0 if report["fits"][0]["fits"] else 2
+    return estimate_exit_code(report)
 
 
 # ---- --plot: the memory curve (estimators/sweep.py, render/plot.py, docs/plots.md) ----
